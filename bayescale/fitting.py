@@ -1,0 +1,101 @@
+"""``bayescale.fit``: from a runs table to a posterior."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from .model import build_model
+from .result import ScalingFit
+from .runs import Scale, read_runs, runs_hash
+from .sampling import SamplerConfig, check_sampler, run_inference
+from .spec import ModelSpec, load_spec
+from .versions import versions
+
+
+def fit(
+    runs: pd.DataFrame | str,
+    law: str | ModelSpec = "chinchilla",
+    *,
+    metric: str = "loss",
+    priors: dict[str, Any] | None = None,
+    sampler: str = "nutpie",
+    method: str = "nuts",
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    target_accept: float | None = None,
+    random_seed: int = 0,
+    cores: int | None = None,
+    progressbar: bool = True,
+) -> ScalingFit:
+    """Fit a scaling law to a ladder of training runs.
+
+    Parameters
+    ----------
+    runs
+        Runs table (DataFrame or CSV path), see :func:`bayescale.read_runs`.
+    law
+        Name of a shipped model spec (``"chinchilla"``, ``"compute"``), a TOML path, or a
+        :class:`~bayescale.spec.ModelSpec`.
+    metric
+        Which metric's rows to fit (default the upstream ``"loss"``).
+    priors
+        Overrides of the spec's priors, e.g. ``{"alpha": {"dist": "LogNormal",
+        "kwargs": {"mu": -1, "sigma": 0.3}}}``.
+    sampler
+        NUTS implementation: ``"nutpie"`` (default, CPU), ``"pymc"``, ``"numpyro"``
+        (JAX, uses a GPU when present) or ``"blackjax"``.
+    method
+        ``"nuts"`` (default); ``"map"`` or ``"advi"`` for a fast preview.
+    draws, tune, chains, target_accept
+        Sampler settings; defaults from the spec's ``[sampler]`` table.
+    random_seed
+        Seeds the sampler and the predictive noise.
+    progressbar
+        Show a progress bar.
+
+    Returns
+    -------
+    ScalingFit
+
+    Examples
+    --------
+    >>> import bayescale
+    >>> runs, truth = bayescale.simulate_ladder(seed=1)
+    >>> result = bayescale.fit(runs, draws=200, tune=200, chains=2, progressbar=False)  # doctest: +SKIP
+    >>> result.predict({"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
+    """
+    spec = law if isinstance(law, ModelSpec) else load_spec(law)
+    spec = spec.with_priors(priors)
+    check_sampler(sampler, method)
+    table = read_runs(runs)
+    rows = table[table["metric"] == metric].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"no rows with metric {metric!r}; metrics present: {sorted(table['metric'].unique())}")
+    defaults = spec.sampler
+    config = SamplerConfig(
+        sampler=sampler,
+        method=method,
+        draws=int(draws if draws is not None else defaults.get("draws", 1000)),
+        tune=int(tune if tune is not None else defaults.get("tune", 1000)),
+        chains=int(chains if chains is not None else defaults.get("chains", 4)),
+        target_accept=float(target_accept if target_accept is not None else defaults.get("target_accept", 0.9)),
+        random_seed=int(random_seed),
+        cores=cores,
+    )
+    scale = Scale.from_runs(rows)
+    model = build_model(rows, spec, scale)
+    start = time.perf_counter()
+    idata = run_inference(model, config, progressbar=progressbar)
+    info = {
+        "fit_seconds": time.perf_counter() - start,
+        "runs_hash": runs_hash(rows),
+        "param_count": table.attrs.get("param_count", "as given"),
+        "versions": versions(),
+    }
+    result = ScalingFit(idata=idata, spec=spec, scale=scale, runs=rows, sampler_config=config, metric=metric, info=info)
+    result.diagnostics().warn("fit")
+    return result

@@ -1,0 +1,62 @@
+"""Base class and registry of scaling laws.
+
+A law maps model size N and tokens D to the expected metric.  Every law is written twice
+over the same code path: on numpy arrays (prediction) and on PyTensor tensors (the PyMC
+model), using only arithmetic and ``**`` so one function serves both.
+
+Inputs are *centred*: ``n = N / N0`` and ``d = D / D0`` with N0, D0 the geometric means of
+the fitted ladder, so the sampled coefficients (``a``, ``b``) are the size of each term at
+the centre of the data, O(0.1-1) nats, whatever the scale of N and D.  The published
+coefficients (``A``, ``B``) are recovered as deterministic transforms, see
+:meth:`ScalingLaw.published`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+_REGISTRY: dict[str, type["ScalingLaw"]] = {}
+
+
+class ScalingLaw:
+    """A functional form L(N, D).
+
+    Subclasses set ``lookup_name``, ``sampled`` (parameter names drawn by the sampler),
+    ``published`` names, and implement :meth:`mean` and :meth:`to_published`.
+    """
+
+    lookup_name: ClassVar[str]
+    equation: ClassVar[str]
+    sampled: ClassVar[tuple[str, ...]]
+    published_names: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "lookup_name", None):
+            _REGISTRY[cls.lookup_name] = cls
+
+    def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        """Expected metric at centred size ``n = N/N0`` and tokens ``d = D/D0``."""
+        raise NotImplementedError
+
+    def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        """Coefficients in the paper's convention (uncentred N and D)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.equation})"
+
+
+def get_law(name: str | ScalingLaw) -> ScalingLaw:
+    """Look a law up by name (``"chinchilla"``, ``"compute"``)."""
+    if isinstance(name, ScalingLaw):
+        return name
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown law {name!r}; available: {sorted(_REGISTRY)}") from None
+
+
+def available_laws() -> list[str]:
+    """Names of the registered laws."""
+    return sorted(_REGISTRY)

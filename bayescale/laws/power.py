@@ -1,0 +1,75 @@
+"""Power laws in model size and data: Chinchilla's form and the compute-only form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import ScalingLaw
+
+FLOP_PER_PARAM_TOKEN = 6.0
+
+
+class Chinchilla(ScalingLaw):
+    r"""Hoffmann et al. (2022), Approach 3.
+
+    .. math:: L(N, D) = E + A N^{-\alpha} + B D^{-\beta}
+
+    Sampled as ``L = E + a n^-alpha + b d^-beta`` with ``n = N/N0``, ``d = D/D0``, so
+    ``A = a N0^alpha`` and ``B = b D0^beta``.
+
+    References
+    ----------
+    Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", eq. (2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> law = Chinchilla()
+    >>> theta = dict(E=1.69, a=0.5, b=0.4, alpha=0.34, beta=0.28)
+    >>> float(np.round(law.mean(theta, 1.0, 1.0), 2))
+    2.59
+    """
+
+    lookup_name = "chinchilla"
+    equation = "L = E + A*N^-alpha + B*D^-beta"
+    sampled = ("E", "a", "b", "alpha", "beta")
+    published_names = ("E", "A", "B", "alpha", "beta")
+
+    def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        return theta["E"] + theta["a"] * n ** (-theta["alpha"]) + theta["b"] * d ** (-theta["beta"])
+
+    def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        return {
+            "E": theta["E"],
+            "A": theta["a"] * N0 ** theta["alpha"],
+            "B": theta["b"] * D0 ** theta["beta"],
+            "alpha": theta["alpha"],
+            "beta": theta["beta"],
+        }
+
+
+class Compute(ScalingLaw):
+    r"""Loss as a power law in training compute only.
+
+    .. math:: L(C) = E + A C^{-\gamma}, \qquad C = 6 N D
+
+    Sampled as ``L = E + a (n d)^-gamma`` (``C/C0 = n d``), so ``A = a (6 N0 D0)^gamma``.
+
+    Examples
+    --------
+    >>> law = Compute()
+    >>> float(law.mean(dict(E=1.7, a=1.0, gamma=0.05), 1.0, 1.0))
+    2.7
+    """
+
+    lookup_name = "compute"
+    equation = "L = E + A*C^-gamma, C = 6*N*D"
+    sampled = ("E", "a", "gamma")
+    published_names = ("E", "A", "gamma")
+
+    def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        return theta["E"] + theta["a"] * (n * d) ** (-theta["gamma"])
+
+    def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        C0 = FLOP_PER_PARAM_TOKEN * N0 * D0
+        return {"E": theta["E"], "A": theta["a"] * C0 ** theta["gamma"], "gamma": theta["gamma"]}

@@ -1,0 +1,99 @@
+"""Run inference on a built PyMC model: NUTS through one of several samplers, or a fast preview.
+
+A closed registry: ``sampler`` in ``{"nutpie", "pymc", "numpyro", "blackjax"}`` for NUTS
+(all sent through ``pm.sample(nuts_sampler=...)``), ``method`` in ``{"nuts", "map",
+"advi"}``.  Optional dependencies are checked up front with a helpful ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pymc as pm
+from pymc.backends.arviz import find_observations
+
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+METHODS = ("nuts", "map", "advi")
+_NEEDS = {"nutpie": ("nutpie",), "numpyro": ("numpyro", "jax"), "blackjax": ("blackjax", "jax")}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """What was asked of the sampler; stored with the fit for reproducibility."""
+
+    sampler: str = "nutpie"
+    method: str = "nuts"
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.9
+    random_seed: int = 0
+    cores: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_sampler(sampler: str, method: str) -> None:
+    """Raise a clear error for an unknown sampler/method or a missing optional dependency."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+    if method != "nuts":
+        return
+    missing = [pkg for pkg in _NEEDS.get(sampler, ()) if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise ImportError(
+            f"sampler={sampler!r} needs {', '.join(missing)}; install with "
+            f"`pip install 'bayescale[jax]'` or pick sampler='nutpie' or 'pymc'"
+        )
+
+
+def run_inference(model: pm.Model, config: SamplerConfig, progressbar: bool = True) -> az.InferenceData:
+    """Sample ``model`` as ``config`` says; returns InferenceData with log_likelihood."""
+    check_sampler(config.sampler, config.method)
+    with model:
+        if config.method == "map":
+            idata = _map(model, config, progressbar)
+        elif config.method == "advi":
+            approx = pm.fit(n=30_000, method="advi", random_seed=config.random_seed, progressbar=progressbar)
+            idata = approx.sample(config.draws, random_seed=config.random_seed)
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+                idata = pm.sample(
+                    draws=config.draws,
+                    tune=config.tune,
+                    chains=config.chains,
+                    cores=config.cores,
+                    target_accept=config.target_accept,
+                    random_seed=config.random_seed,
+                    nuts_sampler=config.sampler,
+                    progressbar=progressbar,
+                    compute_convergence_checks=False,
+                )
+            for group in [g for g in idata.groups() if g.startswith("warmup")]:
+                delattr(idata, group)
+        if "log_likelihood" not in idata.groups():
+            pm.compute_log_likelihood(idata, model=model, progressbar=False, extend_inferencedata=True)
+    return idata
+
+
+def _map(model: pm.Model, config: SamplerConfig, progressbar: bool) -> az.InferenceData:
+    """The posterior mode as a one-draw posterior: a preview, not an uncertainty estimate."""
+    point = pm.find_MAP(model=model, progressbar=progressbar, seed=config.random_seed)
+    variables = model.free_RVs + model.deterministics
+    posterior = {v.name: np.asarray(point[v.name])[None, None, ...] for v in variables}
+    dims = {name: list(d) for name, d in model.named_vars_to_dims.items()}
+    return az.from_dict(
+        posterior=posterior,
+        observed_data=find_observations(model),
+        coords={k: list(v) for k, v in model.coords.items()},
+        dims=dims,
+    )

@@ -1,0 +1,161 @@
+"""Seeded synthetic ladders with known true parameters, for the demo and for tests.
+
+The truth is a Chinchilla law ``L = E + A N^-alpha + B D^-beta``; families may perturb the
+exponents and coefficients, seeds add a per-run offset, checkpoints along a run carry
+AR(1)-correlated noise on ln(loss), and downstream accuracies follow a logistic link in
+the (noise-free) loss with Binomial benchmark noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_TRUTH = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.30}
+DEFAULT_SIZES = (2e7, 5e7, 1.2e8, 3e8, 7e8)
+DEFAULT_MULTIPLIERS = (5.0, 10.0, 20.0, 40.0)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (L - midpoint))."""
+
+    name: str
+    n_items: int = 1000
+    chance: float = 0.25
+    slope: float = 3.0
+    midpoint: float = 3.0
+
+    def accuracy(self, loss: np.ndarray) -> np.ndarray:
+        return self.chance + (1 - self.chance) / (1 + np.exp(self.slope * (loss - self.midpoint)))
+
+
+@dataclass
+class Truth:
+    """True parameters of a simulated ladder (population, per family, per run)."""
+
+    population: dict[str, float]
+    families: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_offsets: dict[str, float] = field(default_factory=dict)
+    noise: float = 0.01
+    ar1: float = 0.0
+    tasks: tuple[Task, ...] = ()
+
+    def __getitem__(self, key: str) -> float:
+        return self.population[key]
+
+    def loss(self, params, tokens, family: str | None = None) -> np.ndarray:
+        """Noise-free loss of the law (family-level parameters if given), nats."""
+        p = self.families.get(family, self.population) if family else self.population
+        N, D = np.asarray(params, dtype=float), np.asarray(tokens, dtype=float)
+        return p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
+
+
+def simulate_ladder(
+    seed: int = 0,
+    *,
+    truth: dict[str, float] | None = None,
+    sizes=DEFAULT_SIZES,
+    token_multipliers=DEFAULT_MULTIPLIERS,
+    families: int | list[str] = 1,
+    seeds: int = 1,
+    checkpoints: int = 1,
+    noise: float = 0.01,
+    family_spread: float = 0.0,
+    seed_spread: float = 0.0,
+    ar1: float = 0.0,
+    tasks: list[Task] | None = None,
+) -> tuple[pd.DataFrame, Truth]:
+    """Simulate a ladder of training runs.
+
+    Parameters
+    ----------
+    seed
+        Random seed; the same seed gives the same table.
+    truth
+        Population law parameters (default ``DEFAULT_TRUTH``: E 1.8, A 400, B 400,
+        alpha 0.34, beta 0.30).
+    sizes, token_multipliers
+        Model sizes N (parameters) and tokens-per-parameter of each run: D_total = m N.
+    families, seeds
+        Number (or names) of families, and seeds per (family, size, multiplier).
+    checkpoints
+        Checkpoints per run, log-spaced from 10% to 100% of the run's tokens.
+    noise
+        Residual scale on ln(loss).
+    family_spread
+        Log-scale spread of each family's exponents and coefficients around the population.
+    seed_spread
+        Scale of a per-run offset on ln(loss).
+    ar1
+        Lag-one correlation of residuals between consecutive checkpoints of a run.
+    tasks
+        Downstream tasks; adds ``acc:<task>`` rows at every checkpoint.
+
+    Returns
+    -------
+    runs : pandas.DataFrame
+        A runs table (see :func:`bayescale.read_runs`).
+    truth : Truth
+        The parameters that generated it.
+
+    Examples
+    --------
+    >>> runs, truth = simulate_ladder(seed=0)
+    >>> len(runs), truth["alpha"]
+    (20, 0.34)
+    """
+    rng = np.random.default_rng(seed)
+    population = dict(DEFAULT_TRUTH if truth is None else truth)
+    names = [f"family{i}" for i in range(families)] if isinstance(families, int) else list(families)
+    if len(names) == 1 and isinstance(families, int):
+        names = ["default"]
+    fam_params = {}
+    for name in names:
+        z = rng.standard_normal(5) * family_spread
+        fam_params[name] = {
+            "E": population["E"] * np.exp(0.5 * z[0]),
+            "A": population["A"] * np.exp(z[1]),
+            "B": population["B"] * np.exp(z[2]),
+            "alpha": population["alpha"] * np.exp(z[3]),
+            "beta": population["beta"] * np.exp(z[4]),
+        }
+    out = Truth(population=population, families=fam_params, noise=noise, ar1=ar1, tasks=tuple(tasks or ()))
+    fractions = np.geomspace(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
+    rows = []
+    for fam in names:
+        p = fam_params[fam]
+        for N in sizes:
+            for m in token_multipliers:
+                for s in range(seeds):
+                    run = f"{fam}-N{N:.3g}-x{m:g}-s{s}"
+                    offset = seed_spread * rng.standard_normal()
+                    out.run_offsets[run] = offset
+                    total = m * N
+                    tokens = fractions * total
+                    eps = _ar1_noise(rng, len(tokens), noise, ar1)
+                    latent = p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * tokens ** -p["beta"]
+                    loss = latent * np.exp(offset + eps)
+                    base = dict(family=fam, run=run, seed=s, params=N, total_tokens=total)
+                    rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
+                    for task in out.tasks:
+                        acc = task.accuracy(latent * np.exp(offset))
+                        hits = rng.binomial(task.n_items, acc)
+                        rows += [
+                            dict(base, tokens=t, metric=f"acc:{task.name}", value=h / task.n_items,
+                                 n_items=task.n_items, chance=task.chance)
+                            for t, h in zip(tokens, hits)
+                        ]
+    return pd.DataFrame(rows), out
+
+
+def _ar1_noise(rng: np.random.Generator, n: int, scale: float, rho: float) -> np.ndarray:
+    """Stationary AR(1) series with marginal sd ``scale`` and lag-one correlation ``rho``."""
+    eps = np.empty(n)
+    eps[0] = rng.standard_normal() * scale
+    innov = scale * np.sqrt(1 - rho**2)
+    for i in range(1, n):
+        eps[i] = rho * eps[i - 1] + innov * rng.standard_normal()
+    return eps
