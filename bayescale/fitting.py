@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .model import build_model
+from .model import build_model, structure_key
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
 from .sampling import SamplerConfig, check_sampler, run_inference
@@ -89,7 +89,7 @@ def fit(
     scale = Scale.from_runs(rows)
     model = build_model(rows, spec, scale)
     start = time.perf_counter()
-    idata = run_inference(model, config, progressbar=progressbar)
+    idata = run_inference(model, config, progressbar=progressbar, cache_key=structure_key(spec, model))
     info = {
         "fit_seconds": time.perf_counter() - start,
         "runs_hash": runs_hash(rows),

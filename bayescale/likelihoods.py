@@ -1,6 +1,7 @@
 """Observation models for the upstream loss, on the log scale.
 
-Each likelihood is a pair: ``observe`` adds the observed variable to a PyMC model, and
+Each likelihood is a pair: ``observe`` adds the observed variable (given ln of the
+observed values) to a PyMC model, and
 ``noise`` draws the same noise in numpy for posterior-predictive bands of a *new*
 observation.  Working on ln(loss) makes the noise relative (a 1% scatter is 1% at any
 loss) and keeps the law's positive mean positive.
@@ -17,7 +18,7 @@ import pytensor.tensor as pt
 
 
 def _observe_student_t(name, mean, noise, observed, dims):
-    return pm.StudentT(name, nu=noise["nu"], mu=pt.log(mean), sigma=noise["sigma"], observed=np.log(observed), dims=dims)
+    return pm.StudentT(name, nu=noise["nu"], mu=pt.log(mean), sigma=noise["sigma"], observed=observed, dims=dims)
 
 
 def _noise_student_t(rng: np.random.Generator, noise: dict[str, np.ndarray], shape) -> np.ndarray:
@@ -25,7 +26,7 @@ def _noise_student_t(rng: np.random.Generator, noise: dict[str, np.ndarray], sha
 
 
 def _observe_normal(name, mean, noise, observed, dims):
-    return pm.Normal(name, mu=pt.log(mean), sigma=noise["sigma"], observed=np.log(observed), dims=dims)
+    return pm.Normal(name, mu=pt.log(mean), sigma=noise["sigma"], observed=observed, dims=dims)
 
 
 def _noise_normal(rng: np.random.Generator, noise: dict[str, np.ndarray], shape) -> np.ndarray:

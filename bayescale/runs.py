@@ -164,8 +164,10 @@ def _failure_messages(err: pa.errors.SchemaErrors) -> list[str]:
     cases = err.failure_cases.copy()
     cases["check"] = cases["check"].astype(str)
     wide = cases["check"].str.contains(":")
-    cases.loc[wide, "column"] = cases.loc[wide, "check"].str.partition(":")[0].str.strip()
-    cases.loc[wide, "check"] = cases.loc[wide, "check"].str.partition(":")[2].str.strip()
+    if wide.any():
+        parts = cases.loc[wide, "check"].str.partition(":")
+        cases.loc[wide, "column"] = parts[0].str.strip()
+        cases.loc[wide, "check"] = parts[2].str.strip()
     out = []
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
         idx = group["index"].dropna()

@@ -1,8 +1,51 @@
-"""Make the package importable when pytest runs from a source checkout."""
+"""Shared fixtures and the test tiers.
 
-import sys
-from pathlib import Path
+Default tier: fast unit tests and small real fits.  ``--run-slow`` adds the ``slow`` tier
+(full case studies, calibration suites); ``--run-gpu`` the ``gpu`` tier.
+"""
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+    parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    for marker, option in (("slow", "--run-slow"), ("gpu", "--run-gpu")):
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=f"{marker} tier: run with {option}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_close_figures():
+    np.random.seed(0)
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+@pytest.fixture(scope="session")
+def small_fit():
+    """A quick nutpie fit of the default simulated ladder (shared across tests)."""
+    import bayescale
+
+    runs, truth = bayescale.simulate_ladder(seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, draws=500, tune=500, chains=2, random_seed=1, progressbar=False)
+    return fit, truth

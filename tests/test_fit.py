@@ -1,0 +1,166 @@
+"""End-to-end fits on simulated ladders with known truth."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale
+from bayescale import ConvergenceWarning
+
+TARGETS = pd.DataFrame({"params": [7e9, 7e10], "tokens": [1.4e11, 1.4e12]})
+
+
+def quiet_fit(runs, **kwargs):
+    kwargs.setdefault("progressbar", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bayescale.fit(runs, **kwargs)
+
+
+def test_posterior_groups_dims_and_names(small_fit):
+    fit, _ = small_fit
+    groups = set(fit.idata.groups())
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= groups
+    post = fit.idata.posterior
+    for name in ("E", "A", "B", "alpha", "beta", "sigma", "nu"):
+        assert post[name].dims == ("chain", "draw")
+    assert fit.idata.log_likelihood["ln_loss"].dims == ("chain", "draw", "obs")
+    assert fit.idata.observed_data["ln_loss"].sizes["obs"] == len(fit.runs)
+
+
+def test_summary_and_diagnostics(small_fit):
+    fit, _ = small_fit
+    table = fit.summary()
+    assert list(table.index) == ["E", "A", "B", "alpha", "beta", "sigma", "nu"]
+    assert {"mean", "hdi_5%", "hdi_95%", "r_hat", "ess_bulk"} <= set(table.columns)
+    diag = fit.diagnostics()
+    assert diag.n_draws == 1000 and diag.min_ess_required == 200
+    assert diag.passed == (not diag.problems)
+
+
+def test_predictions_cover_truth_and_kinds_differ(small_fit):
+    fit, truth = small_fit
+    pred = fit.predict(TARGETS, hdi_prob=0.9)
+    assert list(pred.columns[:3]) == ["params", "tokens", "metric"]
+    assert {"mean", "median", "lower", "upper", "extrapolation"} <= set(pred.columns)
+    assert (pred["lower"] < pred["median"]).all() and (pred["median"] < pred["upper"]).all()
+    near = pred.iloc[0]  # 50x the ladder's largest compute; far targets get wide bands
+    assert near["lower"] <= truth.loss(7e9, 1.4e11) <= near["upper"]
+    mean_band = fit.predict(TARGETS, kind="mean")
+    width = lambda p: (p["upper"] - p["lower"]).to_numpy()
+    assert (width(mean_band) < width(pred)).all()
+    draws = fit.predict_draws(TARGETS)
+    assert draws.dims == ("chain", "draw", "target") and draws.sizes["target"] == 2
+
+
+def test_bad_targets_name_the_column(small_fit):
+    fit, _ = small_fit
+    with pytest.raises(bayescale.RunsTableError, match="column 'tokens'.*row 1"):
+        fit.predict({"params": [1e9, 1e9], "tokens": [1e10, -1]})
+    with pytest.raises(ValueError, match="kind"):
+        fit.predict(TARGETS, kind="median")
+
+
+def test_optimal_allocation_bands(small_fit):
+    fit, truth = small_fit
+    alloc = fit.optimal_allocation([1e21, 1e23])
+    assert set(alloc["quantity"]) == {"params", "tokens", "loss"}
+    n_opt = alloc[alloc["quantity"] == "params"].set_index("compute")["median"]
+    assert n_opt[1e23] > n_opt[1e21]
+    row = alloc[(alloc["quantity"] == "params") & (alloc["compute"] == 1e21)].iloc[0]
+    d_row = alloc[(alloc["quantity"] == "tokens") & (alloc["compute"] == 1e21)].iloc[0]
+    assert 6 * row["median"] * d_row["median"] == pytest.approx(1e21, rel=0.5)
+
+
+def test_save_load_in_new_process_predicts_exactly(small_fit, tmp_path):
+    fit, _ = small_fit
+    path = tmp_path / "fit.nc"
+    fit.save(path)
+    expected = fit.predict(TARGETS)
+    code = (
+        "import sys, warnings, pandas as pd, bayescale; warnings.simplefilter('ignore');"
+        f"f = bayescale.load_fit({str(path)!r});"
+        "t = pd.DataFrame({'params': [7e9, 7e10], 'tokens': [1.4e11, 1.4e12]});"
+        "f.predict(t).to_csv(sys.stdout, index=False, float_format='%.17g')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from io import StringIO
+
+    again = pd.read_csv(StringIO(out))
+    for col in ("mean", "median", "lower", "upper"):
+        np.testing.assert_array_equal(again[col].to_numpy(), expected[col].to_numpy())
+    loaded = bayescale.load_fit(path)
+    assert loaded.spec.hash() == fit.spec.hash() and loaded.scale == fit.scale
+    assert len(loaded.runs) == len(fit.runs)
+
+
+def test_load_rejects_foreign_file(tmp_path):
+    import arviz as az
+
+    path = tmp_path / "other.nc"
+    az.from_dict(posterior={"x": np.zeros((1, 5))}).to_netcdf(str(path))
+    with pytest.raises(ValueError, match="not written by bayescale"):
+        bayescale.load_fit(path)
+
+
+def test_unconverged_fit_warns_loudly():
+    runs, _ = bayescale.simulate_ladder(seed=4)
+    with pytest.warns(ConvergenceWarning, match="NOT CONVERGED"):
+        fit = bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False)
+    assert fit.diagnostics().passed is False
+    with pytest.warns(ConvergenceWarning):
+        pred = fit.predict(TARGETS)
+    assert pred.attrs["converged"] is False and "NOT CONVERGED" in pred.attrs["diagnostics"]
+
+
+@pytest.mark.parametrize("method", ["map", "advi"])
+def test_previews(method):
+    runs, truth = bayescale.simulate_ladder(seed=5)
+    fit = quiet_fit(runs, method=method, draws=200)
+    assert fit.diagnostics().passed is None
+    pred = fit.predict(TARGETS.iloc[:1])
+    assert abs(pred["median"].iloc[0] - truth.loss(7e9, 1.4e11)) < 0.3
+
+
+def test_compute_law_and_metric_filter():
+    runs, truth = bayescale.simulate_ladder(seed=6)
+    extra = runs.iloc[:3].assign(metric="acc:x", value=0.5)
+    fit = quiet_fit(pd.concat([runs, extra]), law="compute", draws=300, tune=300, chains=2)
+    assert "gamma" in fit.idata.posterior and len(fit.runs) == len(runs)
+    with pytest.raises(ValueError, match="compute only"):
+        fit.optimal_allocation(1e21)
+    with pytest.raises(ValueError, match="no rows with metric"):
+        bayescale.fit(runs, metric="acc:none")
+
+
+def test_unknown_sampler_is_a_clear_error():
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with pytest.raises(ValueError, match="sampler='stan'"):
+        bayescale.fit(runs, sampler="stan")
+
+
+def _coverage(n_reps: int, draws: int) -> float:
+    hits = []
+    for rep in range(n_reps):
+        runs, truth = bayescale.simulate_ladder(seed=100 + rep)
+        fit = quiet_fit(runs, draws=draws, tune=draws, chains=2, random_seed=rep)
+        for name in ("alpha", "beta", "E"):
+            x = fit.posterior_draws(name)
+            lo, hi = np.quantile(x, [0.05, 0.95])
+            hits.append(lo <= truth[name] <= hi)
+    return float(np.mean(hits))
+
+
+def test_interval_coverage_small():
+    """Default tier: 5 replicates; the 90% intervals of alpha, beta, E mostly cover the truth."""
+    assert _coverage(5, 400) >= 0.7
+
+
+@pytest.mark.slow
+def test_interval_coverage_twenty_replicates():
+    """Acceptance: >= 80% of 20 seeded replicates' 90% intervals contain the truth."""
+    assert _coverage(20, 1000) >= 0.8

@@ -1,0 +1,119 @@
+"""The runs-table contract: every bad input raises one clear error naming column and rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayescale import RunsTableError, read_runs
+
+
+def table(**overrides):
+    base = {
+        "family": ["f", "f", "f", "f"],
+        "run": ["r1", "r1", "r2", "r2"],
+        "params": [1e8, 1e8, 4e8, 4e8],
+        "tokens": [1e9, 2e9, 4e9, 8e9],
+        "value": [3.2, 3.0, 2.8, 2.6],
+    }
+    base.update(overrides)
+    return pd.DataFrame(base)
+
+
+def error_of(df, **kwargs) -> str:
+    with pytest.raises(RunsTableError) as info:
+        read_runs(df, **kwargs)
+    return str(info.value)
+
+
+def test_valid_table_is_normalised():
+    runs = read_runs(table())
+    assert list(runs["metric"].unique()) == ["loss"]
+    assert runs.groupby("run")["total_tokens"].first().to_dict() == {"r1": 2e9, "r2": 8e9}
+    assert runs["params"].dtype == float
+
+
+def test_missing_required_column():
+    msg = error_of(table().drop(columns="value"))
+    assert "'value'" in msg and "missing" in msg
+
+
+@pytest.mark.parametrize("col", ["params", "tokens"])
+def test_non_positive(col):
+    df = table()
+    df.loc[2, col] = -5
+    msg = error_of(df)
+    assert f"column '{col}'" in msg and "> 0" in msg and "row 2" in msg
+
+
+@pytest.mark.parametrize("bad,word", [(np.nan, "missing"), (np.inf, "infinite")])
+@pytest.mark.parametrize("col", ["params", "tokens", "value"])
+def test_nan_and_infinite(col, bad, word):
+    df = table()
+    df.loc[1, col] = bad
+    msg = error_of(df)
+    assert f"column '{col}'" in msg and word in msg and "row 1" in msg
+
+
+def test_loss_not_positive():
+    msg = error_of(table(value=[3.2, 0.0, 2.8, 2.6]))
+    assert "column 'value'" in msg and "loss must be > 0" in msg and "row 1" in msg
+
+
+def test_accuracy_outside_unit_interval():
+    df = table(metric=["loss", "loss", "acc:piqa", "acc:piqa"], value=[3.2, 3.0, 1.2, 0.5])
+    msg = error_of(df)
+    assert "accuracy" in msg and "[0, 1]" in msg and "row 2" in msg and "row 3" not in msg
+
+
+def test_duplicated_rows():
+    df = pd.concat([table(), table().iloc[[3]]], ignore_index=True)
+    msg = error_of(df)
+    assert "duplicated" in msg and "rows 3, 4" in msg
+
+
+def test_tokens_beyond_total_tokens():
+    msg = error_of(table(total_tokens=[2e9, 2e9, 5e9, 5e9]))
+    assert "column 'tokens'" in msg and "total_tokens" in msg and "row 3" in msg
+
+
+def test_params_change_within_run():
+    msg = error_of(table(params=[1e8, 2e8, 4e8, 4e8]))
+    assert "column 'params'" in msg and "changes within one run" in msg and "rows 0, 1" in msg
+
+
+def test_untrained_checkpoint_rejected_with_hint():
+    msg = error_of(table(tokens=[0.0, 2e9, 4e9, 8e9]))
+    assert "tokens = 0" in msg and "runs[runs['tokens'] > 0]" in msg and "drop_invalid=True" in msg
+
+
+def test_all_problems_reported_together():
+    df = table(params=[1e8, 1e8, -1, -1], value=[3.2, np.nan, 2.8, 2.6])
+    msg = error_of(df)
+    assert "column 'params'" in msg and "column 'value'" in msg
+
+
+def test_numbers_as_strings_extra_and_absent_columns_accepted():
+    df = table(params=["1e8", "1e8", " 4e8", "400000000"], tokens=["1e9", "2e9", "4e9", "8e9"])
+    df["notes"] = ["a", "b", "c", "d"]
+    runs = read_runs(df.drop(columns=["family", "run"]))
+    assert runs["params"].tolist() == [1e8, 1e8, 4e8, 4e8]
+    assert "notes" in runs and (runs["family"] == "default").all()
+    assert runs["run"].nunique() == 2  # derived from family, params and total_tokens
+
+
+def test_non_numeric_string_named():
+    msg = error_of(table(tokens=["1e9", "lots", "4e9", "8e9"]))
+    assert "column 'tokens'" in msg and "not a number" in msg and "'lots'" in msg and "row 1" in msg
+
+
+def test_drop_invalid_reports_dropped_rows():
+    df = table(tokens=[0.0, 2e9, 4e9, 8e9], value=[3.2, 3.0, -1.0, 2.6])
+    with pytest.warns(UserWarning, match="dropped 2 invalid rows"):
+        runs = read_runs(df, drop_invalid=True)
+    assert len(runs) == 2 and runs.attrs["dropped"] == [0, 2]
+
+
+def test_csv_path(tmp_path):
+    path = tmp_path / "runs.csv"
+    table().to_csv(path, index=False)
+    assert len(read_runs(path)) == 4
