@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from .design import default_schedule, resolve_options, select_rows
 from .model import build_model, structure_key
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
@@ -20,6 +21,12 @@ def fit(
     law: str | ModelSpec = "chinchilla",
     *,
     metric: str = "loss",
+    pooling: str | None = None,
+    checkpoints: str = "final",
+    residuals: str | None = None,
+    run_effect: bool | None = None,
+    schedule: str | None = None,
+    min_fraction: float = 0.05,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
     method: str = "nuts",
@@ -42,6 +49,21 @@ def fit(
         :class:`~bayescale.spec.ModelSpec`.
     metric
         Which metric's rows to fit (default the upstream ``"loss"``).
+    pooling
+        ``"none"`` (one law for all families) or ``"family"`` (family-level parameters
+        partially pooled toward a population). Default: ``"family"`` when the table has
+        several families.
+    checkpoints
+        ``"final"`` (each run's last checkpoint, default) or ``"all"`` (every checkpoint
+        from ``min_fraction`` of its run on, fitted jointly).
+    residuals, run_effect, schedule
+        ``"iid"`` or ``"ar1"`` residuals within a run; a per-run offset with a learned
+        seed spread; the learning-rate schedule term (``"none"``, ``"table"`` from the
+        runs table's ``schedule`` columns, ``"learned"``). Defaults suit ``checkpoints``;
+        see :func:`bayescale.design.resolve_options`.
+    min_fraction
+        With ``checkpoints="all"``, drop checkpoints before this fraction of their run
+        (warmup and untrained models; default 0.05).
     priors
         Overrides of the spec's priors, e.g. ``{"alpha": {"dist": "LogNormal",
         "kwargs": {"mu": -1, "sigma": 0.3}}}``.
@@ -72,9 +94,17 @@ def fit(
     spec = spec.with_priors(priors)
     check_sampler(sampler, method)
     table = read_runs(runs)
-    rows = table[table["metric"] == metric].reset_index(drop=True)
-    if rows.empty:
+    metric_rows = table[table["metric"] == metric].reset_index(drop=True)
+    if metric_rows.empty:
         raise ValueError(f"no rows with metric {metric!r}; metrics present: {sorted(table['metric'].unique())}")
+    options = resolve_options(
+        metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
+        run_effect=run_effect, schedule=schedule, min_fraction=min_fraction,
+    )
+    rows, dropped = select_rows(metric_rows, options)
+    families = sorted(rows["family"].unique())
+    run_names = list(dict.fromkeys(rows["run"]))
+    sched = default_schedule(rows) if options.schedule == "table" else None
     defaults = spec.sampler
     config = SamplerConfig(
         sampler=sampler,
@@ -87,15 +117,19 @@ def fit(
         cores=cores,
     )
     scale = Scale.from_runs(rows)
-    model = build_model(rows, spec, scale)
+    model = build_model(rows, spec, scale, options, families, run_names, sched)
     start = time.perf_counter()
-    idata = run_inference(model, config, progressbar=progressbar, cache_key=structure_key(spec, model))
+    idata = run_inference(model, config, progressbar=progressbar, cache_key=structure_key(spec, model, options))
     info = {
         "fit_seconds": time.perf_counter() - start,
         "runs_hash": runs_hash(rows),
         "param_count": table.attrs.get("param_count", "as given"),
         "versions": versions(),
+        "selection": dropped,
     }
-    result = ScalingFit(idata=idata, spec=spec, scale=scale, runs=rows, sampler_config=config, metric=metric, info=info)
+    result = ScalingFit(
+        idata=idata, spec=spec, scale=scale, runs=rows, sampler_config=config, metric=metric, info=info,
+        options=options, families=families, run_names=run_names, schedule=sched,
+    )
     result.diagnostics().warn("fit")
     return result

@@ -16,7 +16,9 @@ import arviz as az
 import pandas as pd
 import xarray as xr
 
+from .design import ModelOptions
 from .result import ScalingFit
+from .schedules import Schedule
 from .runs import Scale
 from .sampling import SamplerConfig
 from .spec import parse_spec
@@ -38,6 +40,10 @@ def save_fit(fit: ScalingFit, path) -> Path:
         "sampler": fit.sampler_config.to_dict(),
         "metric": fit.metric,
         "info": fit.info,
+        "options": fit.options.to_dict(),
+        "families": fit.families,
+        "run_names": fit.run_names,
+        "schedule": fit.schedule.to_dict() if fit.schedule else None,
     }
     idata.posterior.attrs[ATTR] = json.dumps(meta, default=str)
     runs = fit.runs.reset_index(drop=True).copy()
@@ -85,4 +91,8 @@ def load_fit(path) -> ScalingFit:
         sampler_config=SamplerConfig(**meta["sampler"]),
         metric=meta["metric"],
         info=meta["info"],
+        options=ModelOptions(**meta["options"]),
+        families=list(meta["families"]),
+        run_names=list(meta["run_names"]),
+        schedule=Schedule(**meta["schedule"]) if meta["schedule"] else None,
     )

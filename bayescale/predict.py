@@ -1,8 +1,11 @@
 """Posterior predictions at target scales, computed from posterior draws in numpy.
 
-The law is evaluated on every posterior draw (parameter uncertainty); for
-``kind="observation"`` the likelihood's noise is added on the log scale (the band of a new
-run's measured loss).  Draws are plain xarray; bands are reductions of them.
+For every posterior draw the law is evaluated at each target with the target's family
+parameters (a family the model never saw gets a fresh draw from the population), plus the
+schedule term for unfinished targets; a target naming an existing ``run`` gets that run's
+offset and, with AR(1) residuals, the part of its last observed residual that persists.
+``kind="observation"`` adds what a new measurement would add: a new seed's offset (for
+targets that are not an existing run) and the likelihood's noise.
 
 Numpy rather than ``pm.sample_posterior_predictive``: the law is closed-form, so this is
 exact, needs no compilation (predicting from a loaded ``.nc`` file takes milliseconds),
@@ -12,21 +15,39 @@ and with the stored seed it gives the same numbers after save and load.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .design import ModelOptions, design
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
+from .schedules import Schedule
 from .spec import ModelSpec
 
 KINDS = ("observation", "mean")
+NEW_FAMILY = "(new family)"
+
+
+@dataclass
+class Structure:
+    """Everything besides the posterior that prediction needs (stored with a fit)."""
+
+    spec: ModelSpec
+    scale: Scale
+    options: ModelOptions
+    families: list[str]
+    run_names: list[str]
+    schedule: Schedule | None
+    rows: pd.DataFrame  # the fitted rows, in model order
 
 
 def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFrame:
-    """Validate prediction targets: columns ``params`` and ``tokens`` (> 0, finite).
+    """Validate prediction targets: ``params`` and ``tokens`` (> 0, finite); optional
+    ``total_tokens`` (default: ``tokens``, a finished run), ``family`` and ``run``.
 
     Accepts a DataFrame, a dict of columns or scalars, or a CSV path.
     """
@@ -38,7 +59,9 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
     problems = [f"column '{c}' is required in prediction targets" for c in ("params", "tokens") if c not in df]
     if problems:
         raise RunsTableError(problems)
-    for col in ("params", "tokens"):
+    for col in ("params", "tokens", "total_tokens"):
+        if col not in df:
+            continue
         num = pd.to_numeric(df[col], errors="coerce")
         bad = ~(np.isfinite(num) & (num > 0))
         if bad.any():
@@ -46,25 +69,58 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
         df[col] = num.astype(float)
     if problems:
         raise RunsTableError(problems)
+    if "total_tokens" in df:
+        late = df["tokens"] > df["total_tokens"] * (1 + 1e-9)
+        if late.any():
+            raise RunsTableError([f"column 'tokens' of the targets exceeds total_tokens at {_rows(df.index[late])}"])
     return df
+
+
+def resolve_families(targets: pd.DataFrame, structure: Structure) -> pd.Series:
+    """Family label of each target: as given; else the only family; else a new family."""
+    if "family" in targets:
+        return targets["family"].fillna(NEW_FAMILY).astype(str)
+    only = structure.families[0] if len(structure.families) == 1 else NEW_FAMILY
+    return pd.Series([only] * len(targets), index=targets.index)
 
 
 def _stacked(idata: az.InferenceData, name: str) -> np.ndarray:
     return idata.posterior[name].stack(sample=("chain", "draw")).transpose("sample", ...).to_numpy()
 
 
-def mean_draws(idata: az.InferenceData, spec: ModelSpec, scale: Scale, targets: pd.DataFrame) -> np.ndarray:
-    """The law at each target for each posterior draw, shape (chain*draw, n_targets)."""
-    theta = {name: _stacked(idata, name)[:, None] for name in spec.law.sampled}
-    n = targets["params"].to_numpy()[None, :] / scale.N0
-    d = targets["tokens"].to_numpy()[None, :] / scale.D0
-    return np.asarray(spec.law.mean(theta, n, d), dtype=float)
+def _theta(idata, structure: Structure, fam_labels: pd.Series, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Law parameters per draw and target, shape (S, T)."""
+    law = structure.spec.law
+    if structure.options.pooling == "none":
+        return {p: _stacked(idata, p)[:, None] for p in law.sampled}
+    index = {f: i for i, f in enumerate(structure.families)}
+    out = {}
+    new = sorted({f for f in fam_labels if f not in index})
+    for p in law.sampled:
+        per_family = _stacked(idata, p)  # (S, F)
+        if new:
+            ln_pop = np.log(_stacked(idata, f"{p}_pop"))[:, None]
+            sd = _stacked(idata, f"{p}_sd")[:, None]
+            fresh = np.exp(ln_pop + sd * rng.standard_normal((len(ln_pop), len(new))))
+            per_family = np.concatenate([per_family, fresh], axis=1)
+        lookup = {**index, **{f: len(index) + i for i, f in enumerate(new)}}
+        out[p] = per_family[:, [lookup[f] for f in fam_labels]]
+    return out
+
+
+def ln_mean_draws(idata, structure: Structure, rows: pd.DataFrame, fam_labels: pd.Series, rng) -> np.ndarray:
+    """ln of the law (plus schedule term) per draw and row, shape (S, T); no run offsets."""
+    x = design(rows, structure.options, structure.scale, structure.families, None, structure.schedule)
+    theta = _theta(idata, structure, fam_labels, rng)
+    mean = structure.spec.law.mean(theta, x["n"][None, :], x["d"][None, :])
+    if structure.options.schedule != "none":
+        mean = mean + _stacked(idata, "c")[:, None] * x["u"][None, :]
+    return np.log(np.asarray(mean, dtype=float))
 
 
 def predictive_draws(
     idata: az.InferenceData,
-    spec: ModelSpec,
-    scale: Scale,
+    structure: Structure,
     targets: pd.DataFrame,
     kind: str = "observation",
     seed: int = 0,
@@ -78,23 +134,68 @@ def predictive_draws(
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
-    mu = mean_draws(idata, spec, scale, targets)
+    rng = np.random.default_rng([seed, 20_240_601])
+    opts = structure.options
+    targets = targets.copy()
+    if "total_tokens" not in targets:
+        targets["total_tokens"] = targets["tokens"]
+    fam_labels = resolve_families(targets, structure)
+    mu = ln_mean_draws(idata, structure, targets, fam_labels, rng)
+    n_draws = mu.shape[0]
+    run_index = {r: i for i, r in enumerate(structure.run_names)}
+    runs = targets["run"].astype(str) if "run" in targets else pd.Series([""] * len(targets))
+    known = runs.map(lambda r: r in run_index).to_numpy()
+    unknown_named = [r for r, k in zip(runs, known) if r and r != "nan" and not k]
+    if unknown_named:
+        raise ValueError(f"targets name runs the fit has not seen: {sorted(set(unknown_named))[:5]}")
+    sigma = _stacked(idata, "sigma")[:, None] * np.ones((1, len(targets)))
+    if opts.run_effect:
+        sigma_run = _stacked(idata, "sigma_run")[:, None]
+        z_run = _stacked(idata, "z_run")
+        offsets = np.zeros_like(mu)
+        if known.any():
+            offsets[:, known] = sigma_run * z_run[:, [run_index[r] for r in runs[known]]]
+        if kind == "observation":
+            offsets[:, ~known] = sigma_run * rng.standard_normal((n_draws, int((~known).sum())))
+        mu = mu + offsets
+    if opts.residuals == "ar1" and known.any():
+        mu, sigma = _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng)
     if kind == "observation":
-        likelihood = LIKELIHOODS[spec.likelihood]
-        noise = {name: _stacked(idata, name)[:, None] for name in likelihood.noise_params}
-        rng = np.random.default_rng([seed, 20_240_601])
-        mu = np.exp(np.log(mu) + likelihood.noise(rng, noise, mu.shape))
+        likelihood = LIKELIHOODS[structure.spec.likelihood]
+        noise = {p: _stacked(idata, p)[:, None] for p in likelihood.noise_params}
+        mu = mu + sigma * likelihood.standard_noise(rng, noise, mu.shape)
+    values = np.exp(mu)
     chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     return xr.DataArray(
-        mu.reshape(chains, draws, -1),
+        values.reshape(chains, draws, -1),
         dims=("chain", "draw", "target"),
         coords={
             "chain": idata.posterior["chain"].to_numpy(),
             "draw": idata.posterior["draw"].to_numpy(),
             "target": np.arange(len(targets)),
         },
-        name=f"{kind}",
+        name=kind,
     )
+
+
+def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng):
+    """AR(1) in ln tokens: an existing run's last residual persists with rho = exp(-gap/ell)."""
+    rows = structure.rows
+    mu_rows = ln_mean_draws(idata, structure, rows, rows["family"].astype(str), rng)
+    if structure.options.run_effect:
+        run_index = {r: i for i, r in enumerate(structure.run_names)}
+        idx = [run_index[r] for r in rows["run"]]
+        mu_rows = mu_rows + _stacked(idata, "sigma_run")[:, None] * _stacked(idata, "z_run")[:, idx]
+    resid = np.log(rows["value"].to_numpy(dtype=float))[None, :] - mu_rows
+    ell = _stacked(idata, "ell")
+    last_row = rows.reset_index(drop=True).groupby("run")["tokens"].idxmax()
+    for t in np.flatnonzero(known):
+        i = int(last_row[runs.iloc[t]])
+        gap = abs(np.log(targets["tokens"].iloc[t] / rows["tokens"].iloc[i]))
+        rho = np.exp(-gap / ell)
+        mu[:, t] = mu[:, t] + rho * resid[:, i]
+        sigma[:, t] = sigma[:, t] * np.sqrt(1 - rho**2)
+    return mu, sigma
 
 
 def bands(draws: xr.DataArray, hdi_prob: float) -> pd.DataFrame:

@@ -14,9 +14,11 @@ import xarray as xr
 from .allocation import optimal_allocation_draws
 from .diagnostics import Diagnostics, diagnose
 from .likelihoods import LIKELIHOODS
-from .predict import bands, predictive_draws, read_targets
+from .design import ModelOptions
+from .predict import Structure, bands, predictive_draws, read_targets, resolve_families
 from .runs import Scale
 from .sampling import SamplerConfig
+from .schedules import Schedule
 from .spec import ModelSpec
 
 
@@ -32,6 +34,9 @@ class ScalingFit:
         (dims ``obs``).
     spec, scale, runs
         The model spec, the centring constants (N0, D0) and the rows that were fitted.
+    options, families, run_names, schedule
+        The model structure (:class:`~bayescale.design.ModelOptions`), the ``family`` and
+        ``run`` coordinates, and the default learning-rate schedule for targets.
     sampler_config
         What the sampler was asked.
     info
@@ -45,6 +50,10 @@ class ScalingFit:
     sampler_config: SamplerConfig
     metric: str = "loss"
     info: dict[str, Any] = field(default_factory=dict)
+    options: ModelOptions = field(default_factory=ModelOptions)
+    families: list[str] = field(default_factory=list)
+    run_names: list[str] = field(default_factory=list)
+    schedule: Schedule | None = None
     _diagnostics: Diagnostics | None = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- parameters
@@ -53,15 +62,33 @@ class ScalingFit:
         return self.spec.law
 
     @property
+    def structure(self) -> Structure:
+        return Structure(self.spec, self.scale, self.options, self.families, self.run_names, self.schedule, self.runs)
+
+    def _structure_names(self) -> list[str]:
+        names = []
+        if self.options.pooling == "family":
+            names += [f"{p}_pop" for p in self.law.sampled] + [f"{p}_sd" for p in self.law.sampled]
+        names += list(LIKELIHOODS[self.spec.likelihood].noise_params)
+        if self.options.run_effect:
+            names.append("sigma_run")
+        if self.options.schedule != "none":
+            names.append("c")
+        if self.options.residuals == "ar1":
+            names.append("ell")
+        return names
+
+    @property
     def parameter_names(self) -> list[str]:
-        """Law parameters in the paper's convention plus the noise parameters."""
-        noise = LIKELIHOODS[self.spec.likelihood].noise_params
-        return list(self.law.published_names) + list(noise)
+        """Law parameters in the paper's convention (per family when pooled), the
+        population and spread parameters, noise, run spread, schedule and AR terms."""
+        return list(self.law.published_names) + self._structure_names()
 
     def diagnostics(self) -> Diagnostics:
-        """R-hat, ESS and divergences of the law's sampled parameters, with a verdict."""
+        """R-hat, ESS and divergences of the population-, family- and noise-level
+        parameters, with a verdict."""
         if self._diagnostics is None:
-            names = list(self.law.sampled) + list(LIKELIHOODS[self.spec.likelihood].noise_params)
+            names = list(self.law.sampled) + self._structure_names()
             self._diagnostics = diagnose(self.idata, names, method=self.sampler_config.method)
         return self._diagnostics
 
@@ -82,7 +109,7 @@ class ScalingFit:
     def predict_draws(self, targets, kind: str = "observation") -> xr.DataArray:
         """Posterior draws at ``targets``: DataArray with dims ``("chain", "draw", "target")``."""
         table = read_targets(targets)
-        return predictive_draws(self.idata, self.spec, self.scale, table, kind, self.sampler_config.random_seed)
+        return predictive_draws(self.idata, self.structure, table, kind, self.sampler_config.random_seed)
 
     def predict(self, targets, hdi_prob: float = 0.9, kind: str = "observation") -> pd.DataFrame:
         """Posterior predictive bands at target scales.
@@ -90,13 +117,17 @@ class ScalingFit:
         Parameters
         ----------
         targets
-            DataFrame (or dict, or CSV path) with ``params`` and ``tokens`` (and optionally
-            ``family``), one row per target.
+            DataFrame (or dict, or CSV path) with ``params`` and ``tokens``, one row per
+            target; optionally ``family`` (a fitted family, or any other name for a family
+            the model has not seen: drawn from the population), ``run`` (an existing run:
+            its own offset and last residual are used) and ``total_tokens`` (default
+            ``tokens``: the loss at the end of a finished run).
         hdi_prob
             Probability mass of the band.
         kind
             ``"observation"`` (default): band of a new run's measured loss, parameter
-            uncertainty plus noise. ``"mean"``: band of the law itself.
+            uncertainty plus a new seed's offset plus noise. ``"mean"``: band of the law
+            itself (the expected run).
 
         Returns
         -------
@@ -112,7 +143,9 @@ class ScalingFit:
         table = read_targets(targets)
         diag = self.diagnostics()
         diag.warn("predict")
-        draws = predictive_draws(self.idata, self.spec, self.scale, table, kind, self.sampler_config.random_seed)
+        draws = predictive_draws(self.idata, self.structure, table, kind, self.sampler_config.random_seed)
+        if "family" not in table and self.options.pooling == "family":
+            table["family"] = resolve_families(table, self.structure)
         out = pd.concat([table, bands(draws, hdi_prob)], axis=1)
         out.insert(len(table.columns), "metric", self.metric)
         ladder_c = float((self.runs["params"] * self.runs["tokens"]).max())
@@ -135,12 +168,13 @@ class ScalingFit:
         """Flattened draws of one posterior variable, shape (chain*draw, ...)."""
         return self.idata.posterior[name].stack(sample=("chain", "draw")).transpose("sample", ...).to_numpy()
 
-    def optimal_allocation(self, compute, hdi_prob: float = 0.9) -> pd.DataFrame:
+    def optimal_allocation(self, compute, hdi_prob: float = 0.9, family: str | None = None) -> pd.DataFrame:
         """Compute-optimal N*, D* and loss at FLOP budgets ``compute``, with bands.
 
         Returns a DataFrame with one row per (compute, quantity) where quantity is
         ``params`` (N*, parameters), ``tokens`` (D*) or ``loss`` (nats), and columns
-        ``mean``, ``median``, ``lower``, ``upper``.
+        ``mean``, ``median``, ``lower``, ``upper``.  With ``pooling="family"`` name the
+        ``family`` (default: the first).
         """
         if self.law.lookup_name != "chinchilla":
             raise ValueError(
@@ -151,9 +185,16 @@ class ScalingFit:
         budgets = np.atleast_1d(np.asarray(compute, dtype=float))
         if not np.all(np.isfinite(budgets) & (budgets > 0)):
             raise ValueError(f"compute budgets must be finite and > 0, got {budgets}")
-        draws = optimal_allocation_draws(
-            *(self.posterior_draws(k) for k in ("E", "A", "B", "alpha", "beta")), compute=budgets
-        )
+        column = None
+        if self.options.pooling == "family":
+            family = family or self.families[0]
+            if family not in self.families:
+                raise ValueError(f"family {family!r} is not one of the fitted families {self.families}")
+            column = self.families.index(family)
+        params = [self.posterior_draws(k) for k in ("E", "A", "B", "alpha", "beta")]
+        if column is not None:
+            params = [p[:, column] for p in params]
+        draws = optimal_allocation_draws(*params, compute=budgets)
         rows = []
         for quantity, values in draws.items():
             da = xr.DataArray(

@@ -59,7 +59,7 @@ def _palette(value: Any) -> tuple[str, ...]:
 
 _SPEC: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "hdi_prob": (0.9, _probability, "probability mass of every band and interval"),
-    "max_draws": (400, _positive_int, "posterior draws used for the bands of a figure (evenly thinned)"),
+    "max_draws": (400, _positive_int, "posterior draws behind a density curve (evenly thinned)"),
     "figure.width": (9.0, _positive_float, "figure width, inches"),
     "figure.dpi": (100, _positive_int, "dots per inch of saved PNG files"),
     "report.dpi": (100, _positive_int, "dots per inch of the PNGs inlined in the HTML report"),

@@ -1,0 +1,714 @@
+"""The ``bayescale`` command line: fit, predict, summarise, allocate, report, demo.
+
+Every subcommand has ``--help``.  Errors in the input (a bad runs table, a missing file,
+a bad model spec or option, a missing optional sampler) print one line
+``bayescale: error: ...`` on stderr and exit with status 2; an unexpected internal error
+prints one line and exits with status 1 (``--debug`` shows the traceback instead).  A fit
+that fails its convergence checks prints ``WARNING: NOT CONVERGED: ...`` on stderr (and in
+the summary) but still exits 0.
+
+Examples
+--------
+.. code-block:: console
+
+    $ bayescale fit runs.csv --law chinchilla --out fit.nc
+    $ bayescale summary fit.nc
+    $ bayescale predict fit.nc --params 7e9 --tokens 1.4e11
+    $ bayescale allocate fit.nc --compute 1e21 1e23
+    $ bayescale report fit.nc --out report.html
+    $ bayescale demo --out demo_out
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["main", "build_parser"]
+
+PROG = "bayescale"
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Target scales of the demo, beyond its ladder (largest run: 7e8 params x 2.8e10 tokens).
+DEMO_TARGETS = pd.DataFrame({"params": [1.4e9, 7e9, 7e10], "tokens": [2.8e10, 1.4e11, 1.4e12]})
+QUICK = {"draws": 300, "tune": 300, "chains": 2}
+
+_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- argument types
+def _number(text: str) -> float:
+    """A positive finite number: ``7e9``, ``7000000000``, ``7B``, ``1.4T``, ``70M``, ``5k``."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMbBgGtT]?)\s*", text)
+    try:
+        if not match:
+            raise ValueError
+        value = float(match.group(1)) * _SUFFIXES.get(match.group(2).upper(), 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 7e9, 7B, 1.4T)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bayescale: error: <what>; see '<prog> --help'``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{PROG}: error: {message}; see '{self.prog} --help'\n")
+        self.exit(EXIT_USAGE)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bayescale`` command."""
+    from . import __version__
+    from .predict import KINDS
+    from .sampling import METHODS, SAMPLERS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
+
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_formatter,
+        description=_wrap(
+            "Bayesian scaling-law inference: fit a scaling law to a ladder of training runs "
+            "with PyMC, predict the loss at a target scale with posterior bands, find the "
+            "compute-optimal allocation, write a self-contained HTML report."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bayescale demo --out demo_out                      # offline: simulate, fit, report\n"
+            "  bayescale fit runs.csv --law chinchilla --out fit.nc\n"
+            "  bayescale summary fit.nc\n"
+            "  bayescale predict fit.nc --params 7e9 --tokens 1.4e11\n"
+            "  bayescale allocate fit.nc --compute 1e21 1e23\n"
+            "  bayescale report fit.nc --out report.html\n\n"
+            "Run 'bayescale COMMAND --help' for a command's options. Input errors exit with "
+            "status 2, internal errors with 1."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+
+    # fit ------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "fit",
+        parents=[common],
+        formatter_class=_formatter,
+        help="fit a scaling law to a runs table (CSV) and save the posterior",
+        description=_wrap(
+            "Read a runs table (CSV, see the README's runs-table contract), fit a scaling law, "
+            "save the fit (NetCDF) and print the parameter summary and the convergence verdict."
+        ),
+        epilog="example:\n  bayescale fit runs.csv --law chinchilla --out fit.nc --draws 1000 --chains 4",
+    )
+    p.add_argument("runs", metavar="RUNS.csv", help="runs table: columns params, tokens, value (+ optional ones)")
+    p.add_argument(
+        "--law",
+        default="chinchilla",
+        help="shipped model spec name (chinchilla, compute) or a TOML spec file (default: %(default)s)",
+    )
+    p.add_argument("--out", required=True, metavar="FIT.nc", help="where to write the fit (NetCDF)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="nutpie", help="NUTS implementation (default: %(default)s)")
+    p.add_argument(
+        "--method", choices=METHODS, default="nuts", help="nuts, or map/advi for a quick preview (default: %(default)s)"
+    )
+    p.add_argument("--draws", type=_positive_int, metavar="N", help="posterior draws per chain (default: the spec's)")
+    p.add_argument("--tune", type=_positive_int, metavar="N", help="tuning steps per chain (default: the spec's)")
+    p.add_argument("--chains", type=_positive_int, metavar="N", help="number of chains (default: the spec's)")
+    p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the spec's)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
+    p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
+    p.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="drop rows that fail validation (with a warning) instead of stopping",
+    )
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="HDI mass in the summary (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
+    p.set_defaults(handler=_cmd_fit)
+
+    # predict --------------------------------------------------------------------------
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        formatter_class=_formatter,
+        help="posterior predictive bands at target scales",
+        description=_wrap(
+            "Predict the fitted metric at target model sizes and token counts, with the "
+            "posterior mean, median and a highest-density band. Give --params and --tokens "
+            "(several values pair up; one value is repeated), or a --targets CSV with columns "
+            "params, tokens (and optionally family)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bayescale predict fit.nc --params 7e9 --tokens 1.4e11\n"
+            "  bayescale predict fit.nc --params 7B 70B --tokens 1.4T --hdi 0.8 --kind mean\n"
+            "  bayescale predict fit.nc --targets targets.csv --out preds.csv"
+        ),
+    )
+    p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
+    p.add_argument("--params", type=_number, nargs="+", metavar="N", help="target model size(s), parameters")
+    p.add_argument("--tokens", type=_number, nargs="+", metavar="D", help="target training tokens")
+    p.add_argument("--family", help="family label of the --params/--tokens targets")
+    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets: params, tokens[, family]")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="observation",
+        help="observation: a new run's measured value (law + noise); mean: the law itself (default: %(default)s)",
+    )
+    p.add_argument("--out", metavar="PREDS.csv", help="also write the table to this CSV")
+    p.set_defaults(handler=_cmd_predict)
+
+    # summary --------------------------------------------------------------------------
+    p = sub.add_parser(
+        "summary",
+        parents=[common],
+        formatter_class=_formatter,
+        help="parameter table and convergence diagnostics of a fit",
+        description=_wrap("Print the posterior summary (mean, sd, HDI, R-hat, ESS) of every law parameter and the diagnostics."),
+        epilog="example:\n  bayescale summary fit.nc --hdi 0.9",
+    )
+    p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="HDI mass (default: %(default)s)")
+    p.set_defaults(handler=_cmd_summary)
+
+    # allocate -------------------------------------------------------------------------
+    p = sub.add_parser(
+        "allocate",
+        parents=[common],
+        formatter_class=_formatter,
+        help="compute-optimal model size and tokens at FLOP budgets, with bands",
+        description=_wrap(
+            "Compute-optimal allocation N*, D* and the loss there, under C = 6 N D, for each "
+            "FLOP budget, with posterior bands (needs a law in N and D, e.g. chinchilla)."
+        ),
+        epilog="example:\n  bayescale allocate fit.nc --compute 1e21 5.76e23 --out allocation.csv",
+    )
+    p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
+    p.add_argument("--compute", type=_number, nargs="+", required=True, metavar="C", help="FLOP budget(s)")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
+    p.add_argument("--out", metavar="ALLOCATION.csv", help="also write the table to this CSV")
+    p.set_defaults(handler=_cmd_allocate)
+
+    # report ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        formatter_class=_formatter,
+        help="write a self-contained HTML report of a fit",
+        description=_wrap("Write a self-contained HTML report (figures inlined) of a fit, optionally with predictions at targets."),
+        epilog="example:\n  bayescale report fit.nc --out report.html --targets targets.csv",
+    )
+    p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
+    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets (params, tokens) to predict in the report")
+    p.add_argument("--title", help="report title")
+    p.set_defaults(handler=_cmd_report)
+
+    # demo -----------------------------------------------------------------------------
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        formatter_class=_formatter,
+        help="offline end-to-end demo: simulate a ladder, fit, predict, plot, report",
+        description=_wrap(
+            "Fully offline: simulate a seeded ladder of 20 runs with a known Chinchilla law, fit "
+            "it with nutpie, predict the loss at larger target scales next to the true loss, and "
+            "write DIR/runs.csv, DIR/fit.nc, DIR/predictions.csv, DIR/figures/ and DIR/report.html."
+        ),
+        epilog="examples:\n  bayescale demo --out demo_out\n  bayescale demo --out /tmp/smoke --quick",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of the simulated ladder and the sampler (default: %(default)s)")
+    p.add_argument("--draws", type=_positive_int, default=1000, metavar="N", help="draws per chain (default: %(default)s)")
+    p.add_argument("--tune", type=_positive_int, default=1000, metavar="N", help="tuning steps per chain (default: %(default)s)")
+    p.add_argument("--chains", type=_positive_int, default=4, metavar="N", help="chains (default: %(default)s)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: {QUICK['draws']} draws, {QUICK['tune']} tune, {QUICK['chains']} chains "
+        "(expect the convergence check to fail)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------- output helpers
+def _out(*lines: Any) -> None:
+    for line in lines:
+        print(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _fmt(x: Any, spec: str = ".4g") -> str:
+    try:
+        return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(float(x), spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _table(df: pd.DataFrame, formats: dict[str, str], default: str = ".4g", index: bool = False) -> str:
+    """Plain-text table with per-column number formats."""
+    formatters = {}
+    for col in df.columns:
+        if pd.api.types.is_bool_dtype(df[col]):
+            formatters[col] = lambda v: "yes" if v else "no"
+        elif pd.api.types.is_numeric_dtype(df[col]):
+            spec = formats.get(col, default)
+            formatters[col] = (lambda s: (lambda v: _fmt(v, s)))(spec)
+    return df.to_string(index=index, formatters=formatters)
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message as a single line (multi-line lists become '; '-separated)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    head, rest = lines[0], [line.lstrip("-* ").strip() for line in lines[1:]]
+    if not rest:
+        return head
+    return f"{head} {'; '.join(rest)}" if head.endswith(":") else "; ".join([head, *rest])
+
+
+def _require_file(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CLIError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise CLIError(f"{what} is not a file: {p}")
+    return p
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def _load(path: str):
+    from .io import load_fit
+
+    p = _require_file(path, "fit file")
+    try:
+        return load_fit(p)
+    except (OSError, ValueError, KeyError) as err:
+        raise CLIError(f"cannot read fit file {p}: {_one_line(err)}") from err
+
+
+def _read_runs_csv(path: str, drop_invalid: bool = False) -> pd.DataFrame:
+    from .runs import RunsTableError, read_runs
+
+    p = _require_file(path, "runs table")
+    try:
+        return read_runs(p, drop_invalid=drop_invalid)
+    except RunsTableError as err:
+        raise CLIError(f"invalid runs table {p}: " + "; ".join(err.problems)) from err
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"invalid runs table {p}: the file is empty") from None
+    except pd.errors.ParserError as err:
+        raise CLIError(f"invalid runs table {p}: not a readable CSV ({_one_line(err)})") from err
+
+
+def _read_targets_csv(path: str) -> pd.DataFrame:
+    from .predict import read_targets
+    from .runs import RunsTableError
+
+    p = _require_file(path, "targets file")
+    try:
+        return read_targets(pd.read_csv(p))
+    except RunsTableError as err:
+        raise CLIError(f"invalid targets {p}: " + "; ".join(err.problems)) from err
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"invalid targets {p}: the file is empty") from None
+
+
+def _verdict(fit, *, in_summary: bool) -> bool:
+    """Print the convergence verdict; loud on stderr (and in the summary) when it fails."""
+    diag = fit.diagnostics()
+    message = diag.message()
+    if diag.passed:
+        if in_summary:
+            _out(f"Diagnostics: {message}")
+        return True
+    if diag.passed is False:
+        line = f"WARNING: {message} -- do not trust the bands; refit with more --draws/--tune/--chains"
+    else:
+        line = f"WARNING: {message} (use --method nuts for a posterior you can check)"
+    if in_summary:
+        _out(line)
+    _err(line)
+    return False
+
+
+def _describe(fit, source: str) -> list[str]:
+    cfg = fit.sampler_config
+    runs = fit.runs
+    families = sorted(runs["family"].astype(str).unique()) if "family" in runs else []
+    how = (
+        f"{cfg.sampler} NUTS, {cfg.chains} chains x {cfg.draws} draws ({cfg.tune} tune)"
+        if cfg.method == "nuts"
+        else f"{cfg.method} preview"
+    )
+    info = fit.info or {}
+    seconds = info.get("fit_seconds")
+    took = f", {float(seconds):.1f} s" if seconds is not None else ""
+    data_hash = str(info.get("runs_hash", ""))[:12]
+    return [
+        f"Fit: {source}",
+        f"  law      {fit.law.lookup_name}: {fit.law.equation}  (spec {fit.spec.name}, likelihood {fit.spec.likelihood})",
+        f"  data     {len(runs)} rows of metric {fit.metric!r}, {runs['run'].nunique()} runs, "
+        f"{len(families)} famil{'y' if len(families) == 1 else 'ies'}"
+        + (f", sha256 {data_hash}" if data_hash else ""),
+        f"  sampler  {how}, seed {cfg.random_seed}{took}",
+    ]
+
+
+def _summary_lines(fit, hdi: float) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the verdict is printed by _verdict
+        table = fit.summary(hdi_prob=hdi)
+    formats = {c: ".0f" for c in table.columns if c.startswith("ess")}
+    formats["r_hat"] = ".3f"
+    return [f"Posterior ({hdi:.0%} HDI):", _table(table, formats, index=True)]
+
+
+def _prediction_table(preds: pd.DataFrame) -> str:
+    shown = preds.copy()
+    if "extrapolation" in shown:
+        shown["extrapolation"] = [f"{_fmt(v, '.3g')}x" for v in shown["extrapolation"]]
+    formats = {"params": ".3g", "tokens": ".3g"}
+    for col in ("mean", "median", "lower", "upper", "truth"):
+        formats[col] = ".4f"
+    return _table(shown, formats)
+
+
+def _write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(p, index=False)
+    return p
+
+
+def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | None) -> Path:
+    from .report import write_report  # imported lazily: pulls in the plotting stack
+
+    return Path(write_report(fit, path, targets=targets, title=title))
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .fitting import fit as fit_law
+    from .sampling import check_sampler
+    from .spec import load_spec
+
+    check_sampler(args.sampler, args.method)  # a missing optional sampler fails before any work
+    spec = load_spec(args.law)
+    runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
+    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting law {spec.name!r} ...")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        fit = fit_law(
+            runs,
+            spec,
+            metric=args.metric,
+            sampler=args.sampler,
+            method=args.method,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            target_accept=args.target_accept,
+            random_seed=args.seed,
+            progressbar=_progress(args),
+        )
+    out = Path(args.out).expanduser()
+    fit.save(out)
+    _out(f"Saved the fit to {out}", "")
+    _out(*_describe(fit, str(out)), "")
+    _out(*_summary_lines(fit, args.hdi))
+    _verdict(fit, in_summary=True)
+    return EXIT_OK
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    fit = _load(args.fit)
+    _out(*_describe(fit, args.fit), "")
+    _out(*_summary_lines(fit, args.hdi))
+    _verdict(fit, in_summary=True)
+    return EXIT_OK
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    given = args.params is not None or args.tokens is not None
+    if args.targets and given:
+        raise CLIError("give either --targets or --params/--tokens, not both")
+    if args.targets:
+        if args.family:
+            raise CLIError("--family labels --params/--tokens targets; put a family column in the --targets CSV instead")
+        targets = _read_targets_csv(args.targets)
+    elif args.params and args.tokens:
+        n, d = len(args.params), len(args.tokens)
+        if n != d and 1 not in (n, d):
+            raise CLIError(f"--params has {n} values and --tokens {d}: give the same number, or one of either")
+        size = max(n, d)
+        targets = pd.DataFrame(
+            {
+                "params": args.params * (size if n == 1 else 1),
+                "tokens": args.tokens * (size if d == 1 else 1),
+            }
+        )
+        if args.family:
+            targets["family"] = args.family
+    else:
+        raise CLIError("give the targets: --params N --tokens D, or --targets TARGETS.csv")
+    fit = _load(args.fit)
+    _verdict(fit, in_summary=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        preds = fit.predict(targets, hdi_prob=args.hdi, kind=args.kind)
+    _out(f"Posterior predictive {fit.metric} ({args.kind}, {args.hdi:.0%} HDI) from {args.fit}:")
+    _out(_prediction_table(preds))
+    if args.out:
+        _out(f"Wrote {_write_csv(preds, args.out)}")
+    return EXIT_OK
+
+
+def _cmd_allocate(args: argparse.Namespace) -> int:
+    fit = _load(args.fit)
+    _verdict(fit, in_summary=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        table = fit.optimal_allocation(args.compute, hdi_prob=args.hdi)
+    _out(f"Compute-optimal allocation under C = 6 N D ({args.hdi:.0%} HDI) from {args.fit}:")
+    _out("  quantity: params = N* (parameters), tokens = D*, loss = L(N*, D*)")
+    _out(_table(table, {"compute": ".3g"}))
+    if args.out:
+        _out(f"Wrote {_write_csv(table, args.out)}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    targets = _read_targets_csv(args.targets) if args.targets else None
+    fit = _load(args.fit)
+    _verdict(fit, in_summary=False)
+    out = Path(args.out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        path = _write_report(fit, out, targets, args.title)
+    _out(f"Wrote the report to {path}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .fitting import fit as fit_law
+    from .simulate import simulate_ladder
+
+    draws, tune, chains = (QUICK["draws"], QUICK["tune"], QUICK["chains"]) if args.quick else (args.draws, args.tune, args.chains)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    runs, truth = simulate_ladder(seed=args.seed)
+    runs_path = _write_csv(runs, out / "runs.csv")
+    pop = truth.population
+    _out(
+        f"Simulated a ladder of {runs['run'].nunique()} runs (seed {args.seed}) from the true law "
+        f"L = {pop['E']:g} + {pop['A']:g} N^-{pop['alpha']:g} + {pop['B']:g} D^-{pop['beta']:g} "
+        f"(noise {truth.noise:g} on ln loss)",
+        f"Fitting with nutpie: {chains} chains x {draws} draws ({tune} tune)"
+        + (" [--quick: a smoke test, expect the convergence check to fail]" if args.quick else "")
+        + " ...",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        fit = fit_law(
+            runs, "chinchilla", sampler="nutpie", draws=draws, tune=tune, chains=chains,
+            random_seed=args.seed, progressbar=_progress(args),
+        )  # fmt: skip
+    fit_path = out / "fit.nc"
+    fit.save(fit_path)
+
+    targets = DEMO_TARGETS.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        warnings.filterwarnings("ignore", message=r"predict: .* beyond the ladder")  # intended here
+        preds = fit.predict(targets, hdi_prob=0.9)
+    preds["truth"] = truth.loss(preds["params"].to_numpy(), preds["tokens"].to_numpy())
+    preds["truth_in_band"] = (preds["lower"] <= preds["truth"]) & (preds["truth"] <= preds["upper"])
+    preds_path = _write_csv(preds, out / "predictions.csv")
+
+    figures_dir, report_path, missing = out / "figures", out / "report.html", []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        warnings.filterwarnings("ignore", message=r".* beyond the ladder")
+        try:
+            from .plotting import save_figures
+        except ImportError as err:
+            missing.append(f"figures skipped ({_one_line(err)})")
+        else:
+            save_figures(fit, figures_dir, targets=targets)
+        try:
+            _write_report(fit, report_path, targets, "bayescale demo: a simulated ladder with a known law")
+        except ImportError as err:
+            if "bayescale.report" not in str(err) and getattr(err, "name", "") != "bayescale.report":
+                raise
+            missing.append(f"report skipped ({_one_line(err)})")
+
+    _out("", *_describe(fit, str(fit_path)), "")
+    _out(*_summary_lines(fit, 0.9))
+    _verdict(fit, in_summary=True)
+    _out("", "Headline predictions (observed loss, 90% HDI) beyond the ladder, with the true loss:")
+    _out(_prediction_table(preds))
+    _out("", f"Wrote (in {time.perf_counter() - started:.0f} s):")
+    _out(f"  runs table    {runs_path}")
+    _out(f"  fit           {fit_path}")
+    _out(f"  predictions   {preds_path}")
+    if figures_dir.is_dir():
+        _out(f"  figures       {figures_dir}/")
+    if report_path.is_file():
+        _out(f"  report        {report_path}   <- open in a browser")
+    for line in missing:
+        _err(f"{PROG}: warning: {line}")
+    return EXIT_OK
+
+
+def _convergence_warning() -> type[Warning]:
+    from .diagnostics import ConvergenceWarning
+
+    return ConvergenceWarning
+
+
+# --------------------------------------------------------------------------- warnings
+def _install_warning_printer(debug: bool) -> Callable[[], None]:
+    """Show library warnings as one ``bayescale: warning: ...`` line each (once per message).
+
+    Deprecation and future warnings of the libraries below are hidden unless ``--debug``.
+    Returns a function restoring the previous state.
+    """
+    seen: set[str] = set()
+    old_show = warnings.showwarning
+    old_filters = warnings.filters[:]
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        if text in seen:
+            return
+        seen.add(text)
+        _err(f"{PROG}: warning: {text}")
+
+    warnings.showwarning = show
+    warnings.simplefilter("default")
+    if not debug:
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+
+    def restore() -> None:
+        warnings.showwarning = old_show
+        warnings.filters[:] = old_filters
+
+    return restore
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``bayescale`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        _err(f"{PROG}: error: choose a command; see '{PROG} --help'")
+        return EXIT_USAGE
+
+    debug = bool(getattr(args, "debug", False))
+    restore = _install_warning_printer(debug)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - one readable line instead of a traceback
+        if debug:
+            raise
+        user_error = isinstance(err, (CLIError, ValueError, ImportError, OSError))
+        message = _one_line(err)
+        if not user_error:
+            message = f"internal error {type(err).__name__}: {message} (rerun with --debug for the traceback)"
+        _err(f"{PROG}: error: {message}")
+        return EXIT_USAGE if user_error else EXIT_INTERNAL
+    finally:
+        restore()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

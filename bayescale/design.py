@@ -1,0 +1,173 @@
+"""Model options and the numeric design of a fit: which rows, and the arrays the model sees.
+
+Everything here is numpy, computed once before the PyMC model is built (the arrays enter
+as ``pm.Data``) and again, identically, at prediction time.
+
+Structure of one fit
+--------------------
+- ``pooling``: ``"none"`` (one law for every family) or ``"family"`` (each family's E, a,
+  b, alpha, beta partially pooled toward a population, non-centred, on the log scale).
+- ``checkpoints``: ``"final"`` (each run's last checkpoint) or ``"all"`` (every checkpoint
+  past ``min_fraction`` of its run).
+- ``schedule``: ``"none"``; ``"table"`` (the runs table's ``schedule`` columns: the law sees
+  effective tokens and an annealing term, see :mod:`bayescale.schedules`); or
+  ``"learned"`` (no schedule known: a learned discrepancy ``c (1 - f)`` in the fraction f of
+  the run completed).
+- ``residuals``: ``"iid"`` or ``"ar1"`` (Ornstein-Uhlenbeck in ln tokens within a run, so
+  30 checkpoints of one run are not 30 independent facts).
+- ``run_effect``: a per-run offset on ln(loss) with a learned scale ``sigma_run`` (the
+  spread between seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from .runs import Scale
+from .schedules import Schedule, schedules_of
+
+POOLING = ("none", "family")
+CHECKPOINTS = ("final", "all")
+RESIDUALS = ("iid", "ar1")
+SCHEDULE = ("none", "table", "learned")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The structure of a fit (see the module docstring)."""
+
+    pooling: str = "none"
+    checkpoints: str = "final"
+    residuals: str = "iid"
+    run_effect: bool = False
+    schedule: str = "none"
+    min_fraction: float = 0.05
+
+    def __post_init__(self):
+        for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
+                              ("residuals", RESIDUALS), ("schedule", SCHEDULE)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if not 0 <= self.min_fraction < 1:
+            raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_options(
+    runs: pd.DataFrame,
+    *,
+    pooling: str | None = None,
+    checkpoints: str = "final",
+    residuals: str | None = None,
+    run_effect: bool | None = None,
+    schedule: str | None = None,
+    min_fraction: float = 0.05,
+) -> ModelOptions:
+    """Fill ``None`` options with defaults suited to the table.
+
+    Defaults: pooling ``"family"`` when there are several families, else ``"none"``;
+    with ``checkpoints="all"``: ``residuals="ar1"``, ``run_effect=True`` and ``schedule``
+    ``"table"`` when the table has a ``schedule`` column, else ``"learned"``; with
+    ``checkpoints="final"``: iid residuals, a run effect only when some configuration has
+    several seeds, and no schedule term.
+    """
+    many_families = runs["family"].nunique() > 1
+    if pooling is None:
+        pooling = "family" if many_families else "none"
+    if checkpoints == "all":
+        residuals = residuals or "ar1"
+        run_effect = True if run_effect is None else run_effect
+        schedule = schedule or ("table" if "schedule" in runs else "learned")
+    else:
+        residuals = residuals or "iid"
+        if run_effect is None:
+            config = runs.groupby(["family", "params", "total_tokens"])["run"].nunique()
+            run_effect = bool((config > 1).any())
+        schedule = schedule or "none"
+    if schedule == "table" and "schedule" not in runs:
+        raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
+    return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction)
+
+
+def select_rows(runs: pd.DataFrame, options: ModelOptions) -> tuple[pd.DataFrame, dict]:
+    """Rows the model fits: early checkpoints dropped, or only final ones kept.
+
+    Returns the rows (index reset, sorted by family, run, tokens) and a report of what was
+    dropped.
+    """
+    fraction = runs["tokens"] / runs["total_tokens"]
+    if options.checkpoints == "final":
+        last = runs["tokens"] == runs.groupby("run")["tokens"].transform("max")
+        keep = last
+        reason = "not the run's last checkpoint"
+    else:
+        keep = fraction >= options.min_fraction
+        reason = f"before {options.min_fraction:.0%} of the run (min_fraction)"
+    rows = runs[keep].sort_values(["family", "run", "tokens"], kind="stable").reset_index(drop=True)
+    return rows, {"dropped_rows": int((~keep).sum()), "reason": reason}
+
+
+def default_schedule(runs: pd.DataFrame) -> Schedule | None:
+    """The most common schedule among the runs (used for targets that give none)."""
+    per_row = schedules_of(runs)
+    if not per_row:
+        return None
+    return pd.Series(per_row).value_counts().index[0]
+
+
+def design(
+    rows: pd.DataFrame,
+    options: ModelOptions,
+    scale: Scale,
+    families: list[str],
+    runs: list[str] | None = None,
+    schedule: Schedule | None = None,
+) -> dict[str, np.ndarray]:
+    """Arrays for the model or for prediction, one entry per row.
+
+    Returns
+    -------
+    dict
+        ``n`` (N/N0), ``d`` (effective tokens / D0), ``u`` (un-annealed part of the run,
+        0 at its end), ``family`` (index into ``families``, -1 for an unseen family),
+        ``run`` (index into ``runs``, -1 for none), ``prev`` (index of the previous row of
+        the same run, -1 for the first) and ``gap`` (ln tokens since that row).
+    """
+    tokens = rows["tokens"].to_numpy(dtype=float)
+    total = rows["total_tokens"].to_numpy(dtype=float) if "total_tokens" in rows else tokens
+    frac = np.clip(tokens / total, 0.0, 1.0)
+    d_eff = tokens.copy()
+    u = np.zeros(len(rows))
+    if options.schedule == "table":
+        per_row = schedules_of(rows) or [schedule] * len(rows)
+        for i, sched in enumerate(per_row):
+            sched = sched or schedule
+            d_eff[i] = tokens[i] * float(sched.lr_area(frac[i]) / sched.lr_area(1.0))
+            u[i] = float(sched.annealing(1.0) - sched.annealing(frac[i]))
+    elif options.schedule == "learned":
+        u = 1.0 - frac
+    fam_lookup = {f: i for i, f in enumerate(families)}
+    fam = np.array([fam_lookup.get(f, -1) for f in rows.get("family", pd.Series(families[:1] * len(rows)))])
+    run_lookup = {r: i for i, r in enumerate(runs or [])}
+    run_names = rows["run"].astype(str).tolist() if "run" in rows else [""] * len(rows)
+    run_idx = np.array([run_lookup.get(r, -1) for r in run_names], dtype=int)
+    prev = np.full(len(rows), -1, dtype=int)
+    gap = np.zeros(len(rows))
+    for i in range(1, len(rows)):
+        if run_idx[i] >= 0 and run_names[i] == run_names[i - 1]:
+            prev[i] = i - 1
+            gap[i] = np.log(tokens[i] / tokens[i - 1])
+    return {
+        "n": rows["params"].to_numpy(dtype=float) / scale.N0,
+        "d": d_eff / scale.D0,
+        "u": u,
+        "family": fam,
+        "run": run_idx,
+        "prev": prev,
+        "gap": gap,
+    }
