@@ -6,7 +6,7 @@
 >>> fit.predict({"params": 7e9, "tokens": 1.4e11})       # doctest: +SKIP
 """
 
-from . import datasets
+from . import datasets, plotting
 from .diagnostics import ConvergenceWarning, Diagnostics
 from .fitting import fit
 from .io import load_fit
@@ -15,6 +15,7 @@ from .result import ScalingFit
 from .runs import RunsTableError, read_runs
 from .simulate import Task, Truth, simulate_ladder
 from .spec import ModelSpec, SpecError, available_specs, load_spec
+from .report import write_report as report  # noqa: E402  (eager: the subpackage would shadow a lazy name)
 
 __version__ = "0.1.0"
 
@@ -36,4 +37,6 @@ __all__ = [
     "Task",
     "Truth",
     "datasets",
+    "plotting",
+    "report",
 ]

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .schedules import Schedule
+
 DEFAULT_TRUTH = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.30}
 DEFAULT_SIZES = (2e7, 5e7, 1.2e8, 3e8, 7e8)
 DEFAULT_MULTIPLIERS = (5.0, 10.0, 20.0, 40.0)
+N_REF, D_REF = 1e8, 2e9  # where family differences in the coefficients are set
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Truth:
     run_offsets: dict[str, float] = field(default_factory=dict)
     noise: float = 0.01
     ar1: float = 0.0
+    anneal: float = 0.0
     tasks: tuple[Task, ...] = ()
 
     def __getitem__(self, key: str) -> float:
@@ -67,6 +71,8 @@ def simulate_ladder(
     seed_spread: float = 0.0,
     ar1: float = 0.0,
     tasks: list[Task] | None = None,
+    schedule: Schedule | None = None,
+    anneal: float = 0.15,
 ) -> tuple[pd.DataFrame, Truth]:
     """Simulate a ladder of training runs.
 
@@ -93,6 +99,11 @@ def simulate_ladder(
         Lag-one correlation of residuals between consecutive checkpoints of a run.
     tasks
         Downstream tasks; adds ``acc:<task>`` rows at every checkpoint.
+    schedule, anneal
+        With a learning-rate :class:`~bayescale.schedules.Schedule`, a checkpoint at
+        fraction f of its run sees effective tokens ``D lr_area(f) / lr_area(1)`` and
+        ``anneal`` nats times its un-annealed part (see :mod:`bayescale.schedules`); the
+        table then carries ``schedule``, ``warmup_fraction`` and ``final_lr_fraction``.
 
     Returns
     -------
@@ -114,15 +125,20 @@ def simulate_ladder(
         names = ["default"]
     fam_params = {}
     for name in names:
+        # Families differ by a few percent in each term *at a typical ladder point*
+        # (N_REF, D_REF) and in their exponents; A and B follow from that.
         z = rng.standard_normal(5) * family_spread
+        alpha = population["alpha"] * np.exp(z[3])
+        beta = population["beta"] * np.exp(z[4])
         fam_params[name] = {
             "E": population["E"] * np.exp(0.5 * z[0]),
-            "A": population["A"] * np.exp(z[1]),
-            "B": population["B"] * np.exp(z[2]),
-            "alpha": population["alpha"] * np.exp(z[3]),
-            "beta": population["beta"] * np.exp(z[4]),
+            "A": population["A"] * np.exp(z[1]) * N_REF ** (alpha - population["alpha"]),
+            "B": population["B"] * np.exp(z[2]) * D_REF ** (beta - population["beta"]),
+            "alpha": alpha,
+            "beta": beta,
         }
-    out = Truth(population=population, families=fam_params, noise=noise, ar1=ar1, tasks=tuple(tasks or ()))
+    out = Truth(population=population, families=fam_params, noise=noise, ar1=ar1,
+                anneal=anneal if schedule is not None else 0.0, tasks=tuple(tasks or ()))
     fractions = np.geomspace(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
     rows = []
     for fam in names:
@@ -136,9 +152,16 @@ def simulate_ladder(
                     total = m * N
                     tokens = fractions * total
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
-                    latent = p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * tokens ** -p["beta"]
+                    d_eff, unannealed = tokens, np.zeros(len(tokens))
+                    if schedule is not None:
+                        d_eff = tokens * schedule.lr_area(fractions) / schedule.lr_area(1.0)
+                        unannealed = schedule.annealing(1.0) - schedule.annealing(fractions)
+                    latent = p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * d_eff ** -p["beta"] + anneal * unannealed
                     loss = latent * np.exp(offset + eps)
                     base = dict(family=fam, run=run, seed=s, params=N, total_tokens=total)
+                    if schedule is not None:
+                        base.update(schedule=schedule.kind, warmup_fraction=schedule.warmup_fraction,
+                                    final_lr_fraction=schedule.final_lr_fraction)
                     rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
                     for task in out.tasks:
                         acc = task.accuracy(latent * np.exp(offset))

@@ -83,8 +83,10 @@ def _tidy_log_ticks(ax) -> None:
         low, high = sorted(limits)
         if scale != "log" or low <= 0:
             continue
-        if np.log10(high / low) < 1.6:
-            axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        decades = np.log10(high / low)
+        if decades < 1.6:
+            subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 2.0, 5.0)
+            axis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
             axis.set_major_formatter(mticker.FuncFormatter(_plain_number))
         axis.set_minor_formatter(mticker.NullFormatter())
 
@@ -103,10 +105,19 @@ def _grid(fig: Figure, n: int, ncols: int, **kwargs: Any) -> list:
 
 
 def _family_legend(ax, colors: dict[str, str], extra: list | None = None, **kwargs: Any) -> None:
-    handles = [Line2D([], [], color=c, marker="o", lw=1.5, label=f) for f, c in colors.items()]
+    """Legend of the families (only when there are several) plus ``extra`` handles."""
+    handles = [Line2D([], [], color=c, marker="o", lw=1.5, label=f) for f, c in colors.items()] if len(colors) > 1 else []
     handles += extra or []
     if handles:
         ax.legend(handles=handles, **kwargs)
+
+
+def _gid(family: Any) -> str | None:
+    """Artist id ``"family=<name>"`` of an artist drawn in a family's colour (None for shared ones).
+
+    Lets tests (and users post-processing figures) find every family-coloured artist.
+    """
+    return None if family is None else f"family={family}"
 
 
 def _colors(fit: Any) -> dict[str, str]:
@@ -151,7 +162,7 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
     fams = _fitted_families(fit)
     fig = _figure(0.5, width)
     ax = fig.subplots()
-    offsets = {f: 10 ** (0.012 * (i - (len(fams) - 1) / 2)) for i, f in enumerate(fams)}
+    offsets = cp.family_offsets(fams)
     runs = fit.runs.sort_values("tokens")
     for _, rows in runs.groupby("run", sort=False):
         family = str(rows["family"].iloc[0])
@@ -159,9 +170,9 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
         y = rows["tokens"].to_numpy()
         color = colors[family]
         if len(rows) > 1:
-            ax.plot(x, y, "-", color=color, lw=1.2, alpha=0.6)
-            ax.scatter(x[:-1], y[:-1], s=12, color=color, alpha=0.6, lw=0)
-        ax.scatter(x[-1:], y[-1:], s=38, color=color, edgecolor="white", lw=0.6, zorder=3)
+            ax.plot(x, y, "-", color=color, lw=1.2, alpha=0.6, gid=_gid(family))
+            ax.scatter(x[:-1], y[:-1], s=12, color=color, alpha=0.6, lw=0, gid=_gid(family))
+        ax.scatter(x[-1:], y[-1:], s=38, color=color, edgecolor="white", lw=0.6, zorder=3, gid=_gid(family))
     xs = [runs["params"].min(), runs["params"].max()]
     extra = []
     if targets is not None:
@@ -207,7 +218,8 @@ def plot_downstream(fit: Any, width: float | None = None) -> Figure:
         rows = fit.runs[fit.runs["metric"] == metric].sort_values("tokens")
         for _, run in rows.groupby("run", sort=False):
             c = cp.flops(run["params"], run["tokens"])
-            ax.plot(c, run["value"], "o-", ms=3.5, lw=1, color=colors[str(run["family"].iloc[0])], alpha=0.8)
+            family = str(run["family"].iloc[0])
+            ax.plot(c, run["value"], "o-", ms=3.5, lw=1, color=colors[family], alpha=0.8, gid=_gid(family))
         chance = rows["chance"].dropna()
         if len(chance):
             ax.axhline(float(chance.iloc[0]), ls="--", lw=1, color="#9ca3af", label="chance")
@@ -257,15 +269,17 @@ def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float
         bands = {f: (cp.frontier_band(fit, c_grid, f, hdi_prob), colors[f]) for f in fams}
     else:
         bands = {None: (cp.frontier_band(fit, c_grid, None, hdi_prob), rcparams.rcParams["posterior_color"])}
-    for band, color in bands.values():
-        top.fill_between(band["compute"], band["lower"], band["upper"], color=color, alpha=0.18, lw=0)
-        top.plot(band["compute"], band["median"], color=color, lw=1.4)
+    for key, (band, color) in bands.items():
+        top.fill_between(band["compute"], band["lower"], band["upper"], color=color, alpha=0.18, lw=0, gid=_gid(key))
+        top.plot(band["compute"], band["median"], color=color, lw=1.4, gid=_gid(key))
         lows.append(band["lower"].min())
     for family, rows in runs.groupby("family", sort=True):
         last = rows["tokens"] == rows["total_tokens"]
         c = cp.flops(rows["params"], rows["tokens"])
-        top.scatter(c[~last.to_numpy()], rows["value"][~last], s=10, color=colors[str(family)], alpha=0.45, lw=0)
-        top.scatter(c[last.to_numpy()], rows["value"][last], s=30, color=colors[str(family)], edgecolor="white", lw=0.5, zorder=3)
+        top.scatter(c[~last.to_numpy()], rows["value"][~last], s=10, color=colors[str(family)], alpha=0.45, lw=0,
+                    gid=_gid(family))
+        top.scatter(c[last.to_numpy()], rows["value"][last], s=30, color=colors[str(family)], edgecolor="white",
+                    lw=0.5, zorder=3, gid=_gid(family))
     extra = [
         Line2D([], [], color=rcparams.rcParams["posterior_color"] if None in bands else "#6b7280", lw=6, alpha=0.3,
                label=f"compute-optimal L*(C), {hdi_prob:.0%} band"),
@@ -295,12 +309,13 @@ def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float
         color = colors[family]
         sub = curves[curves["family"] == family]
         for params, curve in sub.groupby("params", sort=True):
-            ax.fill_between(curve["tokens"], curve["lower"], curve["upper"], color=color, alpha=0.15, lw=0)
-            ax.plot(curve["tokens"], curve["median"], color=color, lw=0.9, alpha=0.9)
+            ax.fill_between(curve["tokens"], curve["lower"], curve["upper"], color=color, alpha=0.15, lw=0, gid=_gid(family))
+            ax.plot(curve["tokens"], curve["median"], color=color, lw=0.9, alpha=0.9, gid=_gid(family))
             ax.annotate(f"N={cp.human(params)}", (curve["tokens"].iloc[-1], curve["median"].iloc[-1]),
                         xytext=(2, 0), textcoords="offset points", fontsize=7.5, color="#374151", va="center")
         for _, run in runs[runs["family"] == family].sort_values("tokens").groupby("run", sort=False):
-            ax.plot(run["tokens"], run["value"], "o-", ms=3.5, lw=0.8, color=color, mec="white", mew=0.4, zorder=3)
+            ax.plot(run["tokens"], run["value"], "o-", ms=3.5, lw=0.8, color=color, mec="white", mew=0.4, zorder=3,
+                    gid=_gid(family))
         rows = runs[runs["family"] == family]
         pad = 0.08 * (runs["value"].max() - runs["value"].min())
         ax.set_ylim(runs["value"].min() - pad, runs["value"].max() + pad)
@@ -308,7 +323,8 @@ def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float
         _log_axes(ax)
         ax.set_xlabel(LABEL_D)
         ax.set_ylabel(cp.metric_label(metric))
-        ax.set_title(f"{family}: {metric} vs tokens per model size ({rows['run'].nunique()} runs)", fontsize=10)
+        title = f"{family}: {rows['run'].nunique()} runs" if len(fams) > 1 else f"{metric} against tokens, per model size"
+        ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -323,19 +339,24 @@ def plot_residuals(fit: Any, width: float | None = None) -> Figure:
     sigma = cp.noise_scale(fit)
     fig = _figure(0.38, width)
     axes = fig.subplots(1, 2, sharey=True)
-    xs = {"compute": (table["compute"], LABEL_C), "ratio": (table["tokens"] / table["params"], "tokens per parameter D/N")}
+    dodge = table["family"].map(cp.family_offsets(_fitted_families(fit)))
+    xs = {"compute": (table["compute"] * dodge, LABEL_C),
+          "ratio": (table["tokens"] / table["params"] * dodge, "tokens per parameter D/N")}
     for ax, (x, label) in zip(axes, xs.values()):
         if sigma is not None:
             ax.axhspan(-sigma, sigma, color="#e5e7eb", alpha=0.8, lw=0, zorder=0)
         ax.axhline(0, color="#4b5563", lw=0.9)
         for family, rows in table.groupby("family", sort=True):
-            ax.scatter(x[rows.index], rows["residual"], s=18, color=colors[str(family)], alpha=0.85, lw=0)
+            ax.scatter(x[rows.index], rows["residual"], s=18, color=colors[str(family)], alpha=0.85, lw=0,
+                       gid=_gid(family))
         _log_axes(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("residual ln L_obs − ln L_law")
     axes[0].set_title("Residuals on the log scale (≈ relative error)")
-    extra = [mpl.patches.Patch(color="#e5e7eb", label=f"±σ = {sigma:.3g}")] if sigma is not None else []
-    _family_legend(axes[1], {f: colors[f] for f in _fitted_families(fit)}, extra, loc="best")
+    extra = [mpl.patches.Patch(color="#e5e7eb", label=f"±σ = {sigma:.3g} (posterior median)")] if sigma is not None else []
+    fams = _fitted_families(fit)
+    handles = [Line2D([], [], color=colors[f], marker="o", lw=0, label=f) for f in fams] if len(fams) > 1 else []
+    fig.legend(handles=handles + extra, loc="outside lower center", ncols=min(len(handles + extra), 6))
     return fig
 
 
@@ -354,13 +375,15 @@ def plot_ppc(fit: Any, hdi_prob: float | None = None, width: float | None = None
     fig = _figure(0.38, width)
     left, right = fig.subplots(1, 2, width_ratios=[1.6, 1])
     rel = lambda v: 100 * (v / table["pred_median"] - 1)  # noqa: E731
+    x = table["compute"] * table["family"].map(cp.family_offsets(_fitted_families(fit), spread=0.03))
     for family, rows in table.groupby("family", sort=True):
         color = colors[str(family)]
         idx = rows.index
-        left.vlines(rows["compute"], rel(rows["pred_lower"])[idx], rel(rows["pred_upper"])[idx], color=color, alpha=0.45, lw=2.2)
-        left.scatter(rows["compute"], rel(rows["value"])[idx], s=14, color=color, zorder=3, lw=0)
-    outside = table[~table["inside"]]
-    left.scatter(outside["compute"], rel(outside["value"])[outside.index], s=70, facecolor="none",
+        left.vlines(x[idx], rel(rows["pred_lower"])[idx], rel(rows["pred_upper"])[idx], color=color, alpha=0.45,
+                    lw=2.2, gid=_gid(family))
+        left.scatter(x[idx], rel(rows["value"])[idx], s=14, color=color, zorder=3, lw=0, gid=_gid(family))
+    outside = table.index[~table["inside"]]
+    left.scatter(x[outside], rel(table["value"])[outside], s=70, facecolor="none",
                  edgecolor="#dc2626", lw=1.2, zorder=4)
     left.axhline(0, color="#4b5563", lw=0.8)
     _log_axes(left)
@@ -412,8 +435,8 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
         prior = priors[name].ravel()
         posts = cp.posterior_by_family(fit, name)
         pop = cp.population_name(fit, name)
-        if pop is not None:
-            posts[None] = cp.posterior_by_family(fit, pop)[None]
+        if pop is not None:  # the population first, so the families are drawn over it
+            posts = {None: cp.posterior_by_family(fit, pop)[None], **posts}
         every = np.concatenate([prior] + [np.ravel(v) for v in posts.values()])
         log = bool(np.all(every > 0))
         post_all = np.concatenate([np.ravel(v) for v in posts.values()])
@@ -422,16 +445,16 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
         grid = np.geomspace(lo / 1.2, hi * 1.2, 400) if log else np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400)
         density = _density(prior, grid, log)
         if density is not None:
-            ax.fill_between(grid, density, color=rcparams.rcParams["prior_color"], alpha=0.35, lw=0)
-            ax.plot(grid, density, color=rcparams.rcParams["prior_color"], lw=1)
+            ax.fill_between(grid, density, color=rcparams.rcParams["prior_color"], alpha=0.25, lw=0)
+            ax.plot(grid, density, color="#6b7280", lw=1.1, ls="--")
         for family, values in posts.items():
             color = colors[family] if family is not None else rcparams.rcParams["posterior_color"]
             density = _density(np.ravel(values), grid, log)
             if density is None:
-                ax.axvline(float(np.ravel(values)[0]), color=color, lw=1.6)
+                ax.axvline(float(np.ravel(values)[0]), color=color, lw=1.6, gid=_gid(family))
             else:
-                ax.fill_between(grid, density, color=color, alpha=0.2, lw=0)
-                ax.plot(grid, density, color=color, lw=1.4)
+                ax.fill_between(grid, density, color=color, alpha=0.3, lw=0, gid=_gid(family))
+                ax.plot(grid, density, color=color, lw=1.5, gid=_gid(family))
         if log:
             ax.set_xscale("log")
         ax.set_xlim(grid[0], grid[-1])
@@ -439,7 +462,8 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
         ax.set_xlabel(cp.parameter_label(name), fontsize=9)
         ax.set_ylabel("density per log10 unit" if log else "density", fontsize=9)
         ax.set_title(name)
-    handles = [mpl.patches.Patch(color=rcparams.rcParams["prior_color"], alpha=0.6, label="prior")]
+    handles = [mpl.patches.Patch(facecolor=rcparams.rcParams["prior_color"], alpha=0.6, edgecolor="#6b7280",
+                                 ls="--", label="prior")]
     if cp.has_family_dim(fit):
         handles += [mpl.patches.Patch(color=colors[f], alpha=0.6, label=f"posterior, {f}") for f in cp.families(fit)]
         if any(cp.population_name(fit, n) for n in names):
@@ -463,7 +487,7 @@ def plot_forest(fit: Any, var_names: list[str] | None = None, hdi_prob: float | 
     table = cp.forest_table(fit, var_names, hdi_prob)
     colors = _colors(fit)
     names = list(dict.fromkeys(table["parameter"]))
-    ncols = min(4, len(names))
+    ncols = len(names) if len(names) <= 5 else 4
     per_family = cp.has_family_dim(fit)
     n_rows = len(cp.families(fit)) if per_family else 1
     fig = _figure((0.12 + 0.035 * n_rows) * math.ceil(len(names) / ncols) + 0.04, width)
@@ -472,10 +496,11 @@ def plot_forest(fit: Any, var_names: list[str] | None = None, hdi_prob: float | 
         labels = []
         for i, row in rows.iterrows():
             y = len(rows) - 1 - i
-            family = row["family"]
-            color = colors.get(family, rcparams.rcParams["posterior_color"]) if family is not None else rcparams.rcParams["posterior_color"]
-            ax.hlines(y, row["lower"], row["upper"], color=color, lw=1.2)
-            ax.hlines(y, row["lower_50"], row["upper_50"], color=color, lw=3.5)
+            family = None if pd.isna(row["family"]) else str(row["family"])
+            color = colors.get(family, rcparams.rcParams["posterior_color"]) if family else rcparams.rcParams["posterior_color"]
+            gid = _gid(family) if family in colors else None
+            ax.hlines(y, row["lower"], row["upper"], color=color, lw=1.2, gid=gid)
+            ax.hlines(y, row["lower_50"], row["upper_50"], color=color, lw=3.5, gid=gid)
             ax.plot(row["median"], y, "o", color="white", mec=color, mew=1.5, ms=6)
             labels.append(family if family is not None else "all families")
         ax.set_yticks(range(len(rows) - 1, -1, -1), labels)

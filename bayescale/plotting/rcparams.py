@@ -64,7 +64,7 @@ _SPEC: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "figure.dpi": (100, _positive_int, "dots per inch of saved PNG files"),
     "report.dpi": (100, _positive_int, "dots per inch of the PNGs inlined in the HTML report"),
     "palette": (OKABE_ITO, _palette, "family colours, in the sorted order of the family names"),
-    "posterior_color": ("#1f2937", _color, "colour of a posterior shared by all families"),
+    "posterior_color": ("#334155", _color, "colour of a posterior shared by all families"),
     "prior_color": ("#9ca3af", _color, "colour of prior densities"),
 }
 
