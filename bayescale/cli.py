@@ -22,7 +22,9 @@ Examples
 from __future__ import annotations
 
 import argparse
+import io
 import math
+import os
 import re
 import sys
 import textwrap
@@ -31,7 +33,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["main", "build_parser"]
@@ -41,6 +42,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Target scales of the demo, beyond its ladder (largest run: 7e8 params x 2.8e10 tokens).
 DEMO_TARGETS = pd.DataFrame({"params": [1.4e9, 7e9, 7e10], "tokens": [2.8e10, 1.4e11, 1.4e12]})
+PREDICTION_COLUMNS = ("metric", "mean", "median", "lower", "upper", "extrapolation")
 QUICK = {"draws": 300, "tune": 300, "chains": 2}
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -85,6 +87,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1)")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -115,6 +127,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
+    from .design import CHECKPOINTS, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
     from .sampling import METHODS, SAMPLERS
 
@@ -176,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the spec's)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
     p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
+    model = p.add_argument_group("model structure (defaults suit the data; see bayescale.design)")
+    model.add_argument(
+        "--pooling", choices=POOLING, help="one law for all families, or family laws pooled (default: family if several)"
+    )
+    model.add_argument("--checkpoints", choices=CHECKPOINTS, default="final", help="which checkpoints to fit (default: %(default)s)")
+    model.add_argument("--residuals", choices=RESIDUALS, help="residuals within a run (default: suits --checkpoints)")
+    model.add_argument(
+        "--run-effect", action=argparse.BooleanOptionalAction, default=None, help="per-run offset (seed spread)"
+    )
+    model.add_argument("--schedule", choices=SCHEDULE, help="learning-rate schedule term (default: suits --checkpoints)")
+    model.add_argument(
+        "--min-fraction", type=_fraction, default=0.05, metavar="F",
+        help="with --checkpoints all, drop checkpoints before this fraction of a run (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--drop-invalid",
         action="store_true",
@@ -195,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Predict the fitted metric at target model sizes and token counts, with the "
             "posterior mean, median and a highest-density band. Give --params and --tokens "
             "(several values pair up; one value is repeated), or a --targets CSV with columns "
-            "params, tokens (and optionally family)."
+            "params, tokens and optionally family (a fitted family, or a new one drawn from the "
+            "population), run (an existing run) and total_tokens (for an unfinished run)."
         ),
         epilog=(
             "examples:\n"
@@ -207,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
     p.add_argument("--params", type=_number, nargs="+", metavar="N", help="target model size(s), parameters")
     p.add_argument("--tokens", type=_number, nargs="+", metavar="D", help="target training tokens")
-    p.add_argument("--family", help="family label of the --params/--tokens targets")
-    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets: params, tokens[, family]")
+    p.add_argument("--family", help="family of the --params/--tokens targets (a fitted one, or a new name)")
+    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets: params, tokens[, family, run, total_tokens]")
     p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
     p.add_argument(
         "--kind",
@@ -246,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
     p.add_argument("--compute", type=_number, nargs="+", required=True, metavar="C", help="FLOP budget(s)")
+    p.add_argument("--family", help="with family pooling: which family's law (default: the first)")
     p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
     p.add_argument("--out", metavar="ALLOCATION.csv", help="also write the table to this CSV")
     p.set_defaults(handler=_cmd_allocate)
@@ -263,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
     p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets (params, tokens) to predict in the report")
     p.add_argument("--title", help="report title")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
     p.set_defaults(handler=_cmd_report)
 
     # demo -----------------------------------------------------------------------------
@@ -356,7 +386,9 @@ def _load(path: str):
     try:
         return load_fit(p)
     except (OSError, ValueError, KeyError) as err:
-        raise CLIError(f"cannot read fit file {p}: {_one_line(err)}") from err
+        raise CLIError(
+            f"cannot read fit file {p} (is it a file written by 'bayescale fit' with this version?): {_one_line(err)}"
+        ) from err
 
 
 def _read_runs_csv(path: str, drop_invalid: bool = False) -> pd.DataFrame:
@@ -379,11 +411,16 @@ def _read_targets_csv(path: str) -> pd.DataFrame:
 
     p = _require_file(path, "targets file")
     try:
-        return read_targets(pd.read_csv(p))
+        table = read_targets(pd.read_csv(p))
     except RunsTableError as err:
         raise CLIError(f"invalid targets {p}: " + "; ".join(err.problems)) from err
     except pd.errors.EmptyDataError:
         raise CLIError(f"invalid targets {p}: the file is empty") from None
+    clash = [c for c in table.columns if c in PREDICTION_COLUMNS]
+    if clash:
+        warnings.warn(f"ignoring column(s) {clash} of {p}: the prediction table computes them", UserWarning, stacklevel=2)
+        table = table.drop(columns=clash)
+    return table
 
 
 def _verdict(fit, *, in_summary: bool) -> bool:
@@ -424,7 +461,36 @@ def _describe(fit, source: str) -> list[str]:
         f"{len(families)} famil{'y' if len(families) == 1 else 'ies'}"
         + (f", sha256 {data_hash}" if data_hash else ""),
         f"  sampler  {how}, seed {cfg.random_seed}{took}",
-    ]
+    ] + ([f"  model    {_options_text(fit)}"] if getattr(fit, "options", None) is not None else [])
+
+
+def _options_text(fit) -> str:
+    o = fit.options
+    parts = [f"pooling {o.pooling}", f"checkpoints {o.checkpoints}"]
+    if o.checkpoints == "all":
+        parts.append(f"min fraction {o.min_fraction:g}")
+    parts += [f"residuals {o.residuals}", f"run effect {'on' if o.run_effect else 'off'}", f"schedule {o.schedule}"]
+    return ", ".join(parts)
+
+
+def _selection_note(fit, n_metric_rows: int, had_run: bool = True) -> None:
+    """Say loudly when the fit used fewer rows than the table had (e.g. checkpoints="final")."""
+    selection = (fit.info or {}).get("selection") or {}
+    dropped = int(selection.get("dropped_rows", 0) or 0)
+    if dropped:
+        line = (
+            f"{PROG}: note: fitted {len(fit.runs)} of {n_metric_rows} {fit.metric!r} rows; {dropped} left out "
+            f"({selection.get('reason', 'selection')})"
+        )
+        if not had_run:
+            line += (
+                ". The table has no 'run' or 'total_tokens' column, so rows of one family and size were read as "
+                "checkpoints of one run: add 'run' (or 'total_tokens') if they are separate finished runs"
+            )
+        if fit.options.checkpoints == "final":
+            line += "; --checkpoints all fits every checkpoint"
+        _out(line, "")
+        _err(line)
 
 
 def _summary_lines(fit, hdi: float) -> list[str]:
@@ -439,7 +505,7 @@ def _summary_lines(fit, hdi: float) -> list[str]:
 def _prediction_table(preds: pd.DataFrame) -> str:
     shown = preds.copy()
     if "extrapolation" in shown:
-        shown["extrapolation"] = [f"{_fmt(v, '.3g')}x" for v in shown["extrapolation"]]
+        shown["extrapolation"] = [f"{v:.2g}x" if v < 10 else f"{v:,.0f}x" for v in shown["extrapolation"]]
     formats = {"params": ".3g", "tokens": ".3g"}
     for col in ("mean", "median", "lower", "upper", "truth"):
         formats[col] = ".4f"
@@ -453,10 +519,10 @@ def _write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return p
 
 
-def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | None) -> Path:
+def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | None, hdi: float = 0.9) -> Path:
     from .report import write_report  # imported lazily: pulls in the plotting stack
 
-    return Path(write_report(fit, path, targets=targets, title=title))
+    return Path(write_report(fit, path, targets=targets, title=title, hdi_prob=hdi))
 
 
 # --------------------------------------------------------------------------- commands
@@ -475,6 +541,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             runs,
             spec,
             metric=args.metric,
+            pooling=args.pooling,
+            checkpoints=args.checkpoints,
+            residuals=args.residuals,
+            run_effect=args.run_effect,
+            schedule=args.schedule,
+            min_fraction=args.min_fraction,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,
@@ -487,6 +559,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     fit.save(out)
     _out(f"Saved the fit to {out}", "")
+    header = pd.read_csv(args.runs, nrows=0).columns.str.strip()
+    _selection_note(fit, int((runs["metric"] == args.metric).sum()), had_run="run" in header or "total_tokens" in header)
     _out(*_describe(fit, str(out)), "")
     _out(*_summary_lines(fit, args.hdi))
     _verdict(fit, in_summary=True)
@@ -522,6 +596,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
         if args.family:
             targets["family"] = args.family
+    elif given:
+        raise CLIError("give both --params and --tokens (or a --targets CSV)")
     else:
         raise CLIError("give the targets: --params N --tokens D, or --targets TARGETS.csv")
     fit = _load(args.fit)
@@ -541,8 +617,11 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
     _verdict(fit, in_summary=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
-        table = fit.optimal_allocation(args.compute, hdi_prob=args.hdi)
-    _out(f"Compute-optimal allocation under C = 6 N D ({args.hdi:.0%} HDI) from {args.fit}:")
+        table = fit.optimal_allocation(args.compute, hdi_prob=args.hdi, family=args.family)
+    which = ""
+    if getattr(fit, "options", None) is not None and fit.options.pooling == "family":
+        which = f", family {args.family or fit.families[0]}"
+    _out(f"Compute-optimal allocation under C = 6 N D ({args.hdi:.0%} HDI{which}) from {args.fit}:")
     _out("  quantity: params = N* (parameters), tokens = D*, loss = L(N*, D*)")
     _out(_table(table, {"compute": ".3g"}))
     if args.out:
@@ -558,7 +637,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
-        path = _write_report(fit, out, targets, args.title)
+        path = _write_report(fit, out, targets, args.title, args.hdi)
     _out(f"Wrote the report to {path}")
     return EXIT_OK
 
@@ -696,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `bayescale summary fit.nc | head`: the reader left, not an error
+        _silence_stdout()
+        return EXIT_OK
     except Exception as err:  # noqa: BLE001 - one readable line instead of a traceback
         if debug:
             raise
@@ -707,7 +789,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if user_error else EXIT_INTERNAL
     finally:
         restore()
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

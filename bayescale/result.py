@@ -141,6 +141,11 @@ class ScalingFit:
         >>> fit.predict({"params": 7e10, "tokens": 1.4e12})  # doctest: +SKIP
         """
         table = read_targets(targets)
+        if "metric" in table:
+            other = set(table["metric"].dropna().astype(str)) - {self.metric}
+            if other:
+                raise ValueError(f"targets ask for metric(s) {sorted(other)} but this fit models {self.metric!r}")
+            table = table.drop(columns="metric")
         diag = self.diagnostics()
         diag.warn("predict")
         draws = predictive_draws(self.idata, self.structure, table, kind, self.sampler_config.random_seed)

@@ -10,7 +10,8 @@ required
     ``params`` (N, parameters, > 0), ``tokens`` (D, tokens seen at the checkpoint, > 0),
     ``value`` (the observed metric; nats for ``"loss"``, a fraction for ``"acc:<task>"``).
 optional
-    ``family`` (default ``"default"``), ``run`` (default ``"<family>|N=<params>|D=<total_tokens>"``),
+    ``family`` (default ``"default"``), ``run`` (default ``"<family>|N=<params>|D=<total_tokens>"``,
+    so without ``run`` and ``total_tokens`` every row is its own finished run),
     ``seed``, ``total_tokens`` (default: the run's largest ``tokens``), ``metric``
     (default ``"loss"``), ``n_items`` and ``chance`` (accuracy metrics only).
 """
@@ -141,21 +142,22 @@ def _fill_defaults(df: pd.DataFrame) -> None:
     for col in ("n_items", "chance"):
         if col not in df:
             df[col] = np.nan
-    if "total_tokens" not in df or df["total_tokens"].isna().any():
-        key = df["run"] if "run" in df else df["family"].astype(str) + "|" + df["params"].astype(str)
-        largest = df["tokens"].groupby(key).transform("max")
-        if "total_tokens" not in df:
-            df["total_tokens"] = largest
-        else:
-            df["total_tokens"] = df["total_tokens"].fillna(largest)
     if "run" not in df:
+        # Without run ids a row is its own finished run unless total_tokens says otherwise.
+        if "total_tokens" not in df:
+            df["total_tokens"] = df["tokens"]
+        df["total_tokens"] = df["total_tokens"].fillna(df["tokens"])
         df["run"] = (
             df["family"]
             + "|N="
-            + df["params"].map(lambda v: f"{v:.4g}")
+            + df["params"].map(lambda v: f"{v:.6g}")
             + "|D="
-            + df["total_tokens"].map(lambda v: f"{v:.4g}")
+            + df["total_tokens"].map(lambda v: f"{v:.6g}")
         )
+    largest = df["tokens"].groupby(df["run"]).transform("max")
+    if "total_tokens" not in df:
+        df["total_tokens"] = largest
+    df["total_tokens"] = df["total_tokens"].fillna(largest)
     df["run"] = df["run"].astype(str)
 
 

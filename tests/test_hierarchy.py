@@ -48,9 +48,12 @@ def hier_fit():
         seed=11, families=2, sizes=(3e7, 1e8, 3e8), token_multipliers=(20.0,), seeds=2, checkpoints=8,
         family_spread=0.1, seed_spread=0.01, ar1=0.8, schedule=COSINE,
     )
+    # The first run is truncated: its last 3 checkpoints are held out.
+    first = runs["run"] == runs["run"].iloc[0]
+    heldout = first & (runs["tokens"] > runs.loc[first, "tokens"].sort_values().iloc[-4])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, checkpoints="all", draws=300, tune=300, chains=2, progressbar=False)
+        fit = bayescale.fit(runs[~heldout], checkpoints="all", draws=300, tune=300, chains=2, progressbar=False)
     return fit, truth, runs
 
 
@@ -76,23 +79,31 @@ def test_predictions_for_known_new_and_run_targets(hier_fit):
     assert width[2] > width[0] and width[2] > width[1]  # a new family borrows, but less is known
     for i, fam in enumerate(["family0", "family1"]):
         assert pred["lower"][i] < truth.loss(1e9, total, fam) < pred["upper"][i]
-    # An existing run's own final loss: its offset and last residual are used.
+    # A truncated run's own final loss: its offset and last residual are used.
     run = runs["run"].iloc[0]
     last = runs[(runs["run"] == run) & (runs["metric"] == "loss")].iloc[-1]
-    own = fit.predict(pd.DataFrame({"params": [last["params"]], "tokens": [last["total_tokens"]],
-                                    "family": [last["family"]], "run": [run]}))
+    target = pd.DataFrame({"params": [last["params"]], "tokens": [last["total_tokens"]], "family": [last["family"]]})
+    own = fit.predict(target.assign(run=run))
+    new_seed = fit.predict(target)
     assert own["lower"][0] < last["value"] < own["upper"][0]
+    assert own["upper"][0] - own["lower"][0] < new_seed["upper"][0] - new_seed["lower"][0]
     with pytest.raises(ValueError, match="not seen"):
         fit.predict(pd.DataFrame({"params": [1e9], "tokens": [1e10], "run": ["nope"]}))
 
 
-def test_unfinished_target_is_above_finished(hier_fit):
-    """A mid-run checkpoint (half the tokens of its run) has more loss than a finished run
-    with the same tokens: the schedule term."""
+def test_unfinished_target_uses_the_schedule(hier_fit):
+    """A mid-run checkpoint (half of a run's tokens) sees effective tokens and the
+    un-annealed term: its law value is computed by hand from the posterior draws."""
     fit, _, _ = hier_fit
     t = pd.DataFrame({"params": [1e8, 1e8], "tokens": [1e9, 1e9], "total_tokens": [2e9, 1e9], "family": ["family0"] * 2})
-    pred = fit.predict(t, kind="mean")
-    assert pred["median"][0] > pred["median"][1]
+    draws = fit.predict_draws(t, kind="mean").stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+    post = {p: fit.posterior_draws(p)[:, 0] for p in ("E", "A", "B", "alpha", "beta")}
+    c = fit.posterior_draws("c")
+    d_eff = 1e9 * COSINE.lr_area(0.5) / COSINE.lr_area(1.0)
+    u = COSINE.annealing(1.0) - COSINE.annealing(0.5)
+    law = lambda D: post["E"] + post["A"] * 1e8 ** -post["alpha"] + post["B"] * D ** -post["beta"]
+    np.testing.assert_allclose(draws[:, 0], law(d_eff) + c * u, rtol=1e-9)
+    np.testing.assert_allclose(draws[:, 1], law(1e9), rtol=1e-9)
 
 
 def test_save_load_keeps_structure(hier_fit, tmp_path):

@@ -98,7 +98,15 @@ def test_numbers_as_strings_extra_and_absent_columns_accepted():
     runs = read_runs(df.drop(columns=["family", "run"]))
     assert runs["params"].tolist() == [1e8, 1e8, 4e8, 4e8]
     assert "notes" in runs and (runs["family"] == "default").all()
-    assert runs["run"].nunique() == 2  # derived from family, params and total_tokens
+    # Without run ids or total_tokens every row is its own finished run.
+    assert runs["run"].nunique() == 4 and (runs["total_tokens"] == runs["tokens"]).all()
+
+
+def test_runs_derived_from_total_tokens():
+    df = table(total_tokens=[2e9, 2e9, 8e9, 8e9]).drop(columns="run")
+    runs = read_runs(df)
+    assert runs["run"].nunique() == 2
+    assert runs.groupby("run")["tokens"].count().tolist() == [2, 2]
 
 
 def test_non_numeric_string_named():
