@@ -473,7 +473,7 @@ def _options_text(fit) -> str:
     return ", ".join(parts)
 
 
-def _selection_note(fit, n_metric_rows: int, had_run: bool = True) -> None:
+def _selection_note(fit, n_metric_rows: int) -> None:
     """Say loudly when the fit used fewer rows than the table had (e.g. checkpoints="final")."""
     selection = (fit.info or {}).get("selection") or {}
     dropped = int(selection.get("dropped_rows", 0) or 0)
@@ -482,11 +482,6 @@ def _selection_note(fit, n_metric_rows: int, had_run: bool = True) -> None:
             f"{PROG}: note: fitted {len(fit.runs)} of {n_metric_rows} {fit.metric!r} rows; {dropped} left out "
             f"({selection.get('reason', 'selection')})"
         )
-        if not had_run:
-            line += (
-                ". The table has no 'run' or 'total_tokens' column, so rows of one family and size were read as "
-                "checkpoints of one run: add 'run' (or 'total_tokens') if they are separate finished runs"
-            )
         if fit.options.checkpoints == "final":
             line += "; --checkpoints all fits every checkpoint"
         _out(line, "")
@@ -559,8 +554,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     fit.save(out)
     _out(f"Saved the fit to {out}", "")
-    header = pd.read_csv(args.runs, nrows=0).columns.str.strip()
-    _selection_note(fit, int((runs["metric"] == args.metric).sum()), had_run="run" in header or "total_tokens" in header)
+    _selection_note(fit, int((runs["metric"] == args.metric).sum()))
     _out(*_describe(fit, str(out)), "")
     _out(*_summary_lines(fit, args.hdi))
     _verdict(fit, in_summary=True)

@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import arviz as az
-import pandas as pd
 import xarray as xr
 
 from .design import ModelOptions

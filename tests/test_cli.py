@@ -203,14 +203,14 @@ def test_allocate(fitted, tmp_path):
     assert n_opt[1] > n_opt[0] > 0  # a bigger budget buys a bigger model
 
 
-def test_fit_says_when_it_leaves_rows_out(ladder, tmp_path):
-    _, runs = ladder
-    minimal = tmp_path / "minimal.csv"
-    runs[["params", "tokens", "value"]].to_csv(minimal, index=False)  # no run ids: sizes merge into runs
-    rc, out, err = run("fit", minimal, "--out", tmp_path / "m.nc", *TINY)
+def test_fit_says_when_it_leaves_rows_out(tmp_path):
+    runs, _ = bayescale.simulate_ladder(seed=0, checkpoints=3)
+    path = tmp_path / "checkpoints.csv"
+    runs.to_csv(path, index=False)
+    rc, out, err = run("fit", path, "--out", tmp_path / "m.nc", *TINY)
     assert rc == 0, err
-    assert "bayescale: note: fitted 5 of 20 'loss' rows; 15 left out" in err
-    assert "add 'run' (or 'total_tokens')" in out
+    assert "bayescale: note: fitted 20 of 60 'loss' rows; 40 left out" in err
+    assert "--checkpoints all fits every checkpoint" in out
 
 
 # --------------------------------------------------------------------------- errors

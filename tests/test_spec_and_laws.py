@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pymc as pm
 import pytensor.tensor as pt
 import pytest
 
