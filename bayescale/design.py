@@ -17,6 +17,9 @@ Structure of one fit
   30 checkpoints of one run are not 30 independent facts).
 - ``run_effect``: a per-run offset on ln(loss) with a learned scale ``sigma_run`` (the
   spread between seeds).
+- ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
+  latent loss to every ``acc:<task>`` metric, fitted jointly (see
+  :mod:`bayescale.downstream`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ POOLING = ("none", "family")
 CHECKPOINTS = ("final", "all")
 RESIDUALS = ("iid", "ar1")
 SCHEDULE = ("none", "table", "learned")
+DOWNSTREAM = ("none", "sigmoid", "exp")
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,12 @@ class ModelOptions:
     run_effect: bool = False
     schedule: str = "none"
     min_fraction: float = 0.05
+    downstream: str = "none"
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
-                              ("residuals", RESIDUALS), ("schedule", SCHEDULE)):
+                              ("residuals", RESIDUALS), ("schedule", SCHEDULE),
+                              ("downstream", DOWNSTREAM)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if not 0 <= self.min_fraction < 1:
@@ -67,6 +73,7 @@ def resolve_options(
     run_effect: bool | None = None,
     schedule: str | None = None,
     min_fraction: float = 0.05,
+    downstream: str | None = None,
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -91,10 +98,10 @@ def resolve_options(
         schedule = schedule or "none"
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
-    return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction)
+    return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction, downstream or "none")
 
 
-def select_rows(runs: pd.DataFrame, options: ModelOptions) -> tuple[pd.DataFrame, dict]:
+def select_rows(runs: pd.DataFrame, options: ModelOptions) -> tuple[pd.DataFrame, dict]:  # noqa: D417
     """Rows the model fits: early checkpoints dropped, or only final ones kept.
 
     Returns the rows (index reset, sorted by family, run, tokens) and a report of what was

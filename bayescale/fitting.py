@@ -27,6 +27,8 @@ def fit(
     run_effect: bool | None = None,
     schedule: str | None = None,
     min_fraction: float = 0.05,
+    downstream: str | None = None,
+    tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
     method: str = "nuts",
@@ -64,6 +66,12 @@ def fit(
     min_fraction
         With ``checkpoints="all"``, drop checkpoints before this fraction of their run
         (warmup and untrained models; default 0.05).
+    downstream
+        ``"sigmoid"`` or ``"exp"``: fit, jointly with the loss law, a link from each
+        checkpoint's latent loss to every ``acc:<task>`` metric in the table (Binomial
+        likelihood with ``n_items``); see :mod:`bayescale.downstream`.
+    tasks
+        With ``downstream``: the ``acc:<task>`` metrics to fit (default all).
     priors
         Overrides of the spec's priors, e.g. ``{"alpha": {"dist": "LogNormal",
         "kwargs": {"mu": -1, "sigma": 0.3}}}``.
@@ -99,9 +107,21 @@ def fit(
         raise ValueError(f"no rows with metric {metric!r}; metrics present: {sorted(table['metric'].unique())}")
     options = resolve_options(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
-        run_effect=run_effect, schedule=schedule, min_fraction=min_fraction,
+        run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
     )
     rows, dropped = select_rows(metric_rows, options)
+    acc_rows = None
+    if options.downstream != "none":
+        acc_all = table[table["metric"].str.startswith("acc:")]
+        if tasks is not None:
+            acc_all = acc_all[acc_all["metric"].isin(tasks)]
+        if acc_all.empty:
+            raise ValueError("downstream=... needs 'acc:<task>' rows in the runs table (none found)")
+        unknown_runs = set(acc_all["run"]) - set(rows["run"])
+        if unknown_runs:
+            raise ValueError(f"accuracy rows of runs without loss rows: {sorted(unknown_runs)[:5]}")
+        acc_rows, _ = select_rows(acc_all, options)
+        acc_rows = acc_rows.sort_values(["metric", "family", "run", "tokens"], kind="stable").reset_index(drop=True)
     families = sorted(rows["family"].unique())
     run_names = list(dict.fromkeys(rows["run"]))
     sched = default_schedule(rows) if options.schedule == "table" else None
@@ -117,9 +137,12 @@ def fit(
         cores=cores,
     )
     scale = Scale.from_runs(rows)
-    model = build_model(rows, spec, scale, options, families, run_names, sched)
+    model = build_model(rows, spec, scale, options, families, run_names, sched, acc_rows)
+    cache_key = structure_key(spec, model, options)
+    if acc_rows is not None:  # observed counts are constants of the graph
+        cache_key += "|" + runs_hash(acc_rows)
     start = time.perf_counter()
-    idata = run_inference(model, config, progressbar=progressbar, cache_key=structure_key(spec, model, options))
+    idata = run_inference(model, config, progressbar=progressbar, cache_key=cache_key)
     info = {
         "fit_seconds": time.perf_counter() - start,
         "runs_hash": runs_hash(rows),
@@ -129,7 +152,7 @@ def fit(
     }
     result = ScalingFit(
         idata=idata, spec=spec, scale=scale, runs=rows, sampler_config=config, metric=metric, info=info,
-        options=options, families=families, run_names=run_names, schedule=sched,
+        options=options, families=families, run_names=run_names, schedule=sched, acc_rows=acc_rows,
     )
     result.diagnostics().warn("fit")
     return result

@@ -49,7 +49,12 @@ def save_fit(fit: ScalingFit, path) -> Path:
     runs.index.name = "row"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # arviz warns about the non-standard group
-        idata.add_groups({"runs": xr.Dataset.from_dataframe(runs)})
+        groups = {"runs": xr.Dataset.from_dataframe(runs)}
+        if fit.acc_rows is not None:
+            acc = fit.acc_rows.reset_index(drop=True).copy()
+            acc.index.name = "row"
+            groups["acc_runs"] = xr.Dataset.from_dataframe(acc)
+        idata.add_groups(groups)
         idata.to_netcdf(str(path))
     return path
 
@@ -77,11 +82,9 @@ def load_fit(path) -> ScalingFit:
     spec = parse_spec(meta["spec"], source=str(path))
     if spec.hash() != meta["spec_hash"]:
         raise ValueError(f"{path}: the stored model spec does not match its hash; the file may be corrupt")
-    runs = idata["runs"].to_dataframe().reset_index(drop=True)
-    for col in runs.columns:
-        if runs[col].dtype == object:
-            runs[col] = runs[col].astype(str)
-    idata_clean = az.InferenceData(**{g: idata[g] for g in idata.groups() if g != "runs"})
+    runs = _table(idata, "runs")
+    acc_rows = _table(idata, "acc_runs") if "acc_runs" in idata.groups() else None
+    idata_clean = az.InferenceData(**{g: idata[g] for g in idata.groups() if g not in ("runs", "acc_runs")})
     return ScalingFit(
         idata=idata_clean,
         spec=spec,
@@ -94,4 +97,13 @@ def load_fit(path) -> ScalingFit:
         families=list(meta["families"]),
         run_names=list(meta["run_names"]),
         schedule=Schedule(**meta["schedule"]) if meta["schedule"] else None,
+        acc_rows=acc_rows,
     )
+
+
+def _table(idata: az.InferenceData, group: str):
+    table = idata[group].to_dataframe().reset_index(drop=True)
+    for col in table.columns:
+        if table[col].dtype == object:
+            table[col] = table[col].astype(str)
+    return table

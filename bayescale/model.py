@@ -24,6 +24,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from .design import ModelOptions, design
+from .downstream import link, successes, task_table
 from .likelihoods import LIKELIHOODS
 from .runs import Scale
 from .spec import ModelSpec
@@ -52,6 +53,7 @@ def build_model(
     families: list[str] | None = None,
     runs: list[str] | None = None,
     schedule=None,
+    acc_rows: pd.DataFrame | None = None,
 ) -> pm.Model:
     """A ``pm.Model`` of ``spec`` fitted to ``rows`` (one metric, selected rows).
 
@@ -63,6 +65,9 @@ def build_model(
         Model spec (law, priors, likelihood), centring constants, structure.
     families, runs
         Coordinate labels of the ``family`` and ``run`` dims (default: sorted unique).
+    acc_rows
+        With ``options.downstream``: the ``acc:<task>`` rows (dims ``acc_obs``, tasks on
+        dim ``task``), linked to the latent loss of their checkpoint.
 
     Returns
     -------
@@ -80,6 +85,11 @@ def build_model(
         coords["family"] = families
     if options.run_effect:
         coords["run"] = runs
+    downstream = options.downstream != "none" and acc_rows is not None and len(acc_rows) > 0
+    if downstream:
+        tasks = task_table(acc_rows)
+        coords["task"] = tasks["task"].tolist()
+        coords["acc_obs"] = np.arange(len(acc_rows))
     with pm.Model(coords=coords) as model:
         n = pm.Data("n", x["n"], dims="obs")
         d = pm.Data("d", x["d"], dims="obs")
@@ -98,15 +108,29 @@ def build_model(
                     pm.Deterministic(p, value)
         noise = {p: spec.priors[p].create_variable(p) for p in likelihood.noise_params}
         mean = law.mean(theta, n, d)
-        if options.schedule != "none":
+        c = spec.priors["c"].create_variable("c") if options.schedule != "none" else None
+        if c is not None:
             u = pm.Data("u", x["u"], dims="obs")
-            mean = mean + spec.priors["c"].create_variable("c") * u
+            mean = mean + c * u
         mu = pt.log(mean)
         if options.run_effect:
             run = pm.Data("run_index", x["run"], dims="obs")
             sigma_run = spec.priors["sigma_run"].create_variable("sigma_run")
             z_run = pm.Normal("z_run", 0.0, 1.0, dims="run")
             mu = mu + sigma_run * z_run[run]
+        if downstream:
+            xa = design(acc_rows, options, scale, families, runs, schedule)
+            theta_a = theta
+            if options.pooling == "family":
+                fam_a = pm.Data("acc_family_index", xa["family"], dims="acc_obs")
+                theta_a = {p: v[fam_a] for p, v in theta_f.items()}
+            mean_a = law.mean(theta_a, pm.Data("acc_n", xa["n"], dims="acc_obs"), pm.Data("acc_d", xa["d"], dims="acc_obs"))
+            if c is not None:
+                mean_a = mean_a + c * pm.Data("acc_u", xa["u"], dims="acc_obs")
+            ln_latent = pt.log(mean_a)
+            if options.run_effect:
+                ln_latent = ln_latent + sigma_run * z_run[pm.Data("acc_run_index", xa["run"], dims="acc_obs")]
+            _downstream_likelihood(spec, options.downstream, tasks, acc_rows, pt.exp(ln_latent))
         sigma = noise["sigma"]
         if options.residuals == "ar1":
             prev = pm.Data("prev_index", np.maximum(x["prev"], 0), dims="obs")
@@ -118,6 +142,34 @@ def build_model(
             sigma = sigma * pt.sqrt(1.0 - rho**2 + 1e-12)
         likelihood.observe(OBSERVED, mu, sigma, noise, ln_value, dims="obs")
     return model
+
+
+def _pooled_over_tasks(spec: ModelSpec, name: str) -> pt.TensorVariable:
+    pop = spec.priors[f"{name}_pop"].create_variable(f"{name}_pop")
+    sd = spec.priors[f"{name}_sd"].create_variable(f"{name}_sd")
+    return pop + sd * pm.Normal(f"z_{name}", 0.0, 1.0, dims="task")
+
+
+def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss) -> None:
+    """Task links from latent loss to accuracy, with a Binomial (known ``n_items``) or Beta
+    likelihood; observed variable ``acc`` on dim ``acc_obs``."""
+    task_index = {t: i for i, t in enumerate(tasks["task"])}
+    t_idx = pm.Data("task_index", acc_rows["metric"].map(task_index).to_numpy(), dims="acc_obs")
+    chance = pm.Data("task_chance", tasks["chance"].to_numpy(dtype=float), dims="task")
+    slope = pm.Deterministic("slope", _pooled_over_tasks(spec, "slope"), dims="task")
+    midpoint = pm.Deterministic("midpoint", _pooled_over_tasks(spec, "midpoint"), dims="task")
+    ceiling = pm.Deterministic(
+        "ceiling", chance + (1 - chance) * pm.math.sigmoid(_pooled_over_tasks(spec, "ceiling")), dims="task"
+    )
+    p = link(kind, latent_loss, chance[t_idx], ceiling[t_idx], slope[t_idx], midpoint[t_idx], xp=pt)
+    p = pt.clip(p, 1e-6, 1 - 1e-6)
+    if acc_rows["n_items"].notna().all():
+        n_items = acc_rows["n_items"].to_numpy(dtype=float)
+        pm.Binomial("acc", n=n_items.astype("int64"), p=p, observed=successes(acc_rows).astype("int64"), dims="acc_obs")
+    else:
+        precision = spec.priors["precision"].create_variable("precision")
+        value = np.clip(acc_rows["value"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)
+        pm.Beta("acc", alpha=p * precision, beta=(1 - p) * precision, observed=value, dims="acc_obs")
 
 
 def structure_key(spec: ModelSpec, model: pm.Model, options: ModelOptions | None = None) -> str:

@@ -43,6 +43,7 @@ class Structure:
     run_names: list[str]
     schedule: Schedule | None
     rows: pd.DataFrame  # the fitted rows, in model order
+    acc_rows: pd.DataFrame | None = None  # fitted accuracy rows (downstream)
 
 
 def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFrame:
@@ -158,6 +159,9 @@ def predictive_draws(
         if kind == "observation":
             offsets[:, ~known] = sigma_run * rng.standard_normal((n_draws, int((~known).sum())))
         mu = mu + offsets
+    metrics = targets["metric"].astype(str) if "metric" in targets else pd.Series(["loss"] * len(targets))
+    downstream = metrics.str.startswith(("acc:", "err:")).to_numpy()
+    latent = np.exp(mu[:, downstream])
     if opts.residuals == "ar1" and known.any():
         mu, sigma = _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng)
     if kind == "observation":
@@ -165,6 +169,8 @@ def predictive_draws(
         noise = {p: _stacked(idata, p)[:, None] for p in likelihood.noise_params}
         mu = mu + sigma * likelihood.standard_noise(rng, noise, mu.shape)
     values = np.exp(mu)
+    if downstream.any():
+        values[:, downstream] = accuracy_draws(idata, structure, metrics[downstream].tolist(), latent, kind, rng)
     chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     return xr.DataArray(
         values.reshape(chains, draws, -1),
@@ -176,6 +182,41 @@ def predictive_draws(
         },
         name=kind,
     )
+
+
+def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.ndarray, kind: str, rng) -> np.ndarray:
+    """Accuracy (``acc:<task>``, ``acc:avg``) or error (``err:...``) draws at latent losses.
+
+    ``latent`` has shape (S, len(metrics)). ``acc:avg`` is the mean over every fitted task,
+    computed draw by draw so correlations between tasks are kept.
+    """
+    from .downstream import AVERAGE, link, task_table
+
+    if structure.acc_rows is None:
+        raise ValueError("this fit has no downstream tasks: fit with downstream='sigmoid' or 'exp'")
+    tasks = task_table(structure.acc_rows)
+    names = tasks["task"].tolist()
+    slope, midpoint, ceiling = (_stacked(idata, p) for p in ("slope", "midpoint", "ceiling"))
+    chance = tasks["chance"].to_numpy()
+    n_items = tasks["n_items"].to_numpy()
+    out = np.empty_like(latent)
+    for j, metric in enumerate(metrics):
+        task = "acc:" + metric[4:]
+        columns = list(range(len(names))) if task == AVERAGE else [names.index(task)] if task in names else None
+        if columns is None:
+            raise ValueError(f"metric {metric!r} is not a fitted task; fitted: {names} and {AVERAGE}")
+        acc = link(structure.options.downstream, latent[:, [j]], chance[columns], ceiling[:, columns],
+                   slope[:, columns], midpoint[:, columns])
+        if kind == "observation":
+            for k, col in enumerate(columns):
+                if np.isfinite(n_items[col]):
+                    acc[:, k] = rng.binomial(int(n_items[col]), np.clip(acc[:, k], 0, 1)) / n_items[col]
+                else:
+                    phi = _stacked(idata, "precision")
+                    acc[:, k] = rng.beta(acc[:, k] * phi, (1 - acc[:, k]) * phi)
+        value = acc.mean(axis=1)
+        out[:, j] = 1 - value if metric.startswith("err:") else value
+    return out
 
 
 def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng):

@@ -54,6 +54,7 @@ class ScalingFit:
     families: list[str] = field(default_factory=list)
     run_names: list[str] = field(default_factory=list)
     schedule: Schedule | None = None
+    acc_rows: pd.DataFrame | None = None
     _diagnostics: Diagnostics | None = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- parameters
@@ -63,7 +64,21 @@ class ScalingFit:
 
     @property
     def structure(self) -> Structure:
-        return Structure(self.spec, self.scale, self.options, self.families, self.run_names, self.schedule, self.runs)
+        return Structure(self.spec, self.scale, self.options, self.families, self.run_names, self.schedule,
+                         self.runs, self.acc_rows)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The ``acc:<task>`` metrics fitted jointly (empty without ``downstream``)."""
+        return [] if self.acc_rows is None else sorted(self.acc_rows["metric"].unique())
+
+    def task_report(self) -> pd.DataFrame:
+        """Per task: does accuracy improve as loss falls? (posterior of the slope)."""
+        from .downstream import improvement_report
+
+        if not self.tasks:
+            raise ValueError("this fit has no downstream tasks (fit with downstream='sigmoid' or 'exp')")
+        return improvement_report(self.posterior_draws("slope"), self.tasks)
 
     def _structure_names(self) -> list[str]:
         names = []
@@ -76,6 +91,8 @@ class ScalingFit:
             names.append("c")
         if self.options.residuals == "ar1":
             names.append("ell")
+        if self.acc_rows is not None:
+            names += ["slope_pop", "slope_sd", "midpoint_pop", "midpoint_sd", "ceiling_pop", "ceiling_sd"]
         return names
 
     @property
@@ -141,18 +158,21 @@ class ScalingFit:
         >>> fit.predict({"params": 7e10, "tokens": 1.4e12})  # doctest: +SKIP
         """
         table = read_targets(targets)
-        if "metric" in table:
-            other = set(table["metric"].dropna().astype(str)) - {self.metric}
+        metrics = table.pop("metric").fillna(self.metric).astype(str) if "metric" in table else None
+        if metrics is not None:
+            allowed = {self.metric, *self.tasks, *(("acc:avg",) if self.tasks else ())}
+            allowed |= {"err:" + m[4:] for m in allowed if m.startswith("acc:")}
+            other = set(metrics) - allowed
             if other:
-                raise ValueError(f"targets ask for metric(s) {sorted(other)} but this fit models {self.metric!r}")
-            table = table.drop(columns="metric")
+                raise ValueError(f"targets ask for metric(s) {sorted(other)}; this fit predicts {sorted(allowed)}")
         diag = self.diagnostics()
         diag.warn("predict")
-        draws = predictive_draws(self.idata, self.structure, table, kind, self.sampler_config.random_seed)
+        draws = predictive_draws(self.idata, self.structure, table.assign(metric=metrics) if metrics is not None
+                                 else table, kind, self.sampler_config.random_seed)
         if "family" not in table and self.options.pooling == "family":
             table["family"] = resolve_families(table, self.structure)
         out = pd.concat([table, bands(draws, hdi_prob)], axis=1)
-        out.insert(len(table.columns), "metric", self.metric)
+        out.insert(len(table.columns), "metric", metrics if metrics is not None else self.metric)
         ladder_c = float((self.runs["params"] * self.runs["tokens"]).max())
         out["extrapolation"] = table["params"] * table["tokens"] / ladder_c
         far = out["extrapolation"] > 1000
