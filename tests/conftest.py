@@ -49,3 +49,23 @@ def small_fit():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs, draws=500, tune=500, chains=2, random_seed=1, progressbar=False)
     return fit, truth
+
+
+@pytest.fixture(scope="session")
+def downstream_fit():
+    """A joint loss + downstream fit of a simulated ladder with three tasks: a large
+    benchmark, a small one (100 items) and one that does not improve with loss."""
+    import bayescale
+    from bayescale.simulate import Task
+
+    tasks = [
+        Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0),
+        Task("small", n_items=100, chance=0.25, slope=3.0, midpoint=3.0),
+        Task("flat", n_items=1000, chance=0.25, slope=0.0, midpoint=3.0),
+    ]
+    runs, truth = bayescale.simulate_ladder(seed=0, tasks=tasks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, downstream="sigmoid", draws=300, tune=600, chains=2, target_accept=0.95,
+                            progressbar=False)
+    return fit, truth, tasks

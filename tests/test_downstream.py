@@ -39,12 +39,8 @@ def test_task_table_and_report():
 
 
 @pytest.fixture(scope="module")
-def joint_fit():
-    runs, truth = bayescale.simulate_ladder(seed=0, tasks=TASKS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, downstream="sigmoid", draws=300, tune=600, chains=2, target_accept=0.95,
-                            progressbar=False)
+def joint_fit(downstream_fit):
+    fit, truth, _ = downstream_fit
     return fit, truth
 
 

@@ -243,12 +243,14 @@ def test_preview_fit_has_no_mcmc_figures():
     assert isinstance(plot(preview, "prior_posterior"), Figure)  # a one-draw posterior is a line
 
 
-def test_downstream_figure_only_with_accuracy_rows(single):
+def test_downstream_figure_only_with_tasks(single, downstream_fit):
     assert "downstream" not in available_figures(single)
-    acc = fake_fit(metric="acc:lambada")
-    assert "downstream" in available_figures(acc)
-    ax = plot(acc, "downstream").axes[0]
-    assert ax.get_ylabel().startswith("accuracy on lambada")
+    fit = downstream_fit[0]
+    assert "downstream" in available_figures(fit)
+    axes = plot(fit, "downstream").axes
+    assert [ax.get_title(loc="left") or ax.get_title() for ax in axes] == ["acc:big", "acc:flat", "acc:small"]
+    assert axes[0].get_ylabel().startswith("accuracy on big") and "nats" in axes[0].get_xlabel()
+    assert len(axes[0].collections) >= 1  # the link's posterior band
 
 
 def test_save_figures_writes_pngs(single, tmp_path):

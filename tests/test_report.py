@@ -219,17 +219,21 @@ def test_report_from_a_saved_fit(fit, report, tmp_path):
     assert_offline(from_file)
 
 
-def test_sections_are_left_out_when_the_fit_lacks_them(tmp_path):
+def test_sections_are_left_out_when_the_fit_lacks_them(tmp_path, downstream_fit):
     preview = write_report(fake_fit(method="map"), tmp_path / "map.html", figures=False)
     headings = [t for _, t in parse(preview).h2]
     assert "Diagnostics" not in headings and "Downstream" not in headings
     text = preview.read_text(encoding="utf-8")
     assert "MAP preview" in text and 'class="badge preview"' in text
 
-    downstream = write_report(fake_fit(metric="acc:lambada"), tmp_path / "acc.html", figures=False)
+    downstream = write_report(downstream_fit[0], tmp_path / "acc.html", figures=False)
     headings = [t for _, t in parse(downstream).h2]
     assert "Downstream" in headings
     assert headings.index("Downstream") == headings.index("Diagnostics") + 1
+    text = downstream.read_text(encoding="utf-8")
+    verdicts = downstream_fit[0].task_report().set_index("task")["verdict"]
+    assert verdicts["acc:flat"] != "improves"
+    assert "<td>acc:flat</td>" in text and f"<td>{verdicts['acc:flat']}</td>" in text
 
 
 def test_pooled_fit_report_shows_families(tmp_path):

@@ -155,9 +155,23 @@ def is_mcmc(fit: Any) -> bool:
 
 
 def downstream_metrics(fit: Any) -> list[str]:
-    """Accuracy metrics (``acc:<task>``) among the fitted rows."""
-    metrics = {str(m) for m in fit.runs["metric"].unique()} | {str(fit.metric)}
-    return sorted(m for m in metrics if m.startswith(ACC_PREFIX) and (fit.runs["metric"] == m).any())
+    """Accuracy metrics (``acc:<task>``) fitted jointly with the loss (``downstream=...``)."""
+    acc = getattr(fit, "acc_rows", None)
+    if acc is None or len(acc) == 0:
+        return []
+    return sorted(str(m) for m in acc["metric"].unique())
+
+
+def link_bands(fit: Any, metric: str, loss_grid: np.ndarray, hdi_prob: float) -> pd.DataFrame:
+    """Posterior band of one task's link, accuracy against loss, on ``loss_grid`` (nats)."""
+    from ..downstream import link, task_table
+
+    tasks = task_table(fit.acc_rows)
+    j = tasks["task"].tolist().index(metric)
+    slope, midpoint, ceiling = (fit.posterior_draws(p)[:, j][:, None] for p in ("slope", "midpoint", "ceiling"))
+    acc = link(fit.options.downstream, loss_grid[None, :], float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
+    lo, hi = np.quantile(acc, [(1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2], axis=0)
+    return pd.DataFrame({"loss": loss_grid, "median": np.median(acc, axis=0), "lower": lo, "upper": hi})
 
 
 def largest_run(fit: Any) -> pd.Series:

@@ -200,34 +200,42 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
 
 
 @figure_function
-def plot_downstream(fit: Any, width: float | None = None) -> Figure:
-    """Downstream accuracy (``acc:<task>`` rows) against training compute, one panel per task.
+def plot_downstream(fit: Any, width: float | None = None, hdi_prob: float | None = None) -> Figure:
+    """Downstream accuracy against the loss of the same checkpoint, one panel per task,
+    with the posterior band of the task's link (fits with ``downstream=...``).
 
     Raises
     ------
     ValueError
-        If the fitted rows have no accuracy metric.
+        If the fit has no downstream tasks.
     """
+    hdi_prob = rcparams.get("hdi_prob", hdi_prob)
     metrics = cp.downstream_metrics(fit)
     if not metrics:
-        raise ValueError("the fit has no downstream accuracy rows (metric 'acc:<task>')")
+        raise ValueError("the fit has no downstream tasks (fit with downstream='sigmoid' or 'exp')")
     colors = _colors(fit)
+    loss = fit.runs.set_index(["run", "tokens"])["value"]
+    grid = np.linspace(float(loss.min()) * 0.8, float(loss.max()) * 1.05, 120)
     ncols = min(3, len(metrics))
     fig = _figure(0.42 * math.ceil(len(metrics) / ncols), width)
     for ax, metric in zip(_grid(fig, len(metrics), ncols), metrics):
-        rows = fit.runs[fit.runs["metric"] == metric].sort_values("tokens")
-        for _, run in rows.groupby("run", sort=False):
-            c = cp.flops(run["params"], run["tokens"])
-            family = str(run["family"].iloc[0])
-            ax.plot(c, run["value"], "o-", ms=3.5, lw=1, color=colors[family], alpha=0.8, gid=_gid(family))
+        rows = fit.acc_rows[fit.acc_rows["metric"] == metric]
+        keys = list(zip(rows["run"], rows["tokens"]))
+        x = loss.reindex(keys).to_numpy()
+        for family, idx in rows.groupby("family").groups.items():
+            pos = rows.index.get_indexer(idx)
+            ax.plot(x[pos], rows.loc[idx, "value"], "o", ms=3.5, color=colors[str(family)], alpha=0.8,
+                    gid=_gid(family))
+        band = cp.link_bands(fit, metric, grid, hdi_prob)
+        ax.fill_between(band["loss"], band["lower"], band["upper"], color="#6b7280", alpha=0.25, lw=0)
+        ax.plot(band["loss"], band["median"], color="#374151", lw=1.2)
         chance = rows["chance"].dropna()
         if len(chance):
             ax.axhline(float(chance.iloc[0]), ls="--", lw=1, color="#9ca3af", label="chance")
-        _log_axes(ax)
-        ax.set_xlabel(LABEL_C)
+        ax.set_xlabel("loss at the checkpoint (nats)")
         ax.set_ylabel(cp.metric_label(metric))
         ax.set_title(metric)
-    _family_legend(fig.axes[0], {f: colors[f] for f in _fitted_families(fit)}, loc="upper left")
+    _family_legend(fig.axes[0], {f: colors[f] for f in _fitted_families(fit)}, loc="lower left")
     return fig
 
 

@@ -373,9 +373,16 @@ class ReportBuilder:
         }
 
     def downstream(self) -> dict[str, Any]:
-        figure = self.figure("downstream", "Downstream accuracy of each run against training compute; "
-                             "dashed: chance.", "Downstream accuracy against compute")
-        return {"metrics": cp.downstream_metrics(self.fit), "figure": figure}
+        figure = self.figure("downstream", "Accuracy of each checkpoint against its loss, with the posterior "
+                             "median and band of each task's link; dashed: chance.", "Downstream accuracy against loss")
+        report = self.fit.task_report()
+        tasks = [
+            {"task": r.task, "p": f"{r.p_improves:.2f}", "slope": sig(r.slope_median, 3), "verdict": r.verdict}
+            for r in report.itertuples()
+        ]
+        binomial = self.fit.acc_rows["n_items"].notna().all()
+        return {"metrics": cp.downstream_metrics(self.fit), "figure": figure, "tasks": tasks,
+                "link": self.fit.options.downstream, "likelihood": "Binomial (n_items)" if binomial else "Beta"}
 
     def uncertainty(self) -> dict[str, Any]:
         table = cp.band_width_table(self.fit, self.targets, self.hdi_prob)
