@@ -1,0 +1,73 @@
+"""Case studies on real data: a quick smoke run by default, the full runs in the slow tier.
+
+The data folder (``$BAYESCALE_DATA`` or ``../shared/data``) is not part of the
+repository; without it these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bayescale.datasets import find_data_dir
+
+CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
+if str(CASE_STUDIES) not in sys.path:
+    sys.path.insert(0, str(CASE_STUDIES))
+
+import chinchilla_replication
+
+PARAMETERS = ["E", "A", "B", "alpha", "beta"]
+
+needs_chinchilla = pytest.mark.skipif(
+    find_data_dir("chinchilla_epoch") is None,
+    reason="Chinchilla data (chinchilla_epoch/) not found in $BAYESCALE_DATA or ../shared/data",
+)
+
+
+def _outputs(out: Path, stem: str = "chinchilla"):
+    table = pd.read_csv(out / f"{stem}_posterior.csv").set_index("parameter")
+    summary = json.loads((out / f"{stem}_summary.json").read_text())
+    return table, summary
+
+
+@needs_chinchilla
+def test_chinchilla_small(tmp_path, capsys):
+    assert chinchilla_replication.main(["--small", "--out", str(tmp_path)]) == 0
+    table, summary = _outputs(tmp_path)
+    assert list(table.index) == PARAMETERS
+    for col in ("mean", "median", "hdi90_lower", "hdi90_upper", "epoch_2024", "epoch_2024_in_hdi90", "outliers"):
+        assert col in table.columns
+    assert (table["hdi90_lower"] <= table["median"]).all() and (table["median"] <= table["hdi90_upper"]).all()
+    # alpha and beta are well determined by 245 runs, even with 2 x 200 draws
+    for name in ("alpha", "beta"):
+        assert abs(table.loc[name, "median"] - chinchilla_replication.EPOCH_2024[name]) < 0.05
+    assert summary["n_runs"] == 245 and summary["sampler"]["draws"] == 200
+    assert (tmp_path / "chinchilla_fit.nc").is_file()
+    assert (tmp_path / "chinchilla_allocation.csv").is_file()
+    printed = capsys.readouterr().out
+    assert "Diagnostics:" in printed and "Compute-optimal allocation" in printed
+
+
+def test_chinchilla_missing_data_exits_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="chinchilla_epoch"):
+        chinchilla_replication.main(["--small", "--out", str(tmp_path), "--data", str(tmp_path)])
+
+
+@needs_chinchilla
+@pytest.mark.slow
+def test_chinchilla_full_replicates_epoch(tmp_path):
+    """Acceptance criterion: converged, and Epoch's alpha, beta, E inside the 90% intervals."""
+    assert chinchilla_replication.main(["--out", str(tmp_path), "--no-report"]) == 0
+    table, summary = _outputs(tmp_path)
+    diag = summary["diagnostics"]
+    assert diag["max_rhat"] <= 1.01
+    assert diag["min_ess_bulk"] >= 400
+    assert diag["divergences"] == 0
+    for name in ("alpha", "beta", "E"):
+        assert table.loc[name, "hdi90_lower"] <= chinchilla_replication.EPOCH_2024[name] <= table.loc[name, "hdi90_upper"]
+        assert bool(table.loc[name, "epoch_2024_in_hdi90"])
