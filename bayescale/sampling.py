@@ -48,6 +48,11 @@ def check_sampler(sampler: str, method: str) -> None:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
     if method != "nuts":
         return
+    if sampler == "blackjax":
+        raise ValueError(
+            "sampler='blackjax' does not work with PyMC 5.28 and JAX 0.10: pymc's blackjax path fails inside "
+            "blackjax 1.6.2 and 1.7.1 ('cannot select an axis to squeeze out'); use sampler='numpyro' for JAX/GPU"
+        )
     missing = [pkg for pkg in _NEEDS.get(sampler, ()) if importlib.util.find_spec(pkg) is None]
     if missing:
         raise ImportError(

@@ -164,3 +164,18 @@ def test_interval_coverage_small():
 def test_interval_coverage_twenty_replicates():
     """Acceptance: >= 80% of 20 seeded replicates' 90% intervals contain the truth."""
     assert _coverage(20, 1000) >= 0.8
+
+
+def test_blackjax_is_refused_with_the_reason():
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with pytest.raises(ValueError, match="numpyro"):
+        bayescale.fit(runs, sampler="blackjax")
+
+
+def test_numpyro_backend_recovers_the_law():
+    pytest.importorskip("numpyro", reason="the JAX backend is an optional extra: pip install '.[jax]'")
+    runs, truth = bayescale.simulate_ladder(seed=2)
+    fit = quiet_fit(runs, sampler="numpyro", draws=400, tune=400, chains=2)
+    assert fit.sampler_config.sampler == "numpyro"
+    pred = fit.predict(TARGETS.iloc[:1])
+    assert pred["lower"][0] < truth.loss(7e9, 1.4e11) < pred["upper"][0]
