@@ -1,0 +1,119 @@
+"""The Pythia checkpoint case study: a smoke run by default, the acceptance targets in the slow tier.
+
+The data folder (``$BAYESCALE_DATA`` or ``../shared/data``) is not part of the
+repository; without its ``pythia/`` folder these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bayescale.datasets import find_data_dir
+
+CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
+if str(CASE_STUDIES) not in sys.path:
+    sys.path.insert(0, str(CASE_STUDIES))
+
+import pythia_checkpoints
+
+needs_pythia = pytest.mark.skipif(
+    find_data_dir("pythia") is None,
+    reason="Pythia data (pythia/) not found in $BAYESCALE_DATA or ../shared/data",
+)
+
+COLUMNS = ["scenario", "target", "truth", "median", "lower", "upper", "rel_error", "band_rel_width", "covered"]
+FIT_RUNS = {
+    "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b-bf16", "pythia-1.4b",
+    "pythia-70m-deduped", "pythia-160m-deduped", "pythia-410m-deduped", "pythia-1b-deduped", "pythia-1.4b-deduped",
+}
+
+
+def _outputs(out: Path):
+    table = pd.read_csv(out / "pythia_predictions.csv")
+    summary = json.loads((out / "pythia_summary.json").read_text())
+    return table, summary
+
+
+@needs_pythia
+def test_pythia_small(tmp_path, capsys):
+    # --no-report keeps the smoke run short; the report module has its own tests.
+    assert pythia_checkpoints.main(["--small", "--out", str(tmp_path), "--no-report"]) == 0
+    table, summary = _outputs(tmp_path)
+    for col in COLUMNS:
+        assert col in table.columns
+    # the --small smoke run leaves out the prior-sensitivity refits
+    expected = [s for s in pythia_checkpoints.SCENARIOS if s not in pythia_checkpoints.SENSITIVITY]
+    assert list(dict.fromkeys(table["scenario"])) == expected
+    counts = table["scenario"].value_counts()
+    assert counts["full"] == 2 and counts["transfer"] == 1 and counts["truncated"] == 10
+    for name, _, _ in pythia_checkpoints.ABLATIONS:
+        assert counts[name] == 2
+    assert set(table.loc[table["scenario"] == "truncated", "target"]) == FIT_RUNS
+    full = table[table["scenario"] == "full"].set_index("target")
+    assert set(full.index) == {"pythia-2.8b", "pythia-2.8b-deduped"}
+    assert full.loc["pythia-2.8b", "truth"] == pytest.approx(1.617, abs=0.005)
+    assert ((table["lower"] <= table["median"]) & (table["median"] <= table["upper"])).all()
+    assert table["rel_error"].to_numpy() == pytest.approx((table["median"] / table["truth"] - 1).to_numpy())
+    # even a smoke run should land near the 2.8B loss (the law, not noise, sets the median)
+    assert (full["rel_error"].abs() < 0.15).all()
+    assert summary["small"] is True and summary["sampler"]["draws"] == 200
+    assert len(summary["diagnostics"]) == len(expected) and summary["scenarios"] == expected
+    assert (tmp_path / "pythia_fit.nc").is_file()
+    assert (tmp_path / "pythia_diagnostics.csv").is_file()
+    residuals = pd.read_csv(tmp_path / "pythia_residuals.csv")
+    assert set(residuals["run"]) == FIT_RUNS
+    printed = capsys.readouterr().out
+    for heading in ("Data quirks", "Acceptance targets", "Ablations of target 1", "Prior sensitivity skipped"):
+        assert heading in printed
+
+
+def test_pythia_missing_data_exits_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="pythia"):
+        pythia_checkpoints.main(["--small", "--out", str(tmp_path), "--data", str(tmp_path)])
+
+
+@needs_pythia
+@pytest.mark.slow
+def test_pythia_full_acceptance(tmp_path):
+    """The project's acceptance targets for the Pythia case study (full run)."""
+    assert pythia_checkpoints.main(["--out", str(tmp_path), "--no-report"]) == 0
+    table, summary = _outputs(tmp_path)
+    assert list(dict.fromkeys(table["scenario"])) == list(pythia_checkpoints.SCENARIOS)
+    counts = table["scenario"].value_counts()
+    assert counts[pythia_checkpoints.SENSITIVITY[0]] == 2 and counts[pythia_checkpoints.SENSITIVITY[1]] == 10
+    accept = pythia_checkpoints.ACCEPT
+    full = table[table["scenario"] == "full"].set_index("family")
+    trunc = table[table["scenario"] == "truncated"]
+    transfer = table[table["scenario"] == "transfer"].iloc[0]
+    failures = []
+
+    def check(ok, what):
+        if not ok:
+            failures.append(what)
+
+    check(summary["wall_seconds"] <= accept["max_wall_seconds"], f"wall time {summary['wall_seconds']:.0f} s > 600 s")
+    for fam in ("pile", "deduped"):
+        r = full.loc[fam]
+        check(bool(r["covered"]), f"{fam} 2.8B: truth {r['truth']:.3f} outside [{r['lower']:.3f}, {r['upper']:.3f}]")
+        check(r["band_rel_width"] < accept["max_band_rel_width_2p8b"],
+              f"{fam} 2.8B: band {r['band_rel_width']:.1%} of the loss (>= 20%)")
+        check(abs(r["rel_error"]) <= accept["max_rel_error_2p8b"],
+              f"{fam} 2.8B: median error {r['rel_error']:+.1%} (> 3%)")
+    med = trunc["rel_error"].abs().median()
+    check(med <= accept["max_rel_error_truncated"], f"truncated: median |error| {med:.1%} > 5%")
+    cov = trunc["covered"].mean()
+    check(cov >= accept["min_coverage_truncated"], f"truncated: coverage {cov:.0%} < 80%")
+    t_err, f_err = abs(transfer["rel_error"]), abs(full.loc["deduped", "rel_error"])
+    check(t_err <= accept["max_transfer_error_ratio"] * f_err,
+          f"transfer |error| {t_err:.1%} > 1.5 x the full-family |error| {f_err:.1%}")
+    for d in summary["diagnostics"]:
+        check(d["max_rhat"] <= accept["max_rhat"], f"{d['scenario']}: max R-hat {d['max_rhat']:.3f}")
+        check(d["min_ess_bulk"] >= accept["min_ess_bulk"], f"{d['scenario']}: min bulk ESS {d['min_ess_bulk']:.0f}")
+        check(d["divergent_fraction"] <= accept["max_divergent_fraction"],
+              f"{d['scenario']}: {d['divergences']} divergences")
+    assert not failures, "acceptance targets missed:\n  " + "\n  ".join(failures)
