@@ -54,8 +54,10 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
     """
     if isinstance(targets, (str, os.PathLike)):
         targets = pd.read_csv(targets)
-    if isinstance(targets, dict):
-        targets = pd.DataFrame({k: np.atleast_1d(v) for k, v in targets.items()})
+    if isinstance(targets, dict):  # scalars broadcast against lists
+        length = max(len(np.atleast_1d(v)) for v in targets.values())
+        targets = pd.DataFrame({k: np.broadcast_to(np.atleast_1d(v), (length,)) if np.ndim(v) == 0
+                                else np.atleast_1d(v) for k, v in targets.items()})
     df = targets.copy().reset_index(drop=True)
     problems = [f"column '{c}' is required in prediction targets" for c in ("params", "tokens") if c not in df]
     if problems:

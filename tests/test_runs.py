@@ -125,3 +125,12 @@ def test_csv_path(tmp_path):
     path = tmp_path / "runs.csv"
     table().to_csv(path, index=False)
     assert len(read_runs(path)) == 4
+
+
+def test_targets_broadcast_scalars_and_name_bad_columns():
+    from bayescale.predict import read_targets
+
+    table = read_targets({"params": 2.8e9, "tokens": 3e11, "family": ["pile", "deduped"]})
+    assert len(table) == 2 and (table["params"] == 2.8e9).all()
+    with pytest.raises(RunsTableError, match="column 'tokens' of the targets.*row 1"):
+        read_targets({"params": [1e9, 1e9], "tokens": [1e10, 0]})
