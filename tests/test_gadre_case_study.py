@@ -1,0 +1,87 @@
+"""The Gadre et al. over-training case study: a smoke run by default, the acceptance targets
+in the slow tier.
+
+The data folder (``$BAYESCALE_DATA`` or ``../shared/data``) is not part of the
+repository; without its ``gadre_overtrain/`` folder these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bayescale.datasets import find_data_dir
+
+CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
+if str(CASE_STUDIES) not in sys.path:
+    sys.path.insert(0, str(CASE_STUDIES))
+
+import gadre_overtrain  # noqa: E402
+
+needs_gadre = pytest.mark.skipif(
+    find_data_dir("gadre_overtrain") is None,
+    reason="Gadre et al. data (gadre_overtrain/) not found in $BAYESCALE_DATA or ../shared/data",
+)
+
+#: Every 1.4B (open_lm_1b) model in the data: (family, token multiplier).
+TARGETS = {("c4", 1.0), ("c4", 4.0), ("redpajama", 1.0), ("redpajama", 32.0), ("refinedweb", 1.0),
+           ("refinedweb", 16.0)}
+COLUMNS = ["family", "multiplier", "metric", "truth", "bayes_median", "bayes_lower", "bayes_upper", "covered",
+           "abs_err_bayes", "abs_err_two_stage"]
+
+
+def _table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "gadre_predictions.csv")
+
+
+@needs_gadre
+def test_gadre_small(tmp_path):
+    assert gadre_overtrain.main(["--small", "--out", str(tmp_path)]) == 0
+    table = _table(tmp_path)
+    for col in COLUMNS:
+        assert col in table.columns
+    for metric in ("loss", "err:avg"):
+        rows = table[table["metric"] == metric]
+        assert set(zip(rows["family"], rows["multiplier"])) == TARGETS
+    assert table[["truth", "bayes_median", "bayes_lower", "bayes_upper"]].notna().all().all()
+    assert ((table["bayes_lower"] <= table["bayes_median"]) & (table["bayes_median"] <= table["bayes_upper"])).all()
+    # the truth is the held-out 1.4B data, e.g. RedPajama at multiplier 32
+    rpj = table[(table["family"] == "redpajama") & (table["multiplier"] == 32.0)].set_index("metric")
+    assert rpj.loc["loss", "truth"] == pytest.approx(2.502, abs=1e-3)
+    report = pd.read_csv(tmp_path / "gadre_task_report.csv")
+    assert set(report["family"]) == set(gadre_overtrain.FAMILIES)
+    assert len(report) == 3 * len(gadre_overtrain.SMALL_TASKS)
+
+
+def test_gadre_missing_data_exits_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="gadre_overtrain"):
+        gadre_overtrain.main(["--small", "--out", str(tmp_path), "--data", str(tmp_path)])
+
+
+@needs_gadre
+@pytest.mark.slow
+def test_gadre_full_acceptance(tmp_path):
+    """Acceptance: every 1.4B err:avg band covers the truth; the Bayes median is no worse than
+    the two-stage plug-in on average; the whole run takes at most 15 minutes."""
+    assert gadre_overtrain.main(["--out", str(tmp_path), "--no-report"]) == 0
+    table = _table(tmp_path)
+    summary = json.loads((tmp_path / "gadre_summary.json").read_text())
+    err = table[table["metric"] == "err:avg"]
+    assert set(zip(err["family"], err["multiplier"])) == TARGETS
+    assert (err["tasks"] == 46).all()
+    failures = []
+    for _, r in err.iterrows():
+        if not r["covered"]:
+            failures.append(f"{r['family']} x{r['multiplier']:g}: err:avg truth {r['truth']:.4f} outside "
+                            f"[{r['bayes_lower']:.4f}, {r['bayes_upper']:.4f}]")
+    bayes, plug = err["abs_err_bayes"].mean(), err["abs_err_two_stage"].mean()
+    if bayes > plug:
+        failures.append(f"mean |error| of err:avg: Bayes {bayes:.4f} > two-stage {plug:.4f}")
+    wall = summary["acceptance"]["wall_seconds"]
+    if wall > gadre_overtrain.ACCEPT["max_wall_seconds"]:
+        failures.append(f"wall time {wall:.0f} s > 900 s")
+    assert not failures, "acceptance targets missed:\n  " + "\n  ".join(failures)
