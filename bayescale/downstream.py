@@ -4,12 +4,11 @@ For task t with random-guess accuracy ``chance_t``:
 
 ``"sigmoid"`` (as in the OLMo model ladder)
     acc = chance_t + (ceiling_t - chance_t) * sigmoid(-slope_t (L - midpoint_t))
-``"exp"`` (Gadre et al. 2024, Err = eps - k exp(-gamma L), written with a chance floor)
-    acc = chance_t + (ceiling_t - chance_t) * (1 - exp(-slope_t (midpoint_t - L)))_+ ...
+``"exp"`` (after Gadre et al. 2024, Err = eps - k exp(-gamma L))
+    acc = chance_t + (ceiling_t - chance_t) * exp(-exp(slope_t (L - midpoint_t)))
 
-we implement ``"exp"`` smoothly as ``chance + (ceiling - chance) * exp(-exp(slope (L - midpoint)))``
-(a Gompertz curve: exponential approach to the ceiling in low loss, floor at chance in
-high loss), which keeps accuracy inside [chance, ceiling] for every parameter value.
+a Gompertz curve: an exponential approach to the ceiling at low loss and to chance at
+high loss, so accuracy stays inside [chance, ceiling] for every parameter value.
 
 ``slope_t`` is unconstrained: a posterior with mass at or below zero says the task does
 not improve with loss (flat, or inverse scaling) rather than forcing a curve through it.
