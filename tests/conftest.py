@@ -6,13 +6,30 @@ Default tier: fast unit tests and small real fits.  ``--run-slow`` adds the ``sl
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 
 matplotlib.use("Agg")
+
+# Case-study scripts are imported by their tests as plain modules.
+CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
+if str(CASE_STUDIES) not in sys.path:
+    sys.path.insert(0, str(CASE_STUDIES))
+
+
+def needs_data(folder: str, what: str):
+    """Skip marker for tests that need ``<data>/<folder>`` ($BAYESCALE_DATA or ../shared/data)."""
+    from bayescale.datasets import find_data_dir
+
+    return pytest.mark.skipif(
+        find_data_dir(folder) is None,
+        reason=f"{what} ({folder}/) not found in $BAYESCALE_DATA or ../shared/data",
+    )
 
 
 def pytest_addoption(parser):

@@ -7,26 +7,18 @@ repository; without it these tests are skipped.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bayescale.datasets import find_data_dir
+from conftest import needs_data
 
-CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
-if str(CASE_STUDIES) not in sys.path:
-    sys.path.insert(0, str(CASE_STUDIES))
-
-import chinchilla_replication
+import chinchilla_replication  # case_studies/ is on sys.path via conftest
 
 PARAMETERS = ["E", "A", "B", "alpha", "beta"]
 
-needs_chinchilla = pytest.mark.skipif(
-    find_data_dir("chinchilla_epoch") is None,
-    reason="Chinchilla data (chinchilla_epoch/) not found in $BAYESCALE_DATA or ../shared/data",
-)
+needs_chinchilla = needs_data("chinchilla_epoch", "Chinchilla data")
 
 
 def _outputs(out: Path, stem: str = "chinchilla"):

@@ -1,6 +1,5 @@
 """Downstream accuracy fitted jointly with the loss law, with benchmark noise."""
 
-import warnings
 
 import numpy as np
 import pandas as pd

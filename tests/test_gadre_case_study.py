@@ -8,24 +8,16 @@ repository; without its ``gadre_overtrain/`` folder these tests are skipped.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bayescale.datasets import find_data_dir
+from conftest import needs_data
 
-CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
-if str(CASE_STUDIES) not in sys.path:
-    sys.path.insert(0, str(CASE_STUDIES))
+import gadre_overtrain  # case_studies/ is on sys.path via conftest
 
-import gadre_overtrain  # noqa: E402
-
-needs_gadre = pytest.mark.skipif(
-    find_data_dir("gadre_overtrain") is None,
-    reason="Gadre et al. data (gadre_overtrain/) not found in $BAYESCALE_DATA or ../shared/data",
-)
+needs_gadre = needs_data("gadre_overtrain", "Gadre et al. data")
 
 #: Every 1.4B (open_lm_1b) model in the data: (family, token multiplier).
 TARGETS = {("c4", 1.0), ("c4", 4.0), ("redpajama", 1.0), ("redpajama", 32.0), ("refinedweb", 1.0),

@@ -7,24 +7,16 @@ repository; without its ``pythia/`` folder these tests are skipped.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bayescale.datasets import find_data_dir
+from conftest import needs_data
 
-CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
-if str(CASE_STUDIES) not in sys.path:
-    sys.path.insert(0, str(CASE_STUDIES))
+import pythia_checkpoints  # case_studies/ is on sys.path via conftest
 
-import pythia_checkpoints
-
-needs_pythia = pytest.mark.skipif(
-    find_data_dir("pythia") is None,
-    reason="Pythia data (pythia/) not found in $BAYESCALE_DATA or ../shared/data",
-)
+needs_pythia = needs_data("pythia", "Pythia data")
 
 COLUMNS = ["scenario", "target", "truth", "median", "lower", "upper", "rel_error", "band_rel_width", "covered"]
 FIT_RUNS = {
