@@ -126,7 +126,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
-    from .design import CHECKPOINTS, POOLING, RESIDUALS, SCHEDULE
+    from .design import ANNEAL, CHECKPOINTS, NOISE, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
     from .sampling import METHODS, SAMPLERS
 
@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-fraction", type=_fraction, default=0.05, metavar="F",
         help="with --checkpoints all, drop checkpoints before this fraction of a run (default: %(default)s)",
     )  # fmt: skip
+    model.add_argument("--noise", choices=NOISE, default="constant",
+                       help="residual scale: constant, or sigma (N/N0)^-kappa by model size (default: %(default)s)")
+    model.add_argument("--run-slope", action="store_true",
+                       help="with --checkpoints all, give each run its own slope in ln tokens as well as its offset")
+    model.add_argument("--anneal", choices=ANNEAL, default="loss",
+                       help="schedule term: nats added, or a shortfall of effective tokens (default: %(default)s)")
     p.add_argument(
         "--drop-invalid",
         action="store_true",
@@ -541,6 +547,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             run_effect=args.run_effect,
             schedule=args.schedule,
             min_fraction=args.min_fraction,
+            noise=args.noise,
+            anneal=args.anneal,
+            run_slope=args.run_slope,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,

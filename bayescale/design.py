@@ -13,10 +13,23 @@ Structure of one fit
   effective tokens and an annealing term, see :mod:`bayescale.schedules`); or
   ``"learned"`` (no schedule known: a learned discrepancy ``c (1 - f)`` in the fraction f of
   the run completed).
+- ``anneal``: how the un-annealed part ``u`` of a checkpoint's schedule enters the law:
+  ``"loss"`` adds ``c u`` nats (Tissue et al. 2024); ``"tokens"`` treats it as a shortfall
+  of effective tokens, ``D_eff e^{-c_tokens u}``, so the deficit is as large as the law's
+  sensitivity to data at that size (small models whose data term has saturated owe little
+  to the decay still ahead).
 - ``residuals``: ``"iid"`` or ``"ar1"`` (Ornstein-Uhlenbeck in ln tokens within a run, so
   30 checkpoints of one run are not 30 independent facts).
 - ``run_effect``: a per-run offset on ln(loss) with a learned scale ``sigma_run`` (the
   spread between seeds).
+- ``noise``: ``"constant"`` (one residual scale ``sigma``) or ``"size"`` (scale
+  ``sigma n^-kappa``: small models' evaluations fluctuate more between checkpoints and
+  seeds than large ones', so they should not pull the law as hard).
+- ``run_slope``: besides its offset, each run gets its own slope in ln tokens,
+  ``sigma_slope z ln(D / D_total)`` (zero at the run's end; scaled by ``n^-kappa`` with
+  ``noise="size"``). Curves that drift away from the law (a small model whose evaluation
+  loss rises late) are absorbed by their run instead of bending the law, and a truncated
+  run's prediction at its end widens with the stretch of ln tokens still ahead.
 - ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
   latent loss to every ``acc:<task>`` metric, fitted jointly (see
   :mod:`bayescale.downstream`).
@@ -37,6 +50,8 @@ CHECKPOINTS = ("final", "all")
 RESIDUALS = ("iid", "ar1")
 SCHEDULE = ("none", "table", "learned")
 DOWNSTREAM = ("none", "sigmoid", "exp")
+NOISE = ("constant", "size")
+ANNEAL = ("loss", "tokens")
 
 
 @dataclass(frozen=True)
@@ -50,13 +65,19 @@ class ModelOptions:
     schedule: str = "none"
     min_fraction: float = 0.05
     downstream: str = "none"
+    noise: str = "constant"
+    anneal: str = "loss"
+    run_slope: bool = False
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
                               ("residuals", RESIDUALS), ("schedule", SCHEDULE),
-                              ("downstream", DOWNSTREAM)):
+                              ("downstream", DOWNSTREAM), ("noise", NOISE),
+                              ("anneal", ANNEAL)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.run_slope and not (self.run_effect and self.checkpoints == "all"):
+            raise ValueError("run_slope=True needs run_effect=True and checkpoints='all' (a slope within each run)")
         if not 0 <= self.min_fraction < 1:
             raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
 
@@ -74,6 +95,9 @@ def resolve_options(
     schedule: str | None = None,
     min_fraction: float = 0.05,
     downstream: str | None = None,
+    noise: str = "constant",
+    anneal: str = "loss",
+    run_slope: bool = False,
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -98,7 +122,25 @@ def resolve_options(
         schedule = schedule or "none"
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
-    return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction, downstream or "none")
+    return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction,
+                        downstream or "none", noise, anneal, run_slope)
+
+
+def anneal_parameter(options: ModelOptions) -> str | None:
+    """Name of the schedule term's parameter: ``"c"`` (nats), ``"c_tokens"`` (ln tokens) or None."""
+    if options.schedule == "none":
+        return None
+    return "c" if options.anneal == "loss" else "c_tokens"
+
+
+def scheduled_law(law, theta: dict, n, d, u, c, options: ModelOptions, exp):
+    """The law at a checkpoint with the schedule term (see ``anneal``); ``exp`` is
+    ``numpy.exp`` or ``pytensor.tensor.exp``; ``c`` None means no schedule term."""
+    if c is None:
+        return law.mean(theta, n, d)
+    if options.anneal == "tokens":
+        return law.mean(theta, n, d * exp(-c * u))
+    return law.mean(theta, n, d) + c * u
 
 
 def select_rows(runs: pd.DataFrame, options: ModelOptions) -> tuple[pd.DataFrame, dict]:  # noqa: D417
@@ -143,7 +185,8 @@ def design(
         ``n`` (N/N0), ``d`` (effective tokens / D0), ``u`` (un-annealed part of the run,
         0 at its end), ``family`` (index into ``families``, -1 for an unseen family),
         ``run`` (index into ``runs``, -1 for none), ``prev`` (index of the previous row of
-        the same run, -1 for the first) and ``gap`` (ln tokens since that row).
+        the same run, -1 for the first), ``gap`` (ln tokens since that row) and
+        ``ln_fraction`` (ln of tokens / total tokens, 0 at the run's end).
     """
     tokens = rows["tokens"].to_numpy(dtype=float)
     total = rows["total_tokens"].to_numpy(dtype=float) if "total_tokens" in rows else tokens
@@ -177,4 +220,5 @@ def design(
         "run": run_idx,
         "prev": prev,
         "gap": gap,
+        "ln_fraction": np.log(np.clip(tokens / total, 1e-12, 1.0)),
     }

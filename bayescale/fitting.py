@@ -28,6 +28,9 @@ def fit(
     schedule: str | None = None,
     min_fraction: float = 0.05,
     downstream: str | None = None,
+    noise: str = "constant",
+    anneal: str = "loss",
+    run_slope: bool = False,
     tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
@@ -68,8 +71,21 @@ def fit(
         (warmup and untrained models; default 0.05).
     downstream
         ``"sigmoid"`` or ``"exp"``: fit, jointly with the loss law, a link from each
-        checkpoint's latent loss to every ``acc:<task>`` metric in the table (Binomial
-        likelihood with ``n_items``); see :mod:`bayescale.downstream`.
+        checkpoint's latent loss to every ``acc:<task>`` metric in the table: with the
+        shipped spec, a Beta-Binomial likelihood with ``n_items`` and a per-task precision
+        ``phi``, and a run-level downstream effect (the tasks of run r see its latent loss
+        times ``exp(tau_downstream z_r)``, a fresh ``z`` for a new run's predictions); see
+        :mod:`bayescale.downstream`.
+    noise
+        ``"constant"`` (default) or ``"size"``: residual scale ``sigma (N/N0)^-kappa``, for
+        ladders whose small models fluctuate more between checkpoints (needs a ``kappa``
+        prior, shipped in the chinchilla spec).
+    anneal
+        With a schedule term: ``"loss"`` (default, ``c u`` nats added) or ``"tokens"`` (the
+        un-annealed part ``u`` is a shortfall of effective tokens, ``D e^{-c_tokens u}``).
+    run_slope
+        With ``checkpoints="all"``: each run also gets its own slope in ln tokens (zero at
+        its end), so drifting curves widen their own bands instead of bending the law.
     tasks
         With ``downstream``: the ``acc:<task>`` metrics to fit (default all).
     priors
@@ -108,6 +124,7 @@ def fit(
     options = resolve_options(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
         run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
+        noise=noise, anneal=anneal, run_slope=run_slope,
     )
     rows, dropped = select_rows(metric_rows, options)
     acc_rows = None

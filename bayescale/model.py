@@ -11,7 +11,12 @@ Mean of ln(loss) for row i of run r in family f::
 
     mu_i = ln( law(theta_f, n_i, d_i) + c u_i ) + sigma_run z_r
 
-and with ``residuals="ar1"`` the residual of row i given the previous row of its run is
+(or ``ln law(theta_f, n_i, d_i e^{-c_tokens u_i})`` with ``anneal="tokens"``), plus with
+``run_slope=True`` a per-run slope ``sigma_slope z_slope_r ln(D_i / D_total,r)`` that is
+zero at the run's end (so ``z_r`` is the run's offset where it finishes).
+
+With ``noise="size"`` the residual scale of a row is ``sigma n^-kappa`` (larger models
+fluctuate less between checkpoints).  With ``residuals="ar1"`` the residual of row i given the previous row of its run is
 ``rho_i (y_prev - mu_prev)`` with ``rho_i = exp(-gap_i / ell)`` and innovation scale
 ``sigma sqrt(1 - rho_i^2)`` (an Ornstein-Uhlenbeck process in ln tokens).
 """
@@ -23,8 +28,8 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from .design import ModelOptions, design
-from .downstream import link, successes, task_table
+from .design import ModelOptions, anneal_parameter, design, scheduled_law
+from .downstream import link, link_centred, successes, task_table
 from .likelihoods import LIKELIHOODS
 from .runs import Scale
 from .spec import ModelSpec
@@ -90,14 +95,18 @@ def build_model(
         tasks = task_table(acc_rows)
         coords["task"] = tasks["task"].tolist()
         coords["acc_obs"] = np.arange(len(acc_rows))
+        if "tau_downstream" in spec.priors:  # runs with accuracy rows, in the order of ``runs``
+            with_acc = set(acc_rows["run"])
+            coords["acc_run"] = [r for r in runs if r in with_acc]
     with pm.Model(coords=coords) as model:
         n = pm.Data("n", x["n"], dims="obs")
         d = pm.Data("d", x["d"], dims="obs")
         ln_value = pm.Data("ln_value", np.log(rows["value"].to_numpy(dtype=float)), dims="obs")
         if options.pooling == "family":
             fam = pm.Data("family_index", x["family"], dims="obs")
-            theta_f = {p: _pooled_parameter(spec, p) for p in law.sampled}
-            theta = {p: v[fam] for p, v in theta_f.items()}
+            theta_f = {p: _pooled_parameter(spec, p) if p not in law.shared else spec.priors[p].create_variable(p)
+                       for p in law.sampled}
+            theta = {p: v if p in law.shared else v[fam] for p, v in theta_f.items()}
             for p, value in law.to_published(theta_f, scale.N0, scale.D0).items():
                 if p not in theta_f:
                     pm.Deterministic(p, value, dims="family")
@@ -107,31 +116,51 @@ def build_model(
                 if p not in theta:
                     pm.Deterministic(p, value)
         noise = {p: spec.priors[p].create_variable(p) for p in likelihood.noise_params}
-        mean = law.mean(theta, n, d)
-        c = spec.priors["c"].create_variable("c") if options.schedule != "none" else None
-        if c is not None:
-            u = pm.Data("u", x["u"], dims="obs")
-            mean = mean + c * u
-        mu = pt.log(mean)
+        c_name = anneal_parameter(options)
+        c = spec.priors[c_name].create_variable(c_name) if c_name else None
+        u = pm.Data("u", x["u"], dims="obs") if c_name else None
+        mu = pt.log(scheduled_law(law, theta, n, d, u, c, options, pt.exp))
+        kappa = spec.priors["kappa"].create_variable("kappa") if options.noise == "size" else None
         if options.run_effect:
             run = pm.Data("run_index", x["run"], dims="obs")
             sigma_run = spec.priors["sigma_run"].create_variable("sigma_run")
             z_run = pm.Normal("z_run", 0.0, 1.0, dims="run")
             mu = mu + sigma_run * z_run[run]
+        if options.run_slope:
+            sigma_slope = spec.priors["sigma_slope"].create_variable("sigma_slope")
+            z_slope = pm.Normal("z_slope", 0.0, 1.0, dims="run")
+            slope_scale = sigma_slope if kappa is None else sigma_slope * n ** (-kappa)
+            mu = mu + slope_scale * z_slope[run] * pm.Data("ln_fraction", x["ln_fraction"], dims="obs")
         if downstream:
             xa = design(acc_rows, options, scale, families, runs, schedule)
             theta_a = theta
             if options.pooling == "family":
                 fam_a = pm.Data("acc_family_index", xa["family"], dims="acc_obs")
-                theta_a = {p: v[fam_a] for p, v in theta_f.items()}
-            mean_a = law.mean(theta_a, pm.Data("acc_n", xa["n"], dims="acc_obs"), pm.Data("acc_d", xa["d"], dims="acc_obs"))
-            if c is not None:
-                mean_a = mean_a + c * pm.Data("acc_u", xa["u"], dims="acc_obs")
+                theta_a = {p: v if p in law.shared else v[fam_a] for p, v in theta_f.items()}
+            u_a = pm.Data("acc_u", xa["u"], dims="acc_obs") if c_name else None
+            mean_a = scheduled_law(law, theta_a, pm.Data("acc_n", xa["n"], dims="acc_obs"),
+                                   pm.Data("acc_d", xa["d"], dims="acc_obs"), u_a, c, options, pt.exp)
             ln_latent = pt.log(mean_a)
             if options.run_effect:
-                ln_latent = ln_latent + sigma_run * z_run[pm.Data("acc_run_index", xa["run"], dims="acc_obs")]
+                run_a = pm.Data("acc_run_index", xa["run"], dims="acc_obs")
+                ln_latent = ln_latent + sigma_run * z_run[run_a]
+            if options.run_slope:
+                scale_a = sigma_slope if kappa is None else sigma_slope * xa["n"] ** (-kappa)
+                ln_latent = ln_latent + scale_a * z_slope[run_a] * xa["ln_fraction"]
+            if "tau_downstream" in spec.priors:
+                # run-level downstream effect: the tasks of run r see its latent loss times
+                # exp(tau z_r), one z per run shared by all its tasks and checkpoints
+                acc_run = {r: i for i, r in enumerate(coords["acc_run"])}
+                offset_a = pm.Data("acc_offset_index", acc_rows["run"].map(acc_run).to_numpy(), dims="acc_obs")
+                tau = spec.priors["tau_downstream"].create_variable("tau_downstream")
+                # non-centred: the offsets of runs whose tasks are still at chance are left to the prior
+                z_ds = pm.Normal("z_downstream", 0.0, 1.0, dims="acc_run")
+                offset = pm.Deterministic("downstream_offset", tau * z_ds, dims="acc_run")
+                ln_latent = ln_latent + offset[offset_a]
             _downstream_likelihood(spec, options.downstream, tasks, acc_rows, pt.exp(ln_latent))
         sigma = noise["sigma"]
+        if kappa is not None:
+            sigma = sigma * n ** (-kappa)
         if options.residuals == "ar1":
             prev = pm.Data("prev_index", np.maximum(x["prev"], 0), dims="obs")
             has_prev = pm.Data("has_prev", (x["prev"] >= 0).astype(float), dims="obs")
@@ -144,28 +173,99 @@ def build_model(
     return model
 
 
-def _pooled_over_tasks(spec: ModelSpec, name: str) -> pt.TensorVariable:
-    pop = spec.priors[f"{name}_pop"].create_variable(f"{name}_pop")
+def _pooled_over_tasks(spec: ModelSpec, name: str, centred: bool = False, record: bool = True) -> pt.TensorVariable:
+    """Task-level parameter (dims ``task``) partially pooled around a population value
+    ``<name>_pop`` with spread ``<name>_sd``; with a LogNormal ``<name>_pop`` prior on the log
+    scale (``ln_<name>_pop`` sampled, ``<name>_pop`` recorded).
+
+    ``centred=False``: ``pop + sd z`` with ``z_<name> ~ N(0, 1)`` -- for parameters that the
+    data of many tasks leave weakly identified (their prior dominates).  ``centred=True``:
+    the task values (``<name>``, or ``ln_<name>``) are sampled directly around ``pop`` -- for
+    parameters every task's data pin down, where the non-centred form ties each ``z`` to
+    ``pop`` and ``sd`` and makes NUTS take hundreds of leapfrog steps per draw.
+    ``record``: keep the task values as ``<name>`` (a Deterministic unless sampled as such).
+    """
+    prior = spec.priors[f"{name}_pop"]
     sd = spec.priors[f"{name}_sd"].create_variable(f"{name}_sd")
-    return pop + sd * pm.Normal(f"z_{name}", 0.0, 1.0, dims="task")
+    log = prior.distribution == "LogNormal"
+    if log:
+        pop = pm.Normal(f"ln_{name}_pop", mu=prior.parameters["mu"], sigma=prior.parameters["sigma"])
+        pm.Deterministic(f"{name}_pop", pt.exp(pop))
+    else:
+        pop = prior.create_variable(f"{name}_pop")
+    if centred and not log and record:
+        return pm.Normal(name, mu=pop, sigma=sd, dims="task")
+    if centred:
+        value = pm.Normal(f"ln_{name}" if log else f"{name}_task", mu=pop, sigma=sd, dims="task")
+    else:
+        value = pop + sd * pm.Normal(f"z_{name}", 0.0, 1.0, dims="task")
+    value = pt.exp(value) if log else value
+    return pm.Deterministic(name, value, dims="task") if record else value
 
 
 def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss) -> None:
-    """Task links from latent loss to accuracy, with a Binomial (known ``n_items``) or Beta
-    likelihood; observed variable ``acc`` on dim ``acc_obs``."""
+    """Task links from latent loss to accuracy; observed variable ``acc`` on dim ``acc_obs``.
+
+    With ``level_pop`` in the spec (the shipped ``chinchilla`` spec), each task's link is
+    parametrised where its data are, at the ladder's centre loss ``loss_centre`` (geometric
+    mean of the fitted losses):
+
+    - ``level``: logit of the accuracy reached at the centre, as a share of [chance, 1];
+    - ``slope``: as in :func:`~bayescale.downstream.link` (1/nats);
+    - ``ceiling``: the centre accuracy plus ``sigmoid(h)`` of the headroom above it, with
+      ``h`` pooled as ``ceiling_pop + ceiling_sd z_ceiling``.
+
+    ``intercept`` (the link's linear predictor at the centre, see
+    :func:`~bayescale.downstream.link_centred`) and ``midpoint = loss_centre + intercept /
+    slope`` are recorded.  Level and slope are pinned by every task's data, so they are
+    sampled centred around their population values; the ceiling of a task far below it is
+    left to the prior (non-centred).  The midpoint parametrisation (older specs: ``midpoint_pop``)
+    puts a task still at chance at a midpoint far outside the data, where midpoint, slope and
+    ceiling trade off along a curved ridge that NUTS crosses slowly.
+
+    Likelihood: with known ``n_items``, Beta-Binomial with per-task precision ``phi``
+    (``ln phi_t ~ Normal(ln phi_pop, phi_sd)``) when the spec has ``phi_pop``, else Binomial;
+    without ``n_items``, Beta with one learned precision.
+    """
     task_index = {t: i for i, t in enumerate(tasks["task"])}
     t_idx = pm.Data("task_index", acc_rows["metric"].map(task_index).to_numpy(), dims="acc_obs")
     chance = pm.Data("task_chance", tasks["chance"].to_numpy(dtype=float), dims="task")
-    slope = pm.Deterministic("slope", _pooled_over_tasks(spec, "slope"), dims="task")
-    midpoint = pm.Deterministic("midpoint", _pooled_over_tasks(spec, "midpoint"), dims="task")
-    ceiling = pm.Deterministic(
-        "ceiling", chance + (1 - chance) * pm.math.sigmoid(_pooled_over_tasks(spec, "ceiling")), dims="task"
-    )
-    p = link(kind, latent_loss, chance[t_idx], ceiling[t_idx], slope[t_idx], midpoint[t_idx], xp=pt)
+    if "level_pop" in spec.priors:
+        model = pm.modelcontext(None)
+        centre = pm.Deterministic("loss_centre", pt.exp(pt.mean(model["ln_value"])))
+        slope = _pooled_over_tasks(spec, "slope", centred=True)
+        level = _pooled_over_tasks(spec, "level", centred=True)
+        headroom = _pooled_over_tasks(spec, "ceiling", record=False)
+        at_centre = chance + (1 - chance) * pm.math.sigmoid(level)
+        ceiling = pm.Deterministic("ceiling", at_centre + (1 - at_centre) * pm.math.sigmoid(headroom), dims="task")
+        # share of [chance, ceiling] reached at the centre, on the link's scale
+        if kind == "sigmoid":
+            intercept = level + pt.softplus(-headroom)
+        else:
+            log_share = pt.log(pm.math.sigmoid(level)) - pt.log(
+                pm.math.sigmoid(level) + pm.math.sigmoid(-level) * pm.math.sigmoid(headroom))
+            intercept = -pt.log(pt.clip(-log_share, 1e-12, np.inf))
+        intercept = pm.Deterministic("intercept", intercept, dims="task")
+        pm.Deterministic("midpoint", centre + intercept / slope, dims="task")
+        p = link_centred(kind, latent_loss, chance[t_idx], ceiling[t_idx], slope[t_idx], intercept[t_idx], centre,
+                         xp=pt)
+    else:
+        slope = _pooled_over_tasks(spec, "slope")
+        ceiling = pm.Deterministic(
+            "ceiling", chance + (1 - chance) * pm.math.sigmoid(_pooled_over_tasks(spec, "ceiling", record=False)),
+            dims="task",
+        )
+        midpoint = _pooled_over_tasks(spec, "midpoint")
+        p = link(kind, latent_loss, chance[t_idx], ceiling[t_idx], slope[t_idx], midpoint[t_idx], xp=pt)
     p = pt.clip(p, 1e-6, 1 - 1e-6)
     if acc_rows["n_items"].notna().all():
-        n_items = acc_rows["n_items"].to_numpy(dtype=float)
-        pm.Binomial("acc", n=n_items.astype("int64"), p=p, observed=successes(acc_rows).astype("int64"), dims="acc_obs")
+        n_items = acc_rows["n_items"].to_numpy(dtype=float).astype("int64")
+        hits = successes(acc_rows).astype("int64")
+        if "phi_pop" in spec.priors:
+            phi = _pooled_over_tasks(spec, "phi", centred=True)[t_idx]
+            pm.BetaBinomial("acc", n=n_items, alpha=p * phi, beta=(1 - p) * phi, observed=hits, dims="acc_obs")
+        else:
+            pm.Binomial("acc", n=n_items, p=p, observed=hits, dims="acc_obs")
     else:
         precision = spec.priors["precision"].create_variable("precision")
         value = np.clip(acc_rows["value"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .design import ModelOptions, design
+from .design import ModelOptions, anneal_parameter, design, scheduled_law
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
 from .schedules import Schedule
@@ -100,6 +100,9 @@ def _theta(idata, structure: Structure, fam_labels: pd.Series, rng: np.random.Ge
     out = {}
     new = sorted({f for f in fam_labels if f not in index})
     for p in law.sampled:
+        if p in law.shared:
+            out[p] = _stacked(idata, p)[:, None]
+            continue
         per_family = _stacked(idata, p)  # (S, F)
         if new:
             ln_pop = np.log(_stacked(idata, f"{p}_pop"))[:, None]
@@ -115,9 +118,10 @@ def ln_mean_draws(idata, structure: Structure, rows: pd.DataFrame, fam_labels: p
     """ln of the law (plus schedule term) per draw and row, shape (S, T); no run offsets."""
     x = design(rows, structure.options, structure.scale, structure.families, None, structure.schedule)
     theta = _theta(idata, structure, fam_labels, rng)
-    mean = structure.spec.law.mean(theta, x["n"][None, :], x["d"][None, :])
-    if structure.options.schedule != "none":
-        mean = mean + _stacked(idata, "c")[:, None] * x["u"][None, :]
+    c_name = anneal_parameter(structure.options)
+    c = _stacked(idata, c_name)[:, None] if c_name else None
+    mean = scheduled_law(structure.spec.law, theta, x["n"][None, :], x["d"][None, :], x["u"][None, :], c,
+                         structure.options, np.exp)
     return np.log(np.asarray(mean, dtype=float))
 
 
@@ -144,7 +148,6 @@ def predictive_draws(
         targets["total_tokens"] = targets["tokens"]
     fam_labels = resolve_families(targets, structure)
     mu = ln_mean_draws(idata, structure, targets, fam_labels, rng)
-    n_draws = mu.shape[0]
     run_index = {r: i for i, r in enumerate(structure.run_names)}
     runs = targets["run"].astype(str) if "run" in targets else pd.Series([""] * len(targets))
     known = runs.map(lambda r: r in run_index).to_numpy()
@@ -152,18 +155,16 @@ def predictive_draws(
     if unknown_named:
         raise ValueError(f"targets name runs the fit has not seen: {sorted(set(unknown_named))[:5]}")
     sigma = _stacked(idata, "sigma")[:, None] * np.ones((1, len(targets)))
+    if opts.noise == "size":
+        n_target = targets["params"].to_numpy(dtype=float) / structure.scale.N0
+        sigma = sigma * n_target[None, :] ** -_stacked(idata, "kappa")[:, None]
     if opts.run_effect:
-        sigma_run = _stacked(idata, "sigma_run")[:, None]
-        z_run = _stacked(idata, "z_run")
-        offsets = np.zeros_like(mu)
-        if known.any():
-            offsets[:, known] = sigma_run * z_run[:, [run_index[r] for r in runs[known]]]
-        if kind == "observation":
-            offsets[:, ~known] = sigma_run * rng.standard_normal((n_draws, int((~known).sum())))
-        mu = mu + offsets
+        mu = mu + run_terms(idata, structure, targets, runs, known, kind == "observation", rng)
     metrics = targets["metric"].astype(str) if "metric" in targets else pd.Series(["loss"] * len(targets))
     downstream = metrics.str.startswith(("acc:", "err:")).to_numpy()
     latent = np.exp(mu[:, downstream])
+    if downstream.any() and "downstream_offset" in idata.posterior:
+        latent = latent * np.exp(_downstream_offsets(idata, runs[downstream], kind == "observation", rng))
     if opts.residuals == "ar1" and known.any():
         mu, sigma = _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng)
     if kind == "observation":
@@ -190,15 +191,22 @@ def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.n
     """Accuracy (``acc:<task>``, ``acc:avg``) or error (``err:...``) draws at latent losses.
 
     ``latent`` has shape (S, len(metrics)). ``acc:avg`` is the mean over every fitted task,
-    computed draw by draw so correlations between tasks are kept.
+    computed draw by draw so correlations between tasks are kept.  Observation draws use the
+    fit's likelihood: with ``n_items`` known, Beta-Binomial (``p' ~ Beta(p phi, (1-p) phi)``,
+    then Binomial) when the fit has a per-task ``phi``, else Binomial; otherwise Beta.
     """
-    from .downstream import AVERAGE, link, task_table
+    from .downstream import AVERAGE, link, link_centred, task_table
 
     if structure.acc_rows is None:
         raise ValueError("this fit has no downstream tasks: fit with downstream='sigmoid' or 'exp'")
     tasks = task_table(structure.acc_rows)
     names = tasks["task"].tolist()
-    slope, midpoint, ceiling = (_stacked(idata, p) for p in ("slope", "midpoint", "ceiling"))
+    posterior = idata.posterior
+    centred = "intercept" in posterior and "loss_centre" in posterior
+    slope, ceiling = _stacked(idata, "slope"), _stacked(idata, "ceiling")
+    location = _stacked(idata, "intercept" if centred else "midpoint")
+    centre = _stacked(idata, "loss_centre")[:, None] if centred else None
+    phi = _stacked(idata, "phi") if "phi" in posterior else None
     chance = tasks["chance"].to_numpy()
     n_items = tasks["n_items"].to_numpy()
     out = np.empty_like(latent)
@@ -207,18 +215,67 @@ def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.n
         columns = list(range(len(names))) if task == AVERAGE else [names.index(task)] if task in names else None
         if columns is None:
             raise ValueError(f"metric {metric!r} is not a fitted task; fitted: {names} and {AVERAGE}")
-        acc = link(structure.options.downstream, latent[:, [j]], chance[columns], ceiling[:, columns],
-                   slope[:, columns], midpoint[:, columns])
+        args = (structure.options.downstream, latent[:, [j]], chance[columns], ceiling[:, columns],
+                slope[:, columns], location[:, columns])
+        acc = link_centred(*args, centre) if centred else link(*args)
         if kind == "observation":
             for k, col in enumerate(columns):
+                p = np.clip(acc[:, k], 1e-9, 1 - 1e-9)
                 if np.isfinite(n_items[col]):
-                    acc[:, k] = rng.binomial(int(n_items[col]), np.clip(acc[:, k], 0, 1)) / n_items[col]
+                    if phi is not None:
+                        p = rng.beta(p * phi[:, col], (1 - p) * phi[:, col])
+                    acc[:, k] = rng.binomial(int(n_items[col]), p) / n_items[col]
                 else:
-                    phi = _stacked(idata, "precision")
-                    acc[:, k] = rng.beta(acc[:, k] * phi, (1 - acc[:, k]) * phi)
+                    precision = _stacked(idata, "precision")
+                    acc[:, k] = rng.beta(p * precision, (1 - p) * precision)
         value = acc.mean(axis=1)
         out[:, j] = 1 - value if metric.startswith("err:") else value
     return out
+
+
+def _downstream_offsets(idata, runs: pd.Series, new_runs: bool, rng) -> np.ndarray:
+    """Run-level downstream offsets on ln(loss) per draw and target, shape (S, T): the fitted
+    ``downstream_offset`` of a run with accuracy rows; for any other run a new run's draw
+    ``tau_downstream z`` (``new_runs``, observation draws) or zero (the expected run)."""
+    fitted = idata.posterior["downstream_offset"]
+    names = [str(r) for r in fitted.coords["acc_run"].to_numpy()]
+    offsets = _stacked(idata, "downstream_offset")
+    out = np.zeros((offsets.shape[0], len(runs)))
+    for j, run in enumerate(runs):
+        if run in names:
+            out[:, j] = offsets[:, names.index(run)]
+        elif new_runs:
+            out[:, j] = _stacked(idata, "tau_downstream") * rng.standard_normal(offsets.shape[0])
+    return out
+
+
+def run_terms(idata, structure: Structure, rows: pd.DataFrame, runs: pd.Series, known: np.ndarray,
+              new_seeds: bool, rng) -> np.ndarray:
+    """Run offsets (and, with ``run_slope``, run slopes times ln(tokens / total tokens)) per
+    draw and row, shape (S, T): the fitted values for existing runs; for other rows a new
+    seed's draw when ``new_seeds``, else zero (the expected run)."""
+    opts = structure.options
+    sigma_run = _stacked(idata, "sigma_run")[:, None]
+    columns = [structure.run_names.index(r) for r in runs[known]]
+    n_draws, n_new = sigma_run.shape[0], int((~known).sum())
+    z = np.zeros((n_draws, len(rows)))
+    z[:, known] = _stacked(idata, "z_run")[:, columns]
+    if new_seeds:
+        z[:, ~known] = rng.standard_normal((n_draws, n_new))
+    terms = sigma_run * z
+    if opts.run_slope:
+        total = rows["total_tokens"] if "total_tokens" in rows else rows["tokens"]
+        ln_fraction = np.log(rows["tokens"].to_numpy(dtype=float) / total.to_numpy(dtype=float))[None, :]
+        scale = _stacked(idata, "sigma_slope")[:, None] * np.ones((1, len(rows)))
+        if opts.noise == "size":
+            n = rows["params"].to_numpy(dtype=float)[None, :] / structure.scale.N0
+            scale = scale * n ** -_stacked(idata, "kappa")[:, None]
+        z = np.zeros((n_draws, len(rows)))
+        z[:, known] = _stacked(idata, "z_slope")[:, columns]
+        if new_seeds:
+            z[:, ~known] = rng.standard_normal((n_draws, n_new))
+        terms = terms + scale * z * ln_fraction
+    return terms
 
 
 def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng):
@@ -226,9 +283,8 @@ def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigm
     rows = structure.rows
     mu_rows = ln_mean_draws(idata, structure, rows, rows["family"].astype(str), rng)
     if structure.options.run_effect:
-        run_index = {r: i for i, r in enumerate(structure.run_names)}
-        idx = [run_index[r] for r in rows["run"]]
-        mu_rows = mu_rows + _stacked(idata, "sigma_run")[:, None] * _stacked(idata, "z_run")[:, idx]
+        every = np.ones(len(rows), dtype=bool)
+        mu_rows = mu_rows + run_terms(idata, structure, rows, rows["run"].astype(str), every, False, rng)
     resid = np.log(rows["value"].to_numpy(dtype=float))[None, :] - mu_rows
     ell = _stacked(idata, "ell")
     last_row = rows.reset_index(drop=True).groupby("run")["tokens"].idxmax()

@@ -14,7 +14,7 @@ import xarray as xr
 from .allocation import optimal_allocation_draws
 from .diagnostics import Diagnostics, diagnose
 from .likelihoods import LIKELIHOODS
-from .design import ModelOptions
+from .design import ModelOptions, anneal_parameter
 from .predict import Structure, bands, predictive_draws, read_targets, resolve_families
 from .runs import Scale
 from .sampling import SamplerConfig
@@ -83,16 +83,26 @@ class ScalingFit:
     def _structure_names(self) -> list[str]:
         names = []
         if self.options.pooling == "family":
-            names += [f"{p}_pop" for p in self.law.sampled] + [f"{p}_sd" for p in self.law.sampled]
+            pooled = [p for p in self.law.sampled if p not in self.law.shared]
+            names += [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
         names += list(LIKELIHOODS[self.spec.likelihood].noise_params)
         if self.options.run_effect:
             names.append("sigma_run")
+        if self.options.run_slope:
+            names.append("sigma_slope")
         if self.options.schedule != "none":
-            names.append("c")
+            names.append(anneal_parameter(self.options))
         if self.options.residuals == "ar1":
             names.append("ell")
+        if self.options.noise == "size":
+            names.append("kappa")
         if self.acc_rows is not None:
-            names += ["slope_pop", "slope_sd", "midpoint_pop", "midpoint_sd", "ceiling_pop", "ceiling_sd"]
+            location = "level" if "level_pop" in self.idata.posterior else "midpoint"
+            names += ["slope_pop", "slope_sd", f"{location}_pop", f"{location}_sd", "ceiling_pop", "ceiling_sd"]
+            if "phi_pop" in self.idata.posterior:
+                names += ["phi_pop", "phi_sd"]
+            if "tau_downstream" in self.idata.posterior:
+                names.append("tau_downstream")
         return names
 
     @property

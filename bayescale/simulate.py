@@ -3,7 +3,8 @@
 The truth is a Chinchilla law ``L = E + A N^-alpha + B D^-beta``; families may perturb the
 exponents and coefficients, seeds add a per-run offset, checkpoints along a run carry
 AR(1)-correlated noise on ln(loss), and downstream accuracies follow a logistic link in
-the (noise-free) loss with Binomial benchmark noise.
+the (noise-free) loss with Binomial benchmark noise (Beta-Binomial with ``Task.phi``);
+with ``downstream_run_spread`` every task of a run sees its loss times ``exp(spread z_run)``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,19 @@ N_REF, D_REF = 1e8, 2e9  # where family differences in the coefficients are set
 
 @dataclass(frozen=True)
 class Task:
-    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (L - midpoint))."""
+    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (L - midpoint)).
+
+    Observed correct answers are Binomial(n_items, accuracy); with ``phi`` set, the accuracy
+    of each row is first drawn from Beta(accuracy phi, (1 - accuracy) phi) (Beta-Binomial
+    over-dispersion: extra scatter around the curve of sd about sqrt(acc (1 - acc) / phi)).
+    """
 
     name: str
     n_items: int = 1000
     chance: float = 0.25
     slope: float = 3.0
     midpoint: float = 3.0
+    phi: float | None = None
 
     def accuracy(self, loss: np.ndarray) -> np.ndarray:
         return self.chance + (1 - self.chance) / (1 + np.exp(self.slope * (loss - self.midpoint)))
@@ -42,6 +49,8 @@ class Truth:
     population: dict[str, float]
     families: dict[str, dict[str, float]] = field(default_factory=dict)
     run_offsets: dict[str, float] = field(default_factory=dict)
+    downstream_offsets: dict[str, float] = field(default_factory=dict)
+    downstream_run_spread: float = 0.0
     noise: float = 0.01
     ar1: float = 0.0
     anneal: float = 0.0
@@ -73,6 +82,7 @@ def simulate_ladder(
     tasks: list[Task] | None = None,
     schedule: Schedule | None = None,
     anneal: float = 0.15,
+    downstream_run_spread: float = 0.0,
 ) -> tuple[pd.DataFrame, Truth]:
     """Simulate a ladder of training runs.
 
@@ -104,6 +114,11 @@ def simulate_ladder(
         fraction f of its run sees effective tokens ``D lr_area(f) / lr_area(1)`` and
         ``anneal`` nats times its un-annealed part (see :mod:`bayescale.schedules`); the
         table then carries ``schedule``, ``warmup_fraction`` and ``final_lr_fraction``.
+    downstream_run_spread
+        Scale of a run-level downstream effect on ln(loss): every task of run r sees the
+        loss ``latent exp(seed offset + downstream_run_spread z_r)`` (a run that is better or
+        worse at every task than its loss says; recorded in ``Truth.downstream_offsets``).
+        Default 0: the tasks see the run's loss.
 
     Returns
     -------
@@ -138,7 +153,8 @@ def simulate_ladder(
             "beta": beta,
         }
     out = Truth(population=population, families=fam_params, noise=noise, ar1=ar1,
-                anneal=anneal if schedule is not None else 0.0, tasks=tuple(tasks or ()))
+                anneal=anneal if schedule is not None else 0.0, tasks=tuple(tasks or ()),
+                downstream_run_spread=downstream_run_spread)
     fractions = np.geomspace(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
     rows = []
     for fam in names:
@@ -149,6 +165,10 @@ def simulate_ladder(
                     run = f"{fam}-N{N:.3g}-x{m:g}-s{s}"
                     offset = seed_spread * rng.standard_normal()
                     out.run_offsets[run] = offset
+                    # drawn only when asked for, so the default keeps every other draw unchanged
+                    ds_offset = downstream_run_spread * rng.standard_normal() if downstream_run_spread else 0.0
+                    if out.tasks:
+                        out.downstream_offsets[run] = ds_offset
                     total = m * N
                     tokens = fractions * total
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
@@ -164,7 +184,9 @@ def simulate_ladder(
                                     final_lr_fraction=schedule.final_lr_fraction)
                     rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
                     for task in out.tasks:
-                        acc = task.accuracy(latent * np.exp(offset))
+                        acc = task.accuracy(latent * np.exp(offset + ds_offset))
+                        if task.phi is not None:
+                            acc = rng.beta(acc * task.phi, (1 - acc) * task.phi)
                         hits = rng.binomial(task.n_items, acc)
                         rows += [
                             dict(base, tokens=t, metric=f"acc:{task.name}", value=h / task.n_items,

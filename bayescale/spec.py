@@ -171,4 +171,15 @@ def load_spec(name_or_path: str | Path) -> ModelSpec:
             raw = tomllib.load(fh)
         except tomllib.TOMLDecodeError as err:
             raise SpecError(f"model spec {path} is not valid TOML: {err}") from None
+    if "extends" in raw:
+        raw = _merged(load_spec(raw.pop("extends")).raw, raw)
     return parse_spec(raw, source=str(path))
+
+
+def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``extends = "<spec>"``: the child's keys over the base's, table by table for
+    ``priors`` and ``sampler`` (so a spec states only what it changes)."""
+    out = {**copy.deepcopy(base), **{k: v for k, v in child.items() if k not in ("priors", "sampler")}}
+    for table in ("priors", "sampler"):
+        out[table] = {**base.get(table, {}), **child.get(table, {})}
+    return out

@@ -81,3 +81,129 @@ def test_save_load_keeps_tasks(joint_fit, tmp_path):
     loaded = bayescale.load_fit(tmp_path / "d.nc")
     targets = pd.DataFrame({"params": [3e9, 3e9], "tokens": [6e10, 6e10], "metric": ["acc:avg", "loss"]})
     pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))
+
+
+# ----------------------------------------------------------------------------- over-dispersion
+#: A benchmark whose accuracies scatter around the link by far more than its 5,000 items allow
+#: (sd ~0.03 on accuracy, like squad or bbq in Gadre et al.'s testbed), and a clean one.
+NOISY = Task("noisy", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0, phi=150.0)
+CLEAN = Task("clean", n_items=2000, chance=0.25, slope=2.0, midpoint=3.3)
+
+
+@pytest.fixture(scope="module")
+def overdispersed_fits():
+    """Beta-Binomial (the shipped spec) and plain Binomial (spec without ``phi_*`` and
+    ``tau_downstream``) fits of
+    one simulated ladder with an over-dispersed task."""
+    runs, truth = bayescale.simulate_ladder(seed=5, tasks=[NOISY, CLEAN], sizes=(2e7, 5e7, 1.2e8, 3e8, 7e8),
+                                            token_multipliers=(5.0, 10.0, 20.0, 40.0, 80.0))
+    # plain Binomial: neither per-task precision nor the run-level effect (which, with two tasks,
+    # would absorb much of one task's extra scatter)
+    dropped = lambda k: k.startswith("phi_") or k == "tau_downstream"  # noqa: E731
+    fits = _fit_with_and_without(runs, dropped, ("beta_binomial", "binomial"), tune=500, target_accept=0.95,
+                                 random_seed=2)
+    return fits, truth
+
+
+def _fit_with_and_without(runs, dropped, names, **sampler):
+    """Downstream fits of ``runs`` with the shipped spec and with the priors ``dropped(name)``
+    removed (which switches those model parts off): ``{names[0]: shipped, names[1]: reduced}``."""
+    import warnings
+
+    from bayescale.spec import load_spec, parse_spec
+
+    raw = load_spec("chinchilla").raw
+    reduced = parse_spec({**raw, "priors": {k: v for k, v in raw["priors"].items() if not dropped(k)}})
+    fits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, spec in zip(names, ("chinchilla", reduced)):
+            fits[name] = bayescale.fit(runs, spec, downstream="sigmoid", draws=300, chains=2, progressbar=False,
+                                       **sampler)
+    return fits
+
+
+def test_beta_binomial_learns_each_tasks_extra_noise(overdispersed_fits):
+    fits, _ = overdispersed_fits
+    bb = fits["beta_binomial"]
+    assert "phi_pop" in bb.parameter_names and "phi" not in fits["binomial"].idata.posterior
+    phi = pd.DataFrame(bb.posterior_draws("phi"), columns=bb.tasks)
+    lo, hi = phi["acc:noisy"].quantile([0.05, 0.95])
+    assert lo <= NOISY.phi <= hi, f"phi of the noisy task: 90% interval [{lo:.0f}, {hi:.0f}] misses {NOISY.phi}"
+    # the clean task is told apart: its precision is far above the noisy task's
+    assert phi["acc:clean"].median() > 10 * phi["acc:noisy"].median()
+
+
+def test_beta_binomial_bands_cover_new_benchmark_runs_binomial_bands_do_not(overdispersed_fits):
+    """Held-out 3B model: fresh observations of the noisy benchmark (simulated from the truth)
+    fall in the Beta-Binomial 90% band about 90% of the time; the Binomial band, which knows
+    only the 5,000 items, is several times too narrow."""
+    fits, truth = overdispersed_fits
+    acc = float(NOISY.accuracy(truth.loss(3e9, 6e10)))
+    rng = np.random.default_rng(0)
+    fresh = rng.binomial(NOISY.n_items, rng.beta(acc * NOISY.phi, (1 - acc) * NOISY.phi, 4000)) / NOISY.n_items
+    target = pd.DataFrame({"params": [3e9], "tokens": [6e10], "metric": ["acc:noisy"]})
+    coverage, width = {}, {}
+    for name, fit in fits.items():
+        band = fit.predict(target, hdi_prob=0.9).iloc[0]
+        coverage[name] = float(np.mean((band["lower"] <= fresh) & (fresh <= band["upper"])))
+        width[name] = band["upper"] - band["lower"]
+    assert coverage["beta_binomial"] >= 0.8, coverage
+    assert coverage["binomial"] <= 0.6, coverage
+    assert width["beta_binomial"] > 2 * width["binomial"], width
+
+
+# ----------------------------------------------------------------------------- run-level downstream effect
+#: Six benchmarks that leave chance at different losses; every run is better or worse at all of
+#: them than its loss says, by a shared offset of sd 0.04 on ln(loss).
+SPREAD = 0.04
+SHARED = [Task(f"t{i}", n_items=3000, chance=0.25, slope=3.0, midpoint=m) for i, m in
+          enumerate((2.4, 2.7, 3.0, 3.3, 3.6, 3.9))]
+
+
+@pytest.fixture(scope="module")
+def run_effect_fits():
+    """Fits of one ladder with a run-level downstream effect: the shipped spec (with
+    ``tau_downstream``) and the same spec without it."""
+    runs, truth = bayescale.simulate_ladder(seed=3, tasks=SHARED, downstream_run_spread=SPREAD)
+    fits = _fit_with_and_without(runs, lambda k: k == "tau_downstream", ("run_effect", "none"), tune=400,
+                                 target_accept=0.9, random_seed=1)
+    return fits, truth
+
+
+def test_run_effect_recovers_its_scale(run_effect_fits):
+    fits, truth = run_effect_fits
+    fit = fits["run_effect"]
+    assert "tau_downstream" in fit.parameter_names and "tau_downstream" not in fits["none"].parameter_names
+    assert fit.idata.posterior["downstream_offset"].dims == ("chain", "draw", "acc_run")
+    lo, hi = np.quantile(fit.posterior_draws("tau_downstream"), [0.05, 0.95])
+    assert lo <= SPREAD <= hi, f"tau_downstream 90% interval [{lo:.3f}, {hi:.3f}] misses {SPREAD}"
+    # each run's fitted offset tracks the offset it was simulated with
+    fitted = fit.idata.posterior["downstream_offset"].mean(("chain", "draw")).to_series()
+    true = pd.Series(truth.downstream_offsets)[fitted.index]
+    assert np.corrcoef(fitted, true)[0, 1] > 0.8
+
+
+def test_run_effect_widens_err_avg_band_of_a_new_run(run_effect_fits):
+    """Held-out 3B run: its true err:avg varies with the new run's own offset.  The band with
+    the run effect covers ~90% of such runs; without it, per-task noise averages out over the
+    six tasks and the band is far too narrow."""
+    fits, truth = run_effect_fits
+    loss = float(truth.loss(3e9, 6e10))
+    rng = np.random.default_rng(0)
+    seen = loss * np.exp(SPREAD * rng.standard_normal(4000))
+    err = 1 - np.mean([t.accuracy(seen) for t in SHARED], axis=0)
+    target = pd.DataFrame({"params": [3e9], "tokens": [6e10], "metric": ["err:avg"]})
+    coverage = {}
+    for name, fit in fits.items():
+        band = fit.predict(target, hdi_prob=0.9).iloc[0]
+        coverage[name] = float(np.mean((band["lower"] <= err) & (err <= band["upper"])))
+    assert coverage["run_effect"] >= 0.7, coverage
+    assert coverage["none"] <= 0.4, coverage
+    # a fitted run keeps its own fitted offset rather than a new run's draw
+    row = fits["run_effect"].runs.iloc[-1]
+    same = pd.DataFrame({"params": [row["params"]] * 2, "tokens": [row["tokens"]] * 2, "metric": ["err:avg"] * 2,
+                         "run": [row["run"], ""]})
+    band = fits["run_effect"].predict(same, hdi_prob=0.9)
+    width = band["upper"] - band["lower"]
+    assert width[0] < 0.8 * width[1], width

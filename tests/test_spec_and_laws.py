@@ -8,7 +8,7 @@ import pytensor.tensor as pt
 import pytest
 
 import bayescale
-from bayescale.laws import Chinchilla, Compute, get_law
+from bayescale.laws import Chinchilla, Compute, Kaplan, get_law
 from bayescale.model import build_model
 from bayescale.runs import Scale
 from bayescale.spec import SpecError, load_spec
@@ -16,7 +16,7 @@ from bayescale.spec import SpecError, load_spec
 FIXTURES = Path(__file__).parent / "fixtures" / "specs"
 
 
-@pytest.mark.parametrize("name", ["chinchilla", "compute"])
+@pytest.mark.parametrize("name", ["chinchilla", "compute", "kaplan"])
 def test_shipped_specs_load_with_provenance(name):
     spec = load_spec(name)
     assert name in bayescale.available_specs()
@@ -116,3 +116,36 @@ def test_logp_matches_hand_computation():
     mu = Chinchilla().mean(point, n, d)
     expected = stats.t.logpdf(np.log(runs["value"]), df=5.0, loc=np.log(mu), scale=0.05).sum()
     assert obs_logp == pytest.approx(expected, rel=1e-8)
+
+
+def test_kaplan_law_bridges_additive_and_maximum():
+    theta = dict(E=1.7, a=0.6, b=0.4, alpha=0.34, beta=0.28, q=1.0)
+    n, d = np.array([0.5, 2.0, 8.0]), np.array([1.0, 3.0, 0.2])
+    size, data = 0.6 * n**-0.34, 0.4 * d**-0.28
+    np.testing.assert_allclose(Kaplan().mean(theta, n, d), Chinchilla().mean(theta, n, d))
+    sharp = Kaplan().mean({**theta, "q": 0.02}, n, d)
+    np.testing.assert_allclose(sharp, 1.7 + np.maximum(size, data), rtol=0.02)
+    mid = {**theta, "q": 0.5}
+    np.testing.assert_allclose(Kaplan().mean(mid, n, d), 1.7 + np.sqrt(size**2 + data**2))
+    sym = {k: pt.as_tensor_variable(v) for k, v in mid.items()}
+    np.testing.assert_allclose(Kaplan().mean(sym, pt.as_tensor(n), pt.as_tensor(d)).eval(),
+                               Kaplan().mean(mid, n, d))
+    # Small models saturate: more data helps the small model less than the large one.
+    gain = lambda n_: Kaplan().mean(mid, n_, 1.0) - Kaplan().mean(mid, n_, 4.0)
+    assert gain(0.05) < 0.5 * gain(20.0)
+
+
+def test_spec_extends_inherits_and_overrides():
+    spec = load_spec("kaplan")
+    base = load_spec("chinchilla")
+    assert spec.law.lookup_name == "kaplan" and "extends" not in spec.raw
+    assert spec.priors["alpha"].to_dict() == base.priors["alpha"].to_dict()
+    assert spec.priors["q"].distribution == "Beta" and "q" not in base.priors
+    assert spec.sampler == base.sampler
+
+
+def test_spec_extending_an_unknown_spec(tmp_path):
+    path = tmp_path / "child.toml"
+    path.write_text('schema_version = 1\nextends = "nope"\nlaw = "kaplan"\n')
+    with pytest.raises(SpecError, match="no model spec named 'nope'"):
+        load_spec(path)

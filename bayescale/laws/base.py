@@ -22,13 +22,17 @@ class ScalingLaw:
     """A functional form L(N, D).
 
     Subclasses set ``lookup_name``, ``sampled`` (parameter names drawn by the sampler),
-    ``published`` names, and implement :meth:`mean` and :meth:`to_published`.
+    ``published`` names, optionally ``shared`` (not pooled by family), and implement
+    :meth:`mean` and :meth:`to_published`.
     """
 
     lookup_name: ClassVar[str]
     equation: ClassVar[str]
     sampled: ClassVar[tuple[str, ...]]
     published_names: ClassVar[tuple[str, ...]]
+    #: Sampled parameters that stay one value for every family under ``pooling="family"``
+    #: (shape parameters of the functional form rather than properties of a family).
+    shared: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .base import ScalingLaw
 
 FLOP_PER_PARAM_TOKEN = 6.0
@@ -46,6 +48,61 @@ class Chinchilla(ScalingLaw):
             "alpha": theta["alpha"],
             "beta": theta["beta"],
         }
+
+
+def _backend(*values: Any):
+    """``pytensor.tensor`` when any value is symbolic, else numpy."""
+    if any(type(v).__module__.startswith("pytensor") for v in values):
+        import pytensor.tensor as pt
+
+        return pt
+    return np
+
+
+class Kaplan(ScalingLaw):
+    r"""Chinchilla's two terms combined by a soft maximum, so small models saturate in data.
+
+    .. math:: L(N, D) = E + \left[(A N^{-\alpha})^{1/q} + (B D^{-\beta})^{1/q}\right]^{q},
+              \qquad 0 < q \le 1
+
+    ``q = 1`` is Chinchilla's additive law; as ``q`` falls the larger of the two terms
+    dominates, so more data helps a model only until its size term takes over (Kaplan et
+    al. 2020, eq. 1.5, whose exponent ``alpha_D`` plays the part of ``q``; here with an
+    irreducible ``E``).  Ladders with many checkpoints per run show this: the loss curves
+    of small models flatten long before those of large ones.  ``q`` is a property of the
+    functional form, one value shared by all families.
+
+    Sampled as ``a n^-alpha`` and ``b d^-beta`` at centred ``n = N/N0``, ``d = D/D0``
+    (``A = a N0^alpha``, ``B = b D0^beta``), combined in log space for stability.
+
+    References
+    ----------
+    Kaplan et al. 2020, "Scaling Laws for Neural Language Models", eq. (1.5).
+
+    Examples
+    --------
+    >>> theta = dict(E=1.7, a=0.5, b=0.4, alpha=0.34, beta=0.28, q=1.0)
+    >>> float(np.round(Kaplan().mean(theta, 1.0, 1.0), 2))  # q = 1: Chinchilla
+    2.6
+    >>> float(np.round(Kaplan().mean({**theta, "q": 0.1}, 1.0, 1.0), 3))  # ~ the larger term
+    2.2
+    """
+
+    lookup_name = "kaplan"
+    equation = "L = E + ((A*N^-alpha)^(1/q) + (B*D^-beta)^(1/q))^q"
+    sampled = ("E", "a", "b", "alpha", "beta", "q")
+    published_names = ("E", "A", "B", "alpha", "beta", "q")
+    shared = ("q",)
+
+    def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        q = theta["q"]
+        xp = _backend(q, n, d, theta["a"])
+        ln_size = xp.log(theta["a"]) - theta["alpha"] * xp.log(n)
+        ln_data = xp.log(theta["b"]) - theta["beta"] * xp.log(d)
+        return theta["E"] + xp.exp(q * xp.logaddexp(ln_size / q, ln_data / q))
+
+    def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        return {**Chinchilla().to_published(theta, N0, D0), "q": theta["q"]}
 
 
 class Compute(ScalingLaw):

@@ -44,8 +44,12 @@ PARAMETER_UNITS = {
     "sigma": "sd of ln loss",
     "nu": "degrees of freedom",
     "sigma_run": "sd of ln loss between runs",
+    "sigma_slope": "sd of run slopes, ln loss per ln token",
     "c": "nats",
     "ell": "ln tokens",
+    "c_tokens": "ln tokens per unit of un-annealed rate",
+    "kappa": "exponent of N in the noise scale",
+    "q": "sharpness of the soft maximum",
 }
 
 

@@ -381,8 +381,11 @@ class ReportBuilder:
             for r in report.itertuples()
         ]
         binomial = self.fit.acc_rows["n_items"].notna().all()
+        posterior = self.fit.idata.posterior
+        likelihood = ("Beta-Binomial (n_items, per-task precision)" if "phi" in posterior else "Binomial (n_items)") \
+            if binomial else "Beta"
         return {"metrics": cp.downstream_metrics(self.fit), "figure": figure, "tasks": tasks,
-                "link": self.fit.options.downstream, "likelihood": "Binomial (n_items)" if binomial else "Beta"}
+                "link": self.fit.options.downstream, "likelihood": likelihood}
 
     def uncertainty(self) -> dict[str, Any]:
         table = cp.band_width_table(self.fit, self.targets, self.hdi_prob)
