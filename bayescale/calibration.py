@@ -1,12 +1,17 @@
 """Coverage experiments on simulated ladders with known truth.
 
-Used by the test suite (a few replicates in the default tier, 20 in the slow tier) and by
-``benchmarks/``; kept in the package so users can check a model structure on a ladder
-shaped like their own before trusting it.
+Used by the test suite (one small replicate in the default tier, 20 in the slow tier) and
+by ``benchmarks/calibration.py``; kept in the package so users can check a model structure
+on a ladder shaped like their own before trusting it.
+
+Every interval here is equal-tailed (the 5% and 95% quantiles of the draws for 90%), for
+parameters and for predictive bands alike, so the nominal level means the same thing for
+every scored quantity.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -20,18 +25,35 @@ from .simulate import simulate_ladder
 
 @dataclass(frozen=True)
 class LadderDesign:
-    """Shape of a simulated hierarchical ladder and its held-out target runs."""
+    """Shape of a simulated hierarchical ladder and its held-out target runs.
+
+    Every (family, size, multiplier) configuration is trained with ``seeds`` seeds and
+    observed at ``checkpoints`` log-spaced checkpoints (10% to 100% of its tokens).  The
+    held-out targets are the final losses of new seeds at ``heldout_sizes`` (one run per
+    family, multiplier in ``heldout_multipliers`` and seed), none of which the fit sees.
+    """
 
     families: int = 3
-    sizes: tuple[float, ...] = (2e7, 5e7, 1.2e8, 3e8)
-    heldout_sizes: tuple[float, ...] = (3e9,)
-    multiplier: float = 20.0
-    seeds: int = 3
-    checkpoints: int = 25
+    sizes: tuple[float, ...] = (1.5e7, 6e7, 2.5e8, 1e9)
+    multipliers: tuple[float, ...] = (10.0, 40.0)
+    heldout_sizes: tuple[float, ...] = (1e10,)
+    heldout_multipliers: tuple[float, ...] = (20.0,)
+    seeds: int = 2
+    checkpoints: int = 10
     noise: float = 0.01
     family_spread: float = 0.1
     seed_spread: float = 0.01
     ar1: float = 0.9
+
+    @property
+    def n_obs(self) -> int:
+        """Rows the fit sees."""
+        return self.families * len(self.sizes) * len(self.multipliers) * self.seeds * self.checkpoints
+
+
+def _equal_tailed(draws: np.ndarray, prob: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, 1 - (1 - prob) / 2], axis=axis)
+    return lo, hi
 
 
 def hierarchical_replicate(
@@ -39,52 +61,90 @@ def hierarchical_replicate(
     design: LadderDesign = LadderDesign(),
     *,
     residuals: str = "ar1",
-    draws: int = 500,
-    tune: int = 500,
+    run_effect: bool = True,
+    draws: int = 400,
+    tune: int = 800,
     chains: int = 2,
-    hdi_prob: float = 0.9,
+    target_accept: float | None = None,
+    prob: float = 0.9,
 ) -> dict:
     """Fit one simulated ladder and score intervals and held-out predictive bands.
 
     Returns a dict with ``family_alpha_covered`` / ``family_beta_covered`` (lists of
     bools, one per family), ``seed_spread_covered`` (bool), ``heldout_covered`` (list of
-    bools, one per held-out run) and ``heldout_width`` (mean relative band width).
+    bools, one per held-out run), ``heldout_width`` (mean relative band width), and for
+    inspection the truths, intervals, z-scores of each truth within its posterior,
+    convergence verdict, divergences, mean tree depth and fit seconds.
     """
     schedule = Schedule("cosine", 0.01, 0.1)
-    kwargs = dict(
-        families=design.families, token_multipliers=(design.multiplier,), seeds=design.seeds,
-        checkpoints=design.checkpoints, noise=design.noise, family_spread=design.family_spread,
-        seed_spread=design.seed_spread, ar1=design.ar1, schedule=schedule,
-    )
-    runs, truth = simulate_ladder(seed, sizes=design.sizes + design.heldout_sizes, **kwargs)
-    heldout = runs["params"].isin(design.heldout_sizes)
+    kwargs = {
+        "families": design.families, "seeds": design.seeds, "checkpoints": design.checkpoints, "noise": design.noise,
+        "family_spread": design.family_spread, "seed_spread": design.seed_spread, "ar1": design.ar1, "schedule": schedule,
+    }
+    # One simulation holds fitted and held-out runs, so both share every family's truth.
+    configs = set(design.sizes) | set(design.heldout_sizes)
+    multipliers = tuple(sorted(set(design.multipliers) | set(design.heldout_multipliers)))
+    runs, truth = simulate_ladder(seed, sizes=tuple(sorted(configs)), token_multipliers=multipliers, **kwargs)
+    mult = runs["total_tokens"] / runs["params"]
+    fitted = runs["params"].isin(design.sizes) & np.isclose(
+        mult.to_numpy()[:, None], np.array(design.multipliers)[None, :]).any(axis=1)
+    heldout = runs["params"].isin(design.heldout_sizes) & np.isclose(
+        mult.to_numpy()[:, None], np.array(design.heldout_multipliers)[None, :]).any(axis=1)
+    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(runs[~heldout], checkpoints="all", residuals=residuals, draws=draws, tune=tune,
-                     chains=chains, random_seed=seed, progressbar=False)
-    lo_q, hi_q = (1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2
-    out: dict = {"seed": seed, "residuals": residuals, "converged": result.diagnostics().passed}
+        result = fit(runs[fitted], checkpoints="all", residuals=residuals, run_effect=run_effect, draws=draws,
+                     tune=tune, chains=chains,
+                     target_accept=target_accept, random_seed=seed, progressbar=False)
+    seconds = time.perf_counter() - start
+    diag = result.diagnostics()
+    stats = result.idata.sample_stats
+    depth_name = next((k for k in ("depth", "tree_depth") if k in stats), None)
+    depth = float(stats[depth_name].mean()) if depth_name else float("nan")
+    out: dict = {
+        "seed": seed, "residuals": residuals, "converged": bool(diag.passed), "max_rhat": diag.max_rhat,
+        "min_ess_bulk": diag.min_ess_bulk, "divergences": diag.divergences, "tree_depth": depth,
+        "seconds": seconds, "n_obs": int(fitted.sum()),
+    }
     for name in ("alpha", "beta"):
         draws_f = result.posterior_draws(name)
-        covered = []
-        for j, fam in enumerate(result.families):
-            lo, hi = np.quantile(draws_f[:, j], [lo_q, hi_q])
-            covered.append(bool(lo <= truth.families[fam][name] <= hi))
-        out[f"family_{name}_covered"] = covered
-    lo, hi = np.quantile(result.posterior_draws("sigma_run"), [lo_q, hi_q])
+        true = np.array([truth.families[fam][name] for fam in result.families])
+        lo, hi = _equal_tailed(draws_f, prob)
+        out[f"family_{name}_covered"] = [bool(v) for v in (lo <= true) & (true <= hi)]
+        out[f"family_{name}_truth"] = true.tolist()
+        out[f"family_{name}_interval"] = np.stack([lo, hi], axis=1).tolist()
+        out[f"family_{name}_z"] = ((true - draws_f.mean(axis=0)) / draws_f.std(axis=0)).tolist()
+    if run_effect:
+        lo, hi = _equal_tailed(result.posterior_draws("sigma_run"), prob)
+    else:  # no seed spread in the model: nothing to cover it with
+        lo = hi = float("nan")
     out["seed_spread_covered"] = bool(lo <= design.seed_spread <= hi)
+    out["seed_spread_interval"] = [float(lo), float(hi)]
     finals = runs[heldout & (runs["tokens"] == runs["total_tokens"])]
+    targets = finals[["params", "tokens", "total_tokens", "family"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = result.predict(finals[["params", "tokens", "total_tokens", "family"]], hdi_prob=hdi_prob)
-    truth_values = finals["value"].to_numpy()
-    out["heldout_covered"] = list(((pred["lower"] <= truth_values) & (truth_values <= pred["upper"])).to_numpy())
-    out["heldout_width"] = float(((pred["upper"] - pred["lower"]) / pred["median"]).mean())
+        pred = result.predict_draws(targets).stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+    lo, hi = _equal_tailed(pred, prob)
+    median = np.median(pred, axis=0)
+    values = finals["value"].to_numpy()
+    out["heldout_covered"] = [bool(v) for v in (lo <= values) & (values <= hi)]
+    out["heldout_width"] = float(((hi - lo) / median).mean())
+    out["heldout_z"] = ((np.log(values) - np.log(pred).mean(axis=0)) / np.log(pred).std(axis=0)).tolist()
+    out["heldout_params"] = finals["params"].tolist()
+    # The law itself at the held-out runs (no seed offset, no residual) against its band.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        law = result.predict_draws(targets, kind="mean").stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+    lo, hi = _equal_tailed(law, prob)
+    law_truth = np.array([truth.loss(n, d, f) for n, d, f in zip(finals["params"], finals["tokens"], finals["family"])])
+    out["heldout_law_covered"] = [bool(v) for v in (lo <= law_truth) & (law_truth <= hi)]
+    out["heldout_law_width"] = float(((hi - lo) / np.median(law, axis=0)).mean())
     return out
 
 
 def summarise(replicates: list[dict]) -> pd.Series:
-    """Pooled coverage rates over replicates."""
+    """Pooled coverage rates over replicates (and convergence rate, mean fit seconds)."""
     def rate(key):
         values = [v for r in replicates for v in np.atleast_1d(r[key])]
         return float(np.mean(values))
@@ -96,6 +156,26 @@ def summarise(replicates: list[dict]) -> pd.Series:
             "seed_spread": rate("seed_spread_covered"),
             "heldout": rate("heldout_covered"),
             "heldout_width": float(np.mean([r["heldout_width"] for r in replicates])),
+            "heldout_law": rate("heldout_law_covered"),
+            "heldout_law_width": float(np.mean([r["heldout_law_width"] for r in replicates])),
             "converged": rate("converged"),
+            "seconds": float(np.mean([r["seconds"] for r in replicates])),
         }
+    )
+
+
+def describe(out: dict) -> str:
+    """One line per replicate, for logs."""
+    def fmt(values):
+        return "".join("+" if v else "-" for v in values)
+
+    return (
+        f"seed {out['seed']:>3} {out['residuals']:<4} {out['seconds']:6.1f}s depth {out['tree_depth']:.1f} "
+        f"div {out['divergences']:>3} rhat {out['max_rhat']:.3f} ess {out['min_ess_bulk']:5.0f} "
+        f"| alpha {fmt(out['family_alpha_covered'])} z {np.round(out['family_alpha_z'], 1).tolist()} "
+        f"| beta {fmt(out['family_beta_covered'])} z {np.round(out['family_beta_z'], 1).tolist()} "
+        f"| sd_run {fmt([out['seed_spread_covered']])} {np.round(out['seed_spread_interval'], 4).tolist()} "
+        f"| heldout {fmt(out['heldout_covered'])} w {out['heldout_width']:.3f} "
+        f"z {np.round(out['heldout_z'], 1).tolist()} | law {fmt(out['heldout_law_covered'])} "
+        f"w {out['heldout_law_width']:.3f}"
     )

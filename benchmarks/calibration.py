@@ -1,0 +1,73 @@
+"""Coverage of hierarchical fits on simulated ladders (issue #3, acceptance 1).
+
+Runs replicates one after another in this process (the slow test does the same with the
+default design) and prints one line per replicate and the pooled coverage.
+
+    python benchmarks/calibration.py --replicates 5                  # AR(1) fits, default design
+    python benchmarks/calibration.py --replicates 5 --residuals iid
+    python benchmarks/calibration.py --multipliers 10 40 --checkpoints 12 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bayescale.calibration import (
+    LadderDesign,
+    describe,
+    hierarchical_replicate,
+    summarise,
+)
+
+OUT = Path(__file__).parent / "out"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--replicates", type=int, default=5)
+    p.add_argument("--first", type=int, default=0, help="first simulation seed")
+    p.add_argument("--residuals", nargs="+", default=["ar1"])
+    p.add_argument("--sizes", type=float, nargs="+")
+    p.add_argument("--multipliers", type=float, nargs="+")
+    p.add_argument("--heldout-sizes", type=float, nargs="+")
+    p.add_argument("--heldout-multipliers", type=float, nargs="+")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--checkpoints", type=int)
+    p.add_argument("--draws", type=int, default=400)
+    p.add_argument("--tune", type=int, default=800)
+    p.add_argument("--target-accept", type=float)
+    p.add_argument("--tag", default="")
+    args = p.parse_args()
+    changes = {k: v for k, v in {
+        "sizes": args.sizes and tuple(args.sizes), "multipliers": args.multipliers and tuple(args.multipliers),
+        "heldout_sizes": args.heldout_sizes and tuple(args.heldout_sizes),
+        "heldout_multipliers": args.heldout_multipliers and tuple(args.heldout_multipliers),
+        "seeds": args.seeds, "checkpoints": args.checkpoints}.items() if v is not None}
+    design = replace(LadderDesign(), **changes)
+    print(design, f"n_obs={design.n_obs}", flush=True)
+    results, start = {}, time.perf_counter()
+    for residuals in args.residuals:
+        reps = []
+        for seed in range(args.first, args.first + args.replicates):
+            out = hierarchical_replicate(seed, design, residuals=residuals, draws=args.draws, tune=args.tune,
+                                         target_accept=args.target_accept)
+            print(describe(out), flush=True)
+            reps.append(out)
+        summary = summarise(reps)
+        print(f"{residuals}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()), flush=True)
+        results[residuals] = {"summary": summary.to_dict(), "replicates": reps}
+    print(f"total {time.perf_counter() - start:.0f} s", flush=True)
+    OUT.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = OUT / f"calibration{'_' + args.tag if args.tag else ''}_{stamp}.json"
+    path.write_text(json.dumps({"design": asdict(design), "args": vars(args), "results": results}, indent=1,
+                               default=float))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
