@@ -126,7 +126,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
-    from .design import ANNEAL, CHECKPOINTS, NOISE, POOLING, RESIDUALS, SCHEDULE
+    from .design import ANNEAL, CHECKPOINTS, DRIFT, NOISE, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
     from .sampling import METHODS, SAMPLERS
 
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="residual scale: constant, or sigma (N/N0)^-kappa by model size (default: %(default)s)")
     model.add_argument("--run-slope", action="store_true",
                        help="with --checkpoints all, give each run its own slope in ln tokens as well as its offset")
+    model.add_argument("--drift", choices=DRIFT, default="none",
+                       help="with --checkpoints all: 'walk' lets each run drift from the law as a random walk in "
+                            "ln tokens (default: %(default)s)")
     model.add_argument("--anneal", choices=ANNEAL, default="loss",
                        help="schedule term: nats added, or a shortfall of effective tokens (default: %(default)s)")
     p.add_argument(
@@ -550,6 +553,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             noise=args.noise,
             anneal=args.anneal,
             run_slope=args.run_slope,
+            drift=args.drift,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,

@@ -30,6 +30,15 @@ Structure of one fit
   ``noise="size"``). Curves that drift away from the law (a small model whose evaluation
   loss rises late) are absorbed by their run instead of bending the law, and a truncated
   run's prediction at its end widens with the stretch of ln tokens still ahead.
+- ``drift``: ``"none"`` or ``"walk"``: each run's deviation from the law also wanders as
+  a Brownian motion in ln tokens, ``w(D') = w(D) + sigma_drift sqrt(ln D'/D) z`` (scaled
+  by ``n^-kappa`` with ``noise="size"``), starting from zero at the run's first fitted
+  checkpoint (its level there is the run offset).  Unlike the stationary AR(1) term it does
+  not revert: a run that has drifted away from the law (a small model whose evaluation
+  loss flattens or rises) stays there, its prediction further along starts from where it
+  is, and the band grows with the ln tokens still ahead.  A new run's band includes the
+  drift it would accumulate from ``min_fraction`` of its length (where the earliest fitted
+  checkpoints are) to the target.
 - ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
   latent loss to every ``acc:<task>`` metric, fitted jointly (see
   :mod:`bayescale.downstream`).
@@ -52,6 +61,7 @@ SCHEDULE = ("none", "table", "learned")
 DOWNSTREAM = ("none", "sigmoid", "exp")
 NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
+DRIFT = ("none", "walk")
 
 
 @dataclass(frozen=True)
@@ -68,18 +78,26 @@ class ModelOptions:
     noise: str = "constant"
     anneal: str = "loss"
     run_slope: bool = False
+    drift: str = "none"
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
                               ("residuals", RESIDUALS), ("schedule", SCHEDULE),
                               ("downstream", DOWNSTREAM), ("noise", NOISE),
-                              ("anneal", ANNEAL)):
+                              ("anneal", ANNEAL), ("drift", DRIFT)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.run_slope and not (self.run_effect and self.checkpoints == "all"):
             raise ValueError("run_slope=True needs run_effect=True and checkpoints='all' (a slope within each run)")
         if not 0 <= self.min_fraction < 1:
             raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
+        if self.drift != "none":
+            if self.checkpoints != "all":
+                raise ValueError("drift='walk' needs checkpoints='all' (a walk along each run's checkpoints)")
+            if self.min_fraction <= 0:
+                raise ValueError("drift='walk' needs min_fraction > 0: the walk starts at that fraction of each run")
+            if self.downstream != "none":
+                raise ValueError("drift='walk' is not available with downstream=... yet")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +116,7 @@ def resolve_options(
     noise: str = "constant",
     anneal: str = "loss",
     run_slope: bool = False,
+    drift: str = "none",
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -123,7 +142,7 @@ def resolve_options(
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
     return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction,
-                        downstream or "none", noise, anneal, run_slope)
+                        downstream or "none", noise, anneal, run_slope, drift)
 
 
 def anneal_parameter(options: ModelOptions) -> str | None:
@@ -185,8 +204,10 @@ def design(
         ``n`` (N/N0), ``d`` (effective tokens / D0), ``u`` (un-annealed part of the run,
         0 at its end), ``family`` (index into ``families``, -1 for an unseen family),
         ``run`` (index into ``runs``, -1 for none), ``prev`` (index of the previous row of
-        the same run, -1 for the first), ``gap`` (ln tokens since that row) and
-        ``ln_fraction`` (ln of tokens / total tokens, 0 at the run's end).
+        the same run, -1 for the first), ``gap`` (ln tokens since that row),
+        ``ln_fraction`` (ln of tokens / total tokens, 0 at the run's end), and for
+        ``drift="walk"`` ``walk_gap`` (ln tokens since the previous row of the run, 0 for its
+        first row) and ``walk_start`` (index of the run's first row).
     """
     tokens = rows["tokens"].to_numpy(dtype=float)
     total = rows["total_tokens"].to_numpy(dtype=float) if "total_tokens" in rows else tokens
@@ -212,6 +233,9 @@ def design(
         if run_idx[i] >= 0 and run_names[i] == run_names[i - 1]:
             prev[i] = i - 1
             gap[i] = np.log(tokens[i] / tokens[i - 1])
+    walk_gap = gap  # the walk starts at each run's first fitted row (where its offset sets the level)
+    first = prev < 0
+    walk_start = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0)) if len(rows) else np.zeros(0, int)
     return {
         "n": rows["params"].to_numpy(dtype=float) / scale.N0,
         "d": d_eff / scale.D0,
@@ -221,4 +245,16 @@ def design(
         "prev": prev,
         "gap": gap,
         "ln_fraction": np.log(np.clip(tokens / total, 1e-12, 1.0)),
+        "walk_gap": walk_gap,
+        "walk_start": walk_start.astype(int),
     }
+
+
+def walk_variance_units(fraction, min_fraction: float) -> np.ndarray:
+    """ln tokens a run has walked (``drift="walk"``) by ``fraction`` of its length, from its
+    start at ``min_fraction``: ``max(ln(fraction / min_fraction), 0)`` (0 when
+    ``min_fraction`` is 0, i.e. no drift option)."""
+    fraction = np.asarray(fraction, dtype=float)
+    if min_fraction <= 0:
+        return np.zeros_like(fraction)
+    return np.maximum(np.log(np.clip(fraction, 1e-12, None) / min_fraction), 0.0)

@@ -31,6 +31,7 @@ def fit(
     noise: str = "constant",
     anneal: str = "loss",
     run_slope: bool = False,
+    drift: str = "none",
     tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
@@ -86,6 +87,11 @@ def fit(
     run_slope
         With ``checkpoints="all"``: each run also gets its own slope in ln tokens (zero at
         its end), so drifting curves widen their own bands instead of bending the law.
+    drift
+        With ``checkpoints="all"``: ``"walk"`` lets each run's deviation from the law wander
+        as a Brownian motion in ln tokens (scaled like the noise), so a run that has drifted
+        away from the law is predicted from where it is, with a band that grows with the
+        ln tokens still ahead; default ``"none"``.  See :mod:`bayescale.design`.
     tasks
         With ``downstream``: the ``acc:<task>`` metrics to fit (default all).
     priors
@@ -124,7 +130,7 @@ def fit(
     options = resolve_options(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
         run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
-        noise=noise, anneal=anneal, run_slope=run_slope,
+        noise=noise, anneal=anneal, run_slope=run_slope, drift=drift,
     )
     rows, dropped = select_rows(metric_rows, options)
     acc_rows = None

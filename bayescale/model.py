@@ -13,7 +13,8 @@ Mean of ln(loss) for row i of run r in family f::
 
 (or ``ln law(theta_f, n_i, d_i e^{-c_tokens u_i})`` with ``anneal="tokens"``), plus with
 ``run_slope=True`` a per-run slope ``sigma_slope z_slope_r ln(D_i / D_total,r)`` that is
-zero at the run's end (so ``z_r`` is the run's offset where it finishes).
+zero at the run's end (so ``z_r`` is the run's offset where it finishes), and with
+``drift="walk"`` a per-run Brownian motion in ln tokens (see :func:`_random_walk`).
 
 With ``noise="size"`` the residual scale of a row is ``sigma n^-kappa`` (larger models
 fluctuate less between checkpoints).  With ``residuals="ar1"`` the residual of row i given the previous row of its run is
@@ -131,6 +132,8 @@ def build_model(
             z_slope = pm.Normal("z_slope", 0.0, 1.0, dims="run")
             slope_scale = sigma_slope if kappa is None else sigma_slope * n ** (-kappa)
             mu = mu + slope_scale * z_slope[run] * pm.Data("ln_fraction", x["ln_fraction"], dims="obs")
+        if options.drift == "walk":
+            mu = mu + _random_walk(spec, x, n, kappa)
         if downstream:
             xa = design(acc_rows, options, scale, families, runs, schedule)
             theta_a = theta
@@ -171,6 +174,22 @@ def build_model(
             sigma = sigma * pt.sqrt(1.0 - rho**2 + 1e-12)
         likelihood.observe(OBSERVED, mu, sigma, noise, ln_value, dims="obs")
     return model
+
+
+def _random_walk(spec: ModelSpec, x: dict, n, kappa) -> pt.TensorVariable:
+    """Each run's Brownian drift in ln tokens at its rows (``drift="walk"``), dims ``obs``.
+
+    Non-centred: ``z_walk`` (dims ``obs``) are the standardised increments; the increment
+    into row i is ``sigma_drift n_i^-kappa sqrt(walk_gap_i) z_i`` and the walk is their
+    cumulative sum within the run (rows are sorted by run, then tokens).
+    """
+    sigma_drift = spec.priors["sigma_drift"].create_variable("sigma_drift")
+    step = pm.Data("walk_gap", x["walk_gap"], dims="obs")
+    start = pm.Data("walk_start", x["walk_start"], dims="obs")
+    scale = sigma_drift if kappa is None else sigma_drift * n ** (-kappa)
+    increments = scale * pt.sqrt(step) * pm.Normal("z_walk", 0.0, 1.0, dims="obs")
+    total = pt.cumsum(increments)
+    return total - total[start] + increments[start]
 
 
 def _pooled_over_tasks(spec: ModelSpec, name: str, centred: bool = False, record: bool = True) -> pt.TensorVariable:
@@ -276,7 +295,10 @@ def structure_key(spec: ModelSpec, model: pm.Model, options: ModelOptions | None
     """What determines the compiled graph: spec, options and every dim length except ``obs``.
 
     Two models with the same key differ only in their ``pm.Data`` values, so a compiled
-    sampler can be reused with new data.
+    sampler can be reused with new data.  When a free variable has dim ``obs`` (``z_walk``
+    of ``drift="walk"``) the number of rows sets the size of the sampled vector, so it is
+    part of the key too.
     """
-    dims = sorted((k, len(v)) for k, v in model.coords.items() if k != "obs")
+    free_obs = any("obs" in (model.named_vars_to_dims.get(v.name) or ()) for v in model.free_RVs)
+    dims = sorted((k, len(v)) for k, v in model.coords.items() if k != "obs" or free_obs)
     return f"{spec.hash()}|{options}|{dims}"

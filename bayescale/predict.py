@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .design import ModelOptions, anneal_parameter, design, scheduled_law
+from .design import ModelOptions, anneal_parameter, design, scheduled_law, walk_variance_units
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
 from .schedules import Schedule
@@ -160,6 +160,8 @@ def predictive_draws(
         sigma = sigma * n_target[None, :] ** -_stacked(idata, "kappa")[:, None]
     if opts.run_effect:
         mu = mu + run_terms(idata, structure, targets, runs, known, kind == "observation", rng)
+    if opts.drift == "walk":
+        mu = mu + walk_terms(idata, structure, targets, runs, known, kind == "observation", rng)
     metrics = targets["metric"].astype(str) if "metric" in targets else pd.Series(["loss"] * len(targets))
     downstream = metrics.str.startswith(("acc:", "err:")).to_numpy()
     latent = np.exp(mu[:, downstream])
@@ -278,6 +280,56 @@ def run_terms(idata, structure: Structure, rows: pd.DataFrame, runs: pd.Series, 
     return terms
 
 
+def _drift_scale(idata, structure: Structure, params) -> np.ndarray:
+    """Scale of the random walk per draw and row, shape (S, T): ``sigma_drift n^-kappa``."""
+    scale = _stacked(idata, "sigma_drift")[:, None] * np.ones((1, len(params)))
+    if structure.options.noise == "size":
+        n = np.asarray(params, dtype=float)[None, :] / structure.scale.N0
+        scale = scale * n ** -_stacked(idata, "kappa")[:, None]
+    return scale
+
+
+def walk_at_rows(idata, structure: Structure) -> np.ndarray:
+    """The fitted random walk (``drift="walk"``) at every fitted row, shape (S, n_obs)."""
+    rows = structure.rows
+    x = design(rows, structure.options, structure.scale, structure.families, structure.run_names,
+               structure.schedule)
+    increments = _drift_scale(idata, structure, rows["params"]) * np.sqrt(x["walk_gap"])[None, :] * _stacked(
+        idata, "z_walk")
+    total = np.cumsum(increments, axis=1)
+    start = x["walk_start"]
+    return total - total[:, start] + increments[:, start]
+
+
+def walk_terms(idata, structure: Structure, targets: pd.DataFrame, runs: pd.Series, known: np.ndarray,
+               new_steps: bool, rng) -> np.ndarray:
+    """Random-walk drift per draw and target, shape (S, T).
+
+    An existing run continues from its walk at its latest fitted row at or before the
+    target (its first row if the target precedes them all); a new run starts at zero at
+    ``min_fraction`` of its length.  ``new_steps`` (observation draws) adds the walk still
+    ahead, ``sigma_drift n^-kappa sqrt(ln tokens to go) z``; without it an existing run
+    keeps its walk and a new run gets zero (the expected run).
+    """
+    out = np.zeros((_stacked(idata, "sigma_drift").shape[0], len(targets)))
+    tokens = targets["tokens"].to_numpy(dtype=float)
+    total = targets["total_tokens"].to_numpy(dtype=float) if "total_tokens" in targets else tokens
+    units = walk_variance_units(tokens / total, structure.options.min_fraction)
+    if known.any():
+        walk = walk_at_rows(idata, structure)
+        rows = structure.rows.reset_index(drop=True)
+        for t in np.flatnonzero(known):
+            own = rows.index[rows["run"].astype(str) == runs.iloc[t]]
+            before = own[rows.loc[own, "tokens"].to_numpy() <= tokens[t]]
+            i = int(before[-1]) if len(before) else int(own[0])
+            out[:, t] = walk[:, i]
+            units[t] = abs(np.log(tokens[t] / rows.loc[i, "tokens"]))
+    if new_steps:
+        out = out + _drift_scale(idata, structure, targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
+            out.shape)
+    return out
+
+
 def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng):
     """AR(1) in ln tokens: an existing run's last residual persists with rho = exp(-gap/ell)."""
     rows = structure.rows
@@ -285,6 +337,8 @@ def _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigm
     if structure.options.run_effect:
         every = np.ones(len(rows), dtype=bool)
         mu_rows = mu_rows + run_terms(idata, structure, rows, rows["run"].astype(str), every, False, rng)
+    if structure.options.drift == "walk":
+        mu_rows = mu_rows + walk_at_rows(idata, structure)
     resid = np.log(rows["value"].to_numpy(dtype=float))[None, :] - mu_rows
     ell = _stacked(idata, "ell")
     last_row = rows.reset_index(drop=True).groupby("run")["tokens"].idxmax()

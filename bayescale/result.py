@@ -90,6 +90,8 @@ class ScalingFit:
             names.append("sigma_run")
         if self.options.run_slope:
             names.append("sigma_slope")
+        if self.options.drift != "none":
+            names.append("sigma_drift")
         if self.options.schedule != "none":
             names.append(anneal_parameter(self.options))
         if self.options.residuals == "ar1":

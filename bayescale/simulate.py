@@ -50,6 +50,7 @@ class Truth:
     families: dict[str, dict[str, float]] = field(default_factory=dict)
     run_offsets: dict[str, float] = field(default_factory=dict)
     downstream_offsets: dict[str, float] = field(default_factory=dict)
+    walks: dict[str, np.ndarray] = field(default_factory=dict)
     downstream_run_spread: float = 0.0
     noise: float = 0.01
     ar1: float = 0.0
@@ -83,6 +84,9 @@ def simulate_ladder(
     schedule: Schedule | None = None,
     anneal: float = 0.15,
     downstream_run_spread: float = 0.0,
+    drift: float = 0.0,
+    drift_start: float = 0.05,
+    spacing: str = "log",
 ) -> tuple[pd.DataFrame, Truth]:
     """Simulate a ladder of training runs.
 
@@ -98,7 +102,10 @@ def simulate_ladder(
     families, seeds
         Number (or names) of families, and seeds per (family, size, multiplier).
     checkpoints
-        Checkpoints per run, log-spaced from 10% to 100% of the run's tokens.
+        Checkpoints per run, from 10% to 100% of the run's tokens.
+    spacing
+        ``"log"`` (default: equal steps in ln tokens) or ``"linear"`` (equal steps in
+        tokens, as in most training logs: steps in ln tokens shrink along the run).
     noise
         Residual scale on ln(loss).
     family_spread
@@ -119,6 +126,11 @@ def simulate_ladder(
         loss ``latent exp(seed offset + downstream_run_spread z_r)`` (a run that is better or
         worse at every task than its loss says; recorded in ``Truth.downstream_offsets``).
         Default 0: the tasks see the run's loss.
+    drift, drift_start
+        Scale of a per-run random walk on ln(loss) in ln tokens (Brownian motion per unit of
+        ln tokens, starting from zero at ``drift_start`` of the run): a run that wanders away
+        from the law and stays away (as ``drift="walk"`` in :func:`bayescale.fit` models it).
+        Default 0: no drift.  The walk of every run is kept in ``Truth.walks``.
 
     Returns
     -------
@@ -155,7 +167,10 @@ def simulate_ladder(
     out = Truth(population=population, families=fam_params, noise=noise, ar1=ar1,
                 anneal=anneal if schedule is not None else 0.0, tasks=tuple(tasks or ()),
                 downstream_run_spread=downstream_run_spread)
-    fractions = np.geomspace(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
+    if spacing not in ("log", "linear"):
+        raise ValueError(f"spacing={spacing!r} is not one of ('log', 'linear')")
+    space = np.geomspace if spacing == "log" else np.linspace
+    fractions = space(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
     rows = []
     for fam in names:
         p = fam_params[fam]
@@ -172,6 +187,11 @@ def simulate_ladder(
                     total = m * N
                     tokens = fractions * total
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
+                    if drift:  # drawn only when asked for, so the default keeps every other draw unchanged
+                        steps = np.diff(np.log(np.maximum(fractions, drift_start)), prepend=np.log(drift_start))
+                        walk = np.cumsum(drift * np.sqrt(steps) * rng.standard_normal(len(tokens)))
+                        out.walks[run] = walk
+                        eps = eps + walk
                     d_eff, unannealed = tokens, np.zeros(len(tokens))
                     if schedule is not None:
                         d_eff = tokens * schedule.lr_area(fractions) / schedule.lr_area(1.0)

@@ -1,0 +1,129 @@
+"""Random-walk drift of runs away from the law (drift="walk").
+
+A simulated ladder whose runs wander from the law as a Brownian motion in ln tokens is fitted
+from the first half of every run; the drift model must learn the walk's scale and carry each
+run's current deviation forward to its end with a band that grows with the distance still to
+go, where a model without drift reverts to the law and is over-confident.
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale
+from bayescale.design import ModelOptions, design
+from bayescale.runs import Scale
+
+DRIFT = 0.05
+SIM = dict(seed=11, sizes=(3e7, 1e8, 3e8, 1e9), token_multipliers=(5.0, 20.0, 80.0), checkpoints=10, noise=0.02,
+           drift=DRIFT, drift_start=0.1, spacing="linear")
+SEEN = 0.5  # fraction of every run the fits see
+#: Checkpoints equally spaced in tokens (unequal steps in ln tokens) tell the walk's steps
+#: from the noise, which equal steps in ln tokens would barely do.  The walk and the law's
+#: data term both describe trends in ln tokens, so the law mixes slowly; E is given a tight prior around its true 1.8 nats so that 4 x 2500 draws suffice
+#: (the drift, not the law, is under test here); 4 chains make R-hat less noisy.
+OPTIONS = dict(law="chinchilla", checkpoints="all", residuals="iid", run_effect=True, schedule="none",
+               min_fraction=0.05, draws=2500, tune=1000, chains=4, progressbar=False, random_seed=3,
+               priors={"E": {"dist": "LogNormal", "kwargs": {"mu": 0.59, "sigma": 0.1}}})
+
+
+def _quiet_fit(runs, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bayescale.fit(runs, **{**OPTIONS, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def truncated():
+    """The ladder, its truth, and fits to the first half of every run with and without drift."""
+    runs, truth = bayescale.simulate_ladder(**SIM)
+    seen = runs[runs["tokens"] <= SEEN * runs["total_tokens"]].reset_index(drop=True)
+    return runs, truth, _quiet_fit(seen, drift="walk"), _quiet_fit(seen, drift="none")
+
+
+def _own_final(runs: pd.DataFrame) -> pd.DataFrame:
+    last = runs[runs["tokens"] == runs["total_tokens"]]
+    return last[["params", "tokens", "total_tokens", "family", "run", "value"]].reset_index(drop=True)
+
+
+def test_walk_design_starts_at_each_runs_first_row():
+    rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9], "total_tokens": [4e9] * 5,
+                         "run": ["a", "a", "a", "b", "b"], "family": "f"})
+    x = design(rows, ModelOptions(checkpoints="all", drift="walk", min_fraction=0.05), Scale(1e8, 1e9), ["f"],
+               ["a", "b"])
+    np.testing.assert_allclose(x["walk_gap"], [0.0, np.log(2), np.log(2), 0.0, np.log(4)])
+    np.testing.assert_array_equal(x["walk_start"], [0, 0, 0, 3, 3])
+    with pytest.raises(ValueError, match="checkpoints='all'"):
+        ModelOptions(drift="walk")
+    with pytest.raises(ValueError, match="min_fraction > 0"):
+        ModelOptions(checkpoints="all", drift="walk", min_fraction=0.0)
+    with pytest.raises(ValueError, match="drift"):
+        ModelOptions(checkpoints="all", drift="brownian")
+
+
+def test_drift_scale_is_recovered(truncated):
+    _, _, walk, _ = truncated
+    assert walk.diagnostics().passed, walk.diagnostics().message()
+    lo, hi = np.quantile(walk.posterior_draws("sigma_drift"), [0.05, 0.95])
+    assert lo < DRIFT < hi and lo > 0.01
+    assert "sigma_drift" in walk.summary().index
+
+
+def test_truncated_runs_are_predicted_from_where_they_are(truncated):
+    """Each run's own final loss from its first half: the drift model's 90% bands cover the
+    truth in most runs and its standardised errors are closer to calibrated (mean z^2 near
+    1) than those of the model without drift, which reverts to the law and is
+    over-confident; the drift model's band grows with the distance still to go."""
+    runs, _, walk, no_walk = truncated
+    final = _own_final(runs)
+    targets = final.drop(columns="value")
+    truth = final["value"].to_numpy()
+    scores = {}
+    for name, fit in (("walk", walk), ("none", no_walk)):
+        draws = fit.predict_draws(targets).stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+        lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+        z = (np.log(truth) - np.log(draws).mean(axis=0)) / np.log(draws).std(axis=0)
+        scores[name] = {"coverage": ((lo <= truth) & (truth <= hi)).mean(), "z2": (z**2).mean(),
+                        "width": ((hi - lo) / np.median(draws, axis=0)).mean()}
+    assert scores["walk"]["coverage"] >= 0.75
+    assert scores["walk"]["z2"] < 2.0 and scores["walk"]["z2"] < 0.8 * scores["none"]["z2"]
+    assert scores["walk"]["width"] > scores["none"]["width"]
+    # halfway there the band is narrower than at the end
+    half = targets.assign(tokens=targets["total_tokens"] / 2)
+    w_half = walk.predict(half)
+    w_end = walk.predict(targets)
+    assert ((w_half["upper"] - w_half["lower"]) < (w_end["upper"] - w_end["lower"])).all()
+
+
+def test_existing_run_continues_its_walk(truncated):
+    """Mean prediction for an existing run past its last checkpoint: the law plus its offset
+    plus its walk at the last fitted checkpoint, computed by hand from the draws."""
+    _, _, walk, _ = truncated
+    run = walk.run_names[5]
+    rows = walk.runs.reset_index(drop=True)
+    own = rows[rows["run"] == run]
+    last = own.index[-1]
+    row = own.iloc[-1]
+    t = pd.DataFrame({"params": [row["params"]], "tokens": [row["total_tokens"]],
+                      "total_tokens": [row["total_tokens"]], "family": [row["family"]], "run": [run]})
+    got = walk.predict_draws(t, kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
+    base = walk.predict_draws(t.drop(columns="run"), kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
+    x = design(rows, walk.options, walk.scale, walk.families, walk.run_names)
+    z = walk.posterior_draws("z_walk")
+    first = own.index[0]
+    steps = walk.posterior_draws("sigma_drift")[:, None] * np.sqrt(x["walk_gap"][first:last + 1])[None, :]
+    by_hand = (steps * z[:, first:last + 1]).sum(axis=1)
+    offset = walk.posterior_draws("sigma_run") * walk.posterior_draws("z_run")[:, walk.run_names.index(run)]
+    np.testing.assert_allclose(np.log(got), np.log(base) + offset + by_hand, rtol=1e-9)
+
+
+def test_drift_fit_survives_save_and_load(truncated, tmp_path):
+    _, _, walk, _ = truncated
+    walk.save(tmp_path / "fit.nc")
+    loaded = bayescale.load_fit(tmp_path / "fit.nc")
+    assert loaded.options.drift == "walk"
+    t = walk.runs.groupby("run").tail(1)[["params", "total_tokens", "family", "run"]].head(3).reset_index(drop=True)
+    t["tokens"] = t["total_tokens"]
+    pd.testing.assert_frame_equal(loaded.predict(t), walk.predict(t))
