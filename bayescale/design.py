@@ -42,6 +42,8 @@ Structure of one fit
 - ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
   latent loss to every ``acc:<task>`` metric, fitted jointly (see
   :mod:`bayescale.downstream`).
+- ``link_scale``: the scale the task links are linear in: ``"loss"`` (nats) or
+  ``"log_reducible"`` (``ln(L - E)``, see :func:`bayescale.downstream.to_link_scale`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ DOWNSTREAM = ("none", "sigmoid", "exp")
 NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
 DRIFT = ("none", "walk")
+LINK_SCALES = ("loss", "log_reducible")
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,21 @@ class ModelOptions:
     anneal: str = "loss"
     run_slope: bool = False
     drift: str = "none"
+    link_scale: str = "loss"
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
                               ("residuals", RESIDUALS), ("schedule", SCHEDULE),
                               ("downstream", DOWNSTREAM), ("noise", NOISE),
-                              ("anneal", ANNEAL), ("drift", DRIFT)):
+                              ("anneal", ANNEAL), ("drift", DRIFT), ("link_scale", LINK_SCALES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.run_slope and not (self.run_effect and self.checkpoints == "all"):
             raise ValueError("run_slope=True needs run_effect=True and checkpoints='all' (a slope within each run)")
         if not 0 <= self.min_fraction < 1:
             raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
+        if self.link_scale != "loss" and self.downstream == "none":
+            raise ValueError(f"link_scale={self.link_scale!r} needs downstream='sigmoid' or 'exp' (task links)")
         if self.drift != "none":
             if self.checkpoints != "all":
                 raise ValueError("drift='walk' needs checkpoints='all' (a walk along each run's checkpoints)")
@@ -117,6 +123,7 @@ def resolve_options(
     anneal: str = "loss",
     run_slope: bool = False,
     drift: str = "none",
+    link_scale: str = "loss",
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -142,7 +149,7 @@ def resolve_options(
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
     return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction,
-                        downstream or "none", noise, anneal, run_slope, drift)
+                        downstream or "none", noise, anneal, run_slope, drift, link_scale)
 
 
 def anneal_parameter(options: ModelOptions) -> str | None:

@@ -10,6 +10,10 @@ For task t with random-guess accuracy ``chance_t``:
 a Gompertz curve: an exponential approach to the ceiling at low loss and to chance at
 high loss, so accuracy stays inside [chance, ceiling] for every parameter value.
 
+``L`` is the latent loss on the link's scale (``link_scale``, see :func:`to_link_scale`):
+the loss in nats (default), or ``ln(L - E)``, the log of the loss above the law's
+irreducible ``E`` (``"log_reducible"``), on which slope and midpoint are then measured.
+
 ``slope_t`` is unconstrained: a posterior with mass at or below zero says the task does
 not improve with loss (flat, or inverse scaling) rather than forcing a curve through it.
 Task parameters are partially pooled across tasks.  Specs with ``level_pop`` (the shipped
@@ -52,7 +56,35 @@ import numpy as np
 import pandas as pd
 
 LINKS = ("sigmoid", "exp")
+LINK_SCALES = ("loss", "log_reducible")
 AVERAGE = "acc:avg"
+#: Smallest reducible loss (nats) the ``log_reducible`` scale takes the log of: a latent loss
+#: at or below the irreducible E (possible only through a run's offset) counts as this.
+REDUCIBLE_FLOOR = 1e-3
+
+
+def to_link_scale(scale: str, loss, E, xp=np):
+    """The latent loss on the scale the task links are linear in.
+
+    ``"loss"``: the loss itself (nats).  ``"log_reducible"``: ``ln(L - E)``, the log of the
+    loss above the law's irreducible ``E``, which is (up to sign and a factor) the log of
+    compute or of model size along a compute-optimal ladder.  Equal steps of loss then mean
+    ever larger steps on the link's scale as the loss approaches ``E``: the links steepen at
+    low loss, where Gadre et al.'s over-trained 1.4B models show that downstream error falls
+    faster than any sigmoid in the loss of the smaller models says.
+
+    ``loss`` and ``E`` broadcast (numpy arrays or PyTensor tensors, with ``xp`` the module).
+
+    Examples
+    --------
+    >>> float(to_link_scale("log_reducible", 2.5, 1.5))
+    0.0
+    """
+    if scale == "loss":
+        return loss
+    if scale == "log_reducible":
+        return xp.log(xp.maximum(loss - E, REDUCIBLE_FLOOR))
+    raise ValueError(f"link_scale={scale!r} is not one of {LINK_SCALES}")
 
 
 def _share(kind: str, z, xp=np):

@@ -32,6 +32,7 @@ def fit(
     anneal: str = "loss",
     run_slope: bool = False,
     drift: str = "none",
+    link_scale: str = "loss",
     tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
@@ -77,6 +78,10 @@ def fit(
         ``phi``, and a run-level downstream effect (the tasks of run r see its latent loss
         times ``exp(tau_downstream z_r)``, a fresh ``z`` for a new run's predictions); see
         :mod:`bayescale.downstream`.
+    link_scale
+        With ``downstream``: the scale the task links are linear in, ``"loss"`` (default,
+        nats) or ``"log_reducible"`` (``ln(L - E)``: links steepen as the loss approaches the
+        law's irreducible E; see :func:`bayescale.downstream.to_link_scale`).
     noise
         ``"constant"`` (default) or ``"size"``: residual scale ``sigma (N/N0)^-kappa``, for
         ladders whose small models fluctuate more between checkpoints (needs a ``kappa``
@@ -130,7 +135,7 @@ def fit(
     options = resolve_options(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
         run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
-        noise=noise, anneal=anneal, run_slope=run_slope, drift=drift,
+        noise=noise, anneal=anneal, run_slope=run_slope, drift=drift, link_scale=link_scale,
     )
     rows, dropped = select_rows(metric_rows, options)
     acc_rows = None

@@ -30,7 +30,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from .design import ModelOptions, anneal_parameter, design, scheduled_law
-from .downstream import link, link_centred, successes, task_table
+from .downstream import REDUCIBLE_FLOOR, link, link_centred, successes, task_table, to_link_scale
 from .likelihoods import LIKELIHOODS
 from .runs import Scale
 from .spec import ModelSpec
@@ -160,7 +160,12 @@ def build_model(
                 z_ds = pm.Normal("z_downstream", 0.0, 1.0, dims="acc_run")
                 offset = pm.Deterministic("downstream_offset", tau * z_ds, dims="acc_run")
                 ln_latent = ln_latent + offset[offset_a]
-            _downstream_likelihood(spec, options.downstream, tasks, acc_rows, pt.exp(ln_latent))
+            E_law = theta_f["E"] if options.pooling == "family" else theta["E"]
+            latent = to_link_scale(options.link_scale, pt.exp(ln_latent), theta_a["E"], pt)
+            centre = pt.exp(pt.mean(ln_value))  # geometric mean of the fitted losses
+            if options.link_scale == "log_reducible":
+                centre = pt.log(pt.maximum(centre - pt.mean(E_law), REDUCIBLE_FLOOR))
+            _downstream_likelihood(spec, options.downstream, tasks, acc_rows, latent, centre)
         sigma = noise["sigma"]
         if kappa is not None:
             sigma = sigma * n ** (-kappa)
@@ -222,12 +227,13 @@ def _pooled_over_tasks(spec: ModelSpec, name: str, centred: bool = False, record
     return pm.Deterministic(name, value, dims="task") if record else value
 
 
-def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss) -> None:
+def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss, centre) -> None:
     """Task links from latent loss to accuracy; observed variable ``acc`` on dim ``acc_obs``.
 
     With ``level_pop`` in the spec (the shipped ``chinchilla`` spec), each task's link is
     parametrised where its data are, at the ladder's centre loss ``loss_centre`` (geometric
-    mean of the fitted losses):
+    mean of the fitted losses, on the link's scale: ``centre``; ``latent_loss`` is on that
+    scale too, see :func:`~bayescale.downstream.to_link_scale`):
 
     - ``level``: logit of the accuracy reached at the centre, as a share of [chance, 1];
     - ``slope``: as in :func:`~bayescale.downstream.link` (1/nats);
@@ -250,8 +256,7 @@ def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss) -> None:
     t_idx = pm.Data("task_index", acc_rows["metric"].map(task_index).to_numpy(), dims="acc_obs")
     chance = pm.Data("task_chance", tasks["chance"].to_numpy(dtype=float), dims="task")
     if "level_pop" in spec.priors:
-        model = pm.modelcontext(None)
-        centre = pm.Deterministic("loss_centre", pt.exp(pt.mean(model["ln_value"])))
+        centre = pm.Deterministic("loss_centre", centre)
         slope = _pooled_over_tasks(spec, "slope", centred=True)
         level = _pooled_over_tasks(spec, "level", centred=True)
         headroom = _pooled_over_tasks(spec, "ceiling", record=False)

@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from .design import ModelOptions, anneal_parameter, design, scheduled_law, walk_variance_units
+from .downstream import to_link_scale
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
 from .schedules import Schedule
@@ -114,10 +115,12 @@ def _theta(idata, structure: Structure, fam_labels: pd.Series, rng: np.random.Ge
     return out
 
 
-def ln_mean_draws(idata, structure: Structure, rows: pd.DataFrame, fam_labels: pd.Series, rng) -> np.ndarray:
-    """ln of the law (plus schedule term) per draw and row, shape (S, T); no run offsets."""
+def ln_mean_draws(idata, structure: Structure, rows: pd.DataFrame, fam_labels: pd.Series, rng,
+                  theta: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """ln of the law (plus schedule term) per draw and row, shape (S, T); no run offsets.
+    ``theta``: the law parameters per draw and row (default: drawn by :func:`_theta`)."""
     x = design(rows, structure.options, structure.scale, structure.families, None, structure.schedule)
-    theta = _theta(idata, structure, fam_labels, rng)
+    theta = _theta(idata, structure, fam_labels, rng) if theta is None else theta
     c_name = anneal_parameter(structure.options)
     c = _stacked(idata, c_name)[:, None] if c_name else None
     mean = scheduled_law(structure.spec.law, theta, x["n"][None, :], x["d"][None, :], x["u"][None, :], c,
@@ -147,7 +150,8 @@ def predictive_draws(
     if "total_tokens" not in targets:
         targets["total_tokens"] = targets["tokens"]
     fam_labels = resolve_families(targets, structure)
-    mu = ln_mean_draws(idata, structure, targets, fam_labels, rng)
+    theta = _theta(idata, structure, fam_labels, rng)
+    mu = ln_mean_draws(idata, structure, targets, fam_labels, rng, theta)
     run_index = {r: i for i, r in enumerate(structure.run_names)}
     runs = targets["run"].astype(str) if "run" in targets else pd.Series([""] * len(targets))
     known = runs.map(lambda r: r in run_index).to_numpy()
@@ -167,6 +171,9 @@ def predictive_draws(
     latent = np.exp(mu[:, downstream])
     if downstream.any() and "downstream_offset" in idata.posterior:
         latent = latent * np.exp(_downstream_offsets(idata, runs[downstream], kind == "observation", rng))
+    if downstream.any():
+        E = np.broadcast_to(theta["E"], mu.shape)[:, downstream]
+        latent = to_link_scale(opts.link_scale, latent, E)
     if opts.residuals == "ar1" and known.any():
         mu, sigma = _condition_on_last_residual(idata, structure, targets, runs, known, mu, sigma, rng)
     if kind == "observation":
@@ -192,7 +199,8 @@ def predictive_draws(
 def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.ndarray, kind: str, rng) -> np.ndarray:
     """Accuracy (``acc:<task>``, ``acc:avg``) or error (``err:...``) draws at latent losses.
 
-    ``latent`` has shape (S, len(metrics)). ``acc:avg`` is the mean over every fitted task,
+    ``latent`` has shape (S, len(metrics)), on the links' scale (see
+    :func:`~bayescale.downstream.to_link_scale`). ``acc:avg`` is the mean over every fitted task,
     computed draw by draw so correlations between tasks are kept.  Observation draws use the
     fit's likelihood: with ``n_items`` known, Beta-Binomial (``p' ~ Beta(p phi, (1-p) phi)``,
     then Binomial) when the fit has a per-task ``phi``, else Binomial; otherwise Beta.

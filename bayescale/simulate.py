@@ -24,7 +24,8 @@ N_REF, D_REF = 1e8, 2e9  # where family differences in the coefficients are set
 
 @dataclass(frozen=True)
 class Task:
-    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (L - midpoint)).
+    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (x - midpoint)),
+    with ``x`` the loss L (``scale="loss"``) or ``ln(L - E)`` (``scale="log_reducible"``).
 
     Observed correct answers are Binomial(n_items, accuracy); with ``phi`` set, the accuracy
     of each row is first drawn from Beta(accuracy phi, (1 - accuracy) phi) (Beta-Binomial
@@ -37,9 +38,17 @@ class Task:
     slope: float = 3.0
     midpoint: float = 3.0
     phi: float | None = None
+    scale: str = "loss"
 
-    def accuracy(self, loss: np.ndarray) -> np.ndarray:
-        return self.chance + (1 - self.chance) / (1 + np.exp(self.slope * (loss - self.midpoint)))
+    def accuracy(self, loss: np.ndarray, E: float | None = None) -> np.ndarray:
+        """Accuracy at ``loss`` (nats); with ``scale="log_reducible"`` the sigmoid is in
+        ``ln(loss - E)`` (slope and midpoint on that scale) and ``E`` is required."""
+        from .downstream import to_link_scale
+
+        if self.scale != "loss" and E is None:
+            raise ValueError(f"task {self.name!r} with scale={self.scale!r} needs the irreducible loss E")
+        x = to_link_scale(self.scale, np.asarray(loss, dtype=float), E)
+        return self.chance + (1 - self.chance) / (1 + np.exp(self.slope * (x - self.midpoint)))
 
 
 @dataclass
@@ -204,7 +213,7 @@ def simulate_ladder(
                                     final_lr_fraction=schedule.final_lr_fraction)
                     rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
                     for task in out.tasks:
-                        acc = task.accuracy(latent * np.exp(offset + ds_offset))
+                        acc = task.accuracy(latent * np.exp(offset + ds_offset), E=p["E"])
                         if task.phi is not None:
                             acc = rng.beta(acc * task.phi, (1 - acc) * task.phi)
                         hits = rng.binomial(task.n_items, acc)

@@ -207,3 +207,57 @@ def test_run_effect_widens_err_avg_band_of_a_new_run(run_effect_fits):
     band = fits["run_effect"].predict(same, hdi_prob=0.9)
     width = band["upper"] - band["lower"]
     assert width[0] < 0.8 * width[1], width
+
+
+# --------------------------------------------------------------------------- link_scale="log_reducible"
+REDUCIBLE = [
+    Task("steep", n_items=2000, chance=0.25, slope=3.0, midpoint=-0.3, scale="log_reducible"),
+    Task("late", n_items=1000, chance=0.0, slope=2.5, midpoint=-0.8, scale="log_reducible"),
+]
+
+
+def test_log_reducible_scale_and_its_checks():
+    from bayescale.design import ModelOptions
+    from bayescale.downstream import REDUCIBLE_FLOOR, to_link_scale
+
+    loss = np.array([2.5, 1.9, 1.7])
+    np.testing.assert_allclose(to_link_scale("log_reducible", loss, 1.8), np.log([0.7, 0.1, REDUCIBLE_FLOOR]))
+    np.testing.assert_array_equal(to_link_scale("loss", loss, 1.8), loss)
+    with pytest.raises(ValueError, match="link_scale"):
+        to_link_scale("logit", loss, 1.8)
+    with pytest.raises(ValueError, match="needs downstream"):
+        ModelOptions(link_scale="log_reducible")
+    with pytest.raises(ValueError, match="needs the irreducible loss"):
+        REDUCIBLE[0].accuracy(loss)
+
+
+@pytest.fixture(scope="module")
+def reducible_fit():
+    import warnings
+
+    runs, truth = bayescale.simulate_ladder(seed=3, tasks=REDUCIBLE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, downstream="sigmoid", link_scale="log_reducible", draws=300, tune=600, chains=2,
+                            target_accept=0.95, progressbar=False, random_seed=3)
+    return fit, truth
+
+
+def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_path):
+    """Tasks linear in logit against ln(L - E): the fit's bands at a 4x larger model (whose
+    loss is below every fitted one) cover the true accuracies, and survive save and load."""
+    fit, truth = reducible_fit
+    assert fit.options.link_scale == "log_reducible"
+    targets = pd.DataFrame({"params": [3e9] * 3, "tokens": [6e10] * 3, "metric": ["acc:steep", "acc:late", "acc:avg"]})
+    pred = fit.predict(targets).set_index("metric")
+    loss = truth.loss(3e9, 6e10)
+    assert loss < fit.runs["value"].min()
+    acc = {t.name: float(t.accuracy(loss, E=truth["E"])) for t in REDUCIBLE}
+    for name, value in acc.items():
+        assert pred.loc[f"acc:{name}", "lower"] <= value <= pred.loc[f"acc:{name}", "upper"]
+    avg = np.mean(list(acc.values()))
+    assert pred.loc["acc:avg", "lower"] <= avg <= pred.loc["acc:avg", "upper"]
+    fit.save(tmp_path / "r.nc")
+    loaded = bayescale.load_fit(tmp_path / "r.nc")
+    assert loaded.options.link_scale == "log_reducible"
+    pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))

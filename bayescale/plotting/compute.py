@@ -167,13 +167,20 @@ def downstream_metrics(fit: Any) -> list[str]:
 
 
 def link_bands(fit: Any, metric: str, loss_grid: np.ndarray, hdi_prob: float) -> pd.DataFrame:
-    """Posterior band of one task's link, accuracy against loss, on ``loss_grid`` (nats)."""
-    from ..downstream import link, task_table
+    """Posterior band of one task's link, accuracy against loss, on ``loss_grid`` (nats).
+
+    With ``link_scale="log_reducible"`` the loss is mapped through each draw's ``E`` (the
+    mean over families when E is per family: the links are shared by the families)."""
+    from ..downstream import link, task_table, to_link_scale
 
     tasks = task_table(fit.acc_rows)
     j = tasks["task"].tolist().index(metric)
     slope, midpoint, ceiling = (fit.posterior_draws(p)[:, j][:, None] for p in ("slope", "midpoint", "ceiling"))
-    acc = link(fit.options.downstream, loss_grid[None, :], float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
+    scale = getattr(fit.options, "link_scale", "loss")
+    E = fit.posterior_draws("E")
+    E = E.reshape(len(E), -1).mean(axis=1)[:, None]
+    x = to_link_scale(scale, loss_grid[None, :], E)
+    acc = link(fit.options.downstream, x, float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
     lo, hi = np.quantile(acc, [(1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2], axis=0)
     return pd.DataFrame({"loss": loss_grid, "median": np.median(acc, axis=0), "lower": lo, "upper": hi})
 
