@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .downstream import LINK_SCALES
 from .runs import Scale
 from .schedules import Schedule, schedules_of
 
@@ -64,7 +65,6 @@ DOWNSTREAM = ("none", "sigmoid", "exp")
 NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
 DRIFT = ("none", "walk")
-LINK_SCALES = ("loss", "log_reducible")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class ModelOptions:
             if self.checkpoints != "all":
                 raise ValueError("drift='walk' needs checkpoints='all' (a walk along each run's checkpoints)")
             if self.min_fraction <= 0:
-                raise ValueError("drift='walk' needs min_fraction > 0: the walk starts at that fraction of each run")
+                raise ValueError("drift='walk' needs min_fraction > 0: a new run's drift is counted from that fraction "
+                                 "of its length")
             if self.downstream != "none":
                 raise ValueError("drift='walk' is not available with downstream=... yet")
 
