@@ -158,10 +158,7 @@ def predictive_draws(
     unknown_named = [r for r, k in zip(runs, known) if r and r != "nan" and not k]
     if unknown_named:
         raise ValueError(f"targets name runs the fit has not seen: {sorted(set(unknown_named))[:5]}")
-    sigma = _stacked(idata, "sigma")[:, None] * np.ones((1, len(targets)))
-    if opts.noise == "size":
-        n_target = targets["params"].to_numpy(dtype=float) / structure.scale.N0
-        sigma = sigma * n_target[None, :] ** -_stacked(idata, "kappa")[:, None]
+    sigma = _size_scaled(idata, structure, "sigma", targets["params"])
     if opts.run_effect:
         mu = mu + run_terms(idata, structure, targets, runs, known, kind == "observation", rng)
     if opts.drift == "walk":
@@ -276,10 +273,7 @@ def run_terms(idata, structure: Structure, rows: pd.DataFrame, runs: pd.Series, 
     if opts.run_slope:
         total = rows["total_tokens"] if "total_tokens" in rows else rows["tokens"]
         ln_fraction = np.log(rows["tokens"].to_numpy(dtype=float) / total.to_numpy(dtype=float))[None, :]
-        scale = _stacked(idata, "sigma_slope")[:, None] * np.ones((1, len(rows)))
-        if opts.noise == "size":
-            n = rows["params"].to_numpy(dtype=float)[None, :] / structure.scale.N0
-            scale = scale * n ** -_stacked(idata, "kappa")[:, None]
+        scale = _size_scaled(idata, structure, "sigma_slope", rows["params"])
         z = np.zeros((n_draws, len(rows)))
         z[:, known] = _stacked(idata, "z_slope")[:, columns]
         if new_seeds:
@@ -288,9 +282,10 @@ def run_terms(idata, structure: Structure, rows: pd.DataFrame, runs: pd.Series, 
     return terms
 
 
-def _drift_scale(idata, structure: Structure, params) -> np.ndarray:
-    """Scale of the random walk per draw and row, shape (S, T): ``sigma_drift n^-kappa``."""
-    scale = _stacked(idata, "sigma_drift")[:, None] * np.ones((1, len(params)))
+def _size_scaled(idata, structure: Structure, name: str, params) -> np.ndarray:
+    """A scale parameter per draw and row, shape (S, T): ``name`` times ``(N/N0)^-kappa``
+    with ``noise="size"`` (residuals, run slopes and the drift all shrink with size)."""
+    scale = _stacked(idata, name)[:, None] * np.ones((1, len(params)))
     if structure.options.noise == "size":
         n = np.asarray(params, dtype=float)[None, :] / structure.scale.N0
         scale = scale * n ** -_stacked(idata, "kappa")[:, None]
@@ -302,7 +297,7 @@ def walk_at_rows(idata, structure: Structure) -> np.ndarray:
     rows = structure.rows
     x = design(rows, structure.options, structure.scale, structure.families, structure.run_names,
                structure.schedule)
-    increments = _drift_scale(idata, structure, rows["params"]) * np.sqrt(x["walk_gap"])[None, :] * _stacked(
+    increments = _size_scaled(idata, structure, "sigma_drift", rows["params"]) * np.sqrt(x["walk_gap"])[None, :] * _stacked(
         idata, "z_walk")
     total = np.cumsum(increments, axis=1)
     start = x["walk_start"]
@@ -333,7 +328,7 @@ def walk_terms(idata, structure: Structure, targets: pd.DataFrame, runs: pd.Seri
             out[:, t] = walk[:, i]
             units[t] = abs(np.log(tokens[t] / rows.loc[i, "tokens"]))
     if new_steps:
-        out = out + _drift_scale(idata, structure, targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
+        out = out + _size_scaled(idata, structure, "sigma_drift", targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
             out.shape)
     return out
 
