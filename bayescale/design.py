@@ -38,7 +38,8 @@ Structure of one fit
   loss flattens or rises) stays there, its prediction further along starts from where it
   is, and the band grows with the ln tokens still ahead.  A new run's band includes the
   drift it would accumulate from ``min_fraction`` of its length (where the earliest fitted
-  checkpoints are) to the target.
+  checkpoints are) to the target.  With ``downstream`` the tasks of a checkpoint see its
+  run's walk too (that of the run's latest loss checkpoint at or before it).
 - ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
   latent loss to every ``acc:<task>`` metric, fitted jointly (see
   :mod:`bayescale.downstream`).
@@ -103,8 +104,6 @@ class ModelOptions:
             if self.min_fraction <= 0:
                 raise ValueError("drift='walk' needs min_fraction > 0: a new run's drift is counted from that fraction "
                                  "of its length")
-            if self.downstream != "none":
-                raise ValueError("drift='walk' is not available with downstream=... yet")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,6 +255,27 @@ def design(
         "walk_gap": walk_gap,
         "walk_start": walk_start.astype(int),
     }
+
+
+def latest_row_of_run(rows: pd.DataFrame, runs, tokens) -> np.ndarray:
+    """Index into ``rows`` (fitted rows, sorted by run then tokens) of each query's run's
+    latest row at or before the query's ``tokens`` (the run's first row if the query precedes
+    them all), shape (T,); -1 where the run has no fitted rows.
+
+    Example: the walk of a fitted run at a checkpoint is its walk at
+    ``latest_row_of_run(rows, ["pythia-70m"], [3e10])``.
+    """
+    rows = rows.reset_index(drop=True)
+    by_run = {str(run): group.index.to_numpy() for run, group in rows.groupby(rows["run"].astype(str), sort=False)}
+    fitted_tokens = rows["tokens"].to_numpy(dtype=float)
+    out = np.full(len(tokens), -1, dtype=int)
+    for t, (run, token) in enumerate(zip(runs, np.asarray(tokens, dtype=float))):
+        own = by_run.get(str(run))
+        if own is None:
+            continue
+        before = own[fitted_tokens[own] <= token]
+        out[t] = int(before[-1]) if len(before) else int(own[0])
+    return out
 
 
 def walk_variance_units(fraction, min_fraction: float) -> np.ndarray:

@@ -29,7 +29,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from .design import ModelOptions, anneal_parameter, design, scheduled_law
+from .design import ModelOptions, anneal_parameter, design, latest_row_of_run, scheduled_law
 from .downstream import REDUCIBLE_FLOOR, link, link_centred, successes, task_table, to_link_scale
 from .likelihoods import LIKELIHOODS
 from .runs import Scale
@@ -132,8 +132,9 @@ def build_model(
             z_slope = pm.Normal("z_slope", 0.0, 1.0, dims="run")
             slope_scale = sigma_slope if kappa is None else sigma_slope * n ** (-kappa)
             mu = mu + slope_scale * z_slope[run] * pm.Data("ln_fraction", x["ln_fraction"], dims="obs")
-        if options.drift == "walk":
-            mu = mu + _random_walk(spec, x, n, kappa)
+        walk = _random_walk(spec, x, n, kappa) if options.drift == "walk" else None
+        if walk is not None:
+            mu = mu + walk
         if downstream:
             xa = design(acc_rows, options, scale, families, runs, schedule)
             theta_a = theta
@@ -150,6 +151,8 @@ def build_model(
             if options.run_slope:
                 scale_a = sigma_slope if kappa is None else sigma_slope * xa["n"] ** (-kappa)
                 ln_latent = ln_latent + scale_a * z_slope[run_a] * xa["ln_fraction"]
+            if walk is not None:  # an accuracy row sees its run's walk at its checkpoint
+                ln_latent = ln_latent + walk[pm.Data("acc_walk_index", _walk_rows(rows, acc_rows), dims="acc_obs")]
             if "tau_downstream" in spec.priors:
                 # run-level downstream effect: the tasks of run r see its latent loss times
                 # exp(tau z_r), one z per run shared by all its tasks and checkpoints
@@ -195,6 +198,17 @@ def _random_walk(spec: ModelSpec, x: dict, n, kappa) -> pt.TensorVariable:
     increments = scale * pt.sqrt(step) * pm.Normal("z_walk", 0.0, 1.0, dims="obs")
     total = pt.cumsum(increments)
     return total - total[start] + increments[start]
+
+
+def _walk_rows(rows: pd.DataFrame, acc_rows: pd.DataFrame) -> np.ndarray:
+    """Index of the loss row whose walk each accuracy row shares (its run's latest fitted
+    loss checkpoint at or before it); a clear error for runs with accuracies but no loss."""
+    index = latest_row_of_run(rows, acc_rows["run"].astype(str), acc_rows["tokens"])
+    if (index < 0).any():
+        missing = sorted(set(acc_rows["run"].astype(str)[index < 0]))
+        raise ValueError(f"drift='walk' with downstream needs loss rows for every run with accuracies; "
+                         f"run(s) {missing[:5]} have accuracy rows (column 'metric' acc:...) but no fitted loss rows")
+    return index
 
 
 def _pooled_over_tasks(spec: ModelSpec, name: str, centred: bool = False, record: bool = True) -> pt.TensorVariable:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .design import ModelOptions, anneal_parameter, design, scheduled_law, walk_variance_units
+from .design import ModelOptions, anneal_parameter, design, latest_row_of_run, scheduled_law, walk_variance_units
 from .downstream import to_link_scale
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
@@ -320,13 +320,11 @@ def walk_terms(idata, structure: Structure, targets: pd.DataFrame, runs: pd.Seri
     units = walk_variance_units(tokens / total, structure.options.min_fraction)
     if known.any():
         walk = walk_at_rows(idata, structure)
-        rows = structure.rows.reset_index(drop=True)
+        fitted_tokens = structure.rows["tokens"].to_numpy(dtype=float)
+        at = latest_row_of_run(structure.rows, runs, tokens)
         for t in np.flatnonzero(known):
-            own = rows.index[rows["run"].astype(str) == runs.iloc[t]]
-            before = own[rows.loc[own, "tokens"].to_numpy() <= tokens[t]]
-            i = int(before[-1]) if len(before) else int(own[0])
-            out[:, t] = walk[:, i]
-            units[t] = abs(np.log(tokens[t] / rows.loc[i, "tokens"]))
+            out[:, t] = walk[:, at[t]]
+            units[t] = abs(np.log(tokens[t] / fitted_tokens[at[t]]))
     if new_steps:
         out = out + _size_scaled(idata, structure, "sigma_drift", targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
             out.shape)

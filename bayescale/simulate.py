@@ -138,7 +138,8 @@ def simulate_ladder(
     drift, drift_start
         Scale of a per-run random walk on ln(loss) in ln tokens (Brownian motion per unit of
         ln tokens, starting from zero at ``drift_start`` of the run): a run that wanders away
-        from the law and stays away (as ``drift="walk"`` in :func:`bayescale.fit` models it).
+        from the law and stays away (as ``drift="walk"`` in :func:`bayescale.fit` models it);
+        its tasks' accuracies follow the walked loss.
         Default 0: no drift.  The walk of every run is kept in ``Truth.walks``.
 
     Returns
@@ -196,6 +197,7 @@ def simulate_ladder(
                     total = m * N
                     tokens = fractions * total
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
+                    walk = 0.0
                     if drift:  # drawn only when asked for, so the default keeps every other draw unchanged
                         steps = np.diff(np.log(np.maximum(fractions, drift_start)), prepend=np.log(drift_start))
                         walk = np.cumsum(drift * np.sqrt(steps) * rng.standard_normal(len(tokens)))
@@ -213,7 +215,8 @@ def simulate_ladder(
                                     final_lr_fraction=schedule.final_lr_fraction)
                     rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
                     for task in out.tasks:
-                        acc = task.accuracy(latent * np.exp(offset + ds_offset), E=p["E"])
+                        # the run's drift moves its tasks too (the AR(1) noise is the loss metric's own)
+                        acc = task.accuracy(latent * np.exp(offset + walk + ds_offset), E=p["E"])
                         if task.phi is not None:
                             acc = rng.beta(acc * task.phi, (1 - acc) * task.phi)
                         hits = rng.binomial(task.n_items, acc)
