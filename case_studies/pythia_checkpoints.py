@@ -375,9 +375,10 @@ def downstream_rows(fit, acc: pd.DataFrame, targets_28: pd.DataFrame, labels_28:
     metrics = ["acc:avg"] + [f"acc:{t}" for t in DOWNSTREAM_TASKS]
     parts = []
     for metric in metrics:
-        truth = [final.loc[final["family"] == fam].pipe(
-            lambda f: f["value"].mean() if metric == "acc:avg" else f.loc[f["metric"] == metric, "value"].iloc[0])
-            for fam in targets_28["family"]]
+        truth = []
+        for fam in targets_28["family"]:
+            own = final[final["family"] == fam]
+            truth.append(own["value"].mean() if metric == "acc:avg" else own.loc[own["metric"] == metric, "value"].iloc[0])
         part = prediction_rows("downstream", fit, targets_28.assign(metric=metric),
                                [f"{label} {metric}" for label in labels_28], np.asarray(truth, dtype=float), caution_28)
         parts.append(part)
