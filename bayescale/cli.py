@@ -126,9 +126,9 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
-    from .design import ANNEAL, CHECKPOINTS, DRIFT, NOISE, POOLING, RESIDUALS, SCHEDULE
+    from .design import ANNEAL, CHECKPOINTS, DRIFT, DRIFT_CLOCKS, NOISE, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
-    from .sampling import METHODS, SAMPLERS
+    from .sampling import MASS_MATRICES, METHODS, SAMPLERS
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", type=_positive_int, metavar="N", help="tuning steps per chain (default: the spec's)")
     p.add_argument("--chains", type=_positive_int, metavar="N", help="number of chains (default: the spec's)")
     p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the spec's)")
+    p.add_argument(
+        "--mass-matrix", choices=MASS_MATRICES,
+        help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) (default: the spec's, else diag)",
+    )
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
     p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
     model = p.add_argument_group("model structure (defaults suit the data; see bayescale.design)")
@@ -209,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--drift", choices=DRIFT, default="none",
                        help="with --checkpoints all: 'walk' lets each run drift from the law as a random walk in "
                             "ln tokens (default: %(default)s)")
+    model.add_argument("--drift-clock", choices=DRIFT_CLOCKS, default="ln_tokens",
+                       help="with --drift walk: the walk's clock, ln tokens or the fraction of the run "
+                            "(variance accrues per token, mostly late) (default: %(default)s)")
     model.add_argument("--anneal", choices=ANNEAL, default="loss",
                        help="schedule term: nats added, or a shortfall of effective tokens (default: %(default)s)")
     p.add_argument(
@@ -455,6 +462,7 @@ def _describe(fit, source: str) -> list[str]:
     families = sorted(runs["family"].astype(str).unique()) if "family" in runs else []
     how = (
         f"{cfg.sampler} NUTS, {cfg.chains} chains x {cfg.draws} draws ({cfg.tune} tune)"
+        + (f", {cfg.mass_matrix} mass matrix" if cfg.mass_matrix != "diag" else "")
         if cfg.method == "nuts"
         else f"{cfg.method} preview"
     )
@@ -534,7 +542,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import check_sampler
     from .spec import load_spec
 
-    check_sampler(args.sampler, args.method)  # a missing optional sampler fails before any work
+    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")  # fails before any work
     spec = load_spec(args.law)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
     _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting law {spec.name!r} ...")
@@ -554,12 +562,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             anneal=args.anneal,
             run_slope=args.run_slope,
             drift=args.drift,
+            drift_clock=args.drift_clock,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
             target_accept=args.target_accept,
+            mass_matrix=args.mass_matrix,
             random_seed=args.seed,
             progressbar=_progress(args),
         )

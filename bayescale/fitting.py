@@ -32,6 +32,7 @@ def fit(
     anneal: str = "loss",
     run_slope: bool = False,
     drift: str = "none",
+    drift_clock: str = "ln_tokens",
     link_scale: str = "loss",
     tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
@@ -43,6 +44,7 @@ def fit(
     target_accept: float | None = None,
     random_seed: int = 0,
     cores: int | None = None,
+    mass_matrix: str | None = None,
     progressbar: bool = True,
 ) -> ScalingFit:
     """Fit a scaling law to a ladder of training runs.
@@ -97,6 +99,10 @@ def fit(
         as a Brownian motion in ln tokens (scaled like the noise), so a run that has drifted
         away from the law is predicted from where it is, with a band that grows with the
         ln tokens still ahead; default ``"none"``.  See :mod:`bayescale.design`.
+    drift_clock
+        With ``drift="walk"``: the walk's clock, ``"ln_tokens"`` (default) or ``"fraction"``
+        of the run (variance accrues per token trained, so mostly late in a run; prior
+        ``sigma_drift_fraction``).
     tasks
         With ``downstream``: the ``acc:<task>`` metrics to fit (default all).
     priors
@@ -111,6 +117,11 @@ def fit(
         Sampler settings; defaults from the spec's ``[sampler]`` table.
     random_seed
         Seeds the sampler and the predictive noise.
+    mass_matrix
+        ``"diag"`` or ``"low_rank"`` (nutpie only: adapts to the few strongly correlated
+        directions of the posterior, such as the E-coefficient ridge of a law, and mixes
+        several times faster per draw on ladders with checkpoints). Default from the spec's
+        ``[sampler]`` table, else ``"diag"``; see :mod:`bayescale.sampling`.
     progressbar
         Show a progress bar.
 
@@ -127,7 +138,8 @@ def fit(
     """
     spec = law if isinstance(law, ModelSpec) else load_spec(law)
     spec = spec.with_priors(priors)
-    check_sampler(sampler, method)
+    mass_matrix = mass_matrix or spec.sampler.get("mass_matrix", "diag")
+    check_sampler(sampler, method, mass_matrix)
     table = read_runs(runs)
     metric_rows = table[table["metric"] == metric].reset_index(drop=True)
     if metric_rows.empty:
@@ -136,6 +148,7 @@ def fit(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
         run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
         noise=noise, anneal=anneal, run_slope=run_slope, drift=drift, link_scale=link_scale,
+        drift_clock=drift_clock,
     )
     rows, dropped = select_rows(metric_rows, options)
     acc_rows = None
@@ -163,6 +176,7 @@ def fit(
         target_accept=float(target_accept if target_accept is not None else defaults.get("target_accept", 0.9)),
         random_seed=int(random_seed),
         cores=cores,
+        mass_matrix=mass_matrix,
     )
     scale = Scale.from_runs(rows)
     model = build_model(rows, spec, scale, options, families, run_names, sched, acc_rows)

@@ -3,6 +3,14 @@
 A closed registry: ``sampler`` in ``{"nutpie", "pymc", "numpyro", "blackjax"}`` for NUTS
 (all sent through ``pm.sample(nuts_sampler=...)``), ``method`` in ``{"nuts", "map",
 "advi"}``.  Optional dependencies are checked up front with a helpful ImportError.
+
+``mass_matrix``: ``"diag"`` (default; every sampler) or ``"low_rank"`` (nutpie only: a
+diagonal mass matrix plus a low-rank correction adapted from the draws and gradients of the
+warmup, ``low_rank_modified_mass_matrix`` of nutpie).  Scaling laws have long, narrow
+ridges (the irreducible loss E against the coefficients and exponents): a diagonal mass
+matrix cannot align with them and NUTS crawls along them, while the low-rank correction
+learns the few correlated directions.  On Pythia's transfer scenario (4 chains) it gave
+2.6x the bulk ESS per draw of the diagonal one (see the Pythia case study).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pymc.backends.arviz import find_constants, find_observations
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")
+MASS_MATRICES = ("diag", "low_rank")
 _NEEDS = {"nutpie": ("nutpie",), "numpyro": ("numpyro", "jax"), "blackjax": ("blackjax", "jax")}
 
 
@@ -35,17 +44,23 @@ class SamplerConfig:
     target_accept: float = 0.9
     random_seed: int = 0
     cores: int | None = None
+    mass_matrix: str = "diag"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_sampler(sampler: str, method: str) -> None:
-    """Raise a clear error for an unknown sampler/method or a missing optional dependency."""
+def check_sampler(sampler: str, method: str, mass_matrix: str = "diag") -> None:
+    """Raise a clear error for an unknown sampler/method/mass matrix or a missing optional dependency."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+    if mass_matrix not in MASS_MATRICES:
+        raise ValueError(f"mass_matrix={mass_matrix!r} is not one of {MASS_MATRICES}")
+    if mass_matrix == "low_rank" and method == "nuts" and sampler != "nutpie":
+        raise ValueError(f"mass_matrix='low_rank' needs sampler='nutpie' (got sampler={sampler!r}); "
+                         "use mass_matrix='diag' with the other samplers")
     if method != "nuts":
         return
     if sampler == "blackjax":
@@ -91,6 +106,7 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool, ca
         seed=config.random_seed,
         target_accept=config.target_accept,
         progress_bar=progressbar,
+        low_rank_modified_mass_matrix=config.mass_matrix == "low_rank",
     )
     idata.extend(
         az.from_dict(
@@ -111,7 +127,7 @@ def run_inference(
     ``cache_key`` (see :func:`bayescale.model.structure_key`) lets the nutpie sampler reuse
     a model compiled earlier in this process.
     """
-    check_sampler(config.sampler, config.method)
+    check_sampler(config.sampler, config.method, config.mass_matrix)
     with model:
         if config.method == "nuts" and config.sampler == "nutpie":
             idata = _sample_nutpie(model, config, progressbar, cache_key)
