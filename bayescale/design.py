@@ -33,7 +33,12 @@ Structure of one fit
 - ``drift``: ``"none"`` or ``"walk"``: each run's deviation from the law also wanders as
   a Brownian motion in ln tokens, ``w(D') = w(D) + sigma_drift sqrt(ln D'/D) z`` (scaled
   by ``n^-kappa`` with ``noise="size"``), starting from zero at the run's first fitted
-  checkpoint (its level there is the run offset).  Unlike the stationary AR(1) term it does
+  checkpoint (its level there is the run offset).  ``drift_clock="fraction"`` runs the walk
+  on the fraction of the run instead, ``w(f') = w(f) + sigma_drift sqrt(f' - f) z``: its
+  variance accrues per token trained, so most of it lies late in a run, where evaluation
+  losses are seen to wander (small models' late rises), rather than in the first few
+  percent, which span as many units of ln tokens as the whole second half (prior
+  ``sigma_drift_fraction``).  Unlike the stationary AR(1) term it does
   not revert: a run that has drifted away from the law (a small model whose evaluation
   loss flattens or rises) stays there, its prediction further along starts from where it
   is, and the band grows with the ln tokens still ahead.  A new run's band includes the
@@ -66,6 +71,7 @@ DOWNSTREAM = ("none", "sigmoid", "exp")
 NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
 DRIFT = ("none", "walk")
+DRIFT_CLOCKS = ("ln_tokens", "fraction")
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,14 @@ class ModelOptions:
     run_slope: bool = False
     drift: str = "none"
     link_scale: str = "loss"
+    drift_clock: str = "ln_tokens"
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
                               ("residuals", RESIDUALS), ("schedule", SCHEDULE),
                               ("downstream", DOWNSTREAM), ("noise", NOISE),
-                              ("anneal", ANNEAL), ("drift", DRIFT), ("link_scale", LINK_SCALES)):
+                              ("anneal", ANNEAL), ("drift", DRIFT), ("link_scale", LINK_SCALES),
+                              ("drift_clock", DRIFT_CLOCKS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.run_slope and not (self.run_effect and self.checkpoints == "all"):
@@ -98,6 +106,8 @@ class ModelOptions:
             raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
         if self.link_scale != "loss" and self.downstream == "none":
             raise ValueError(f"link_scale={self.link_scale!r} needs downstream='sigmoid' or 'exp' (task links)")
+        if self.drift_clock != "ln_tokens" and self.drift == "none":
+            raise ValueError(f"drift_clock={self.drift_clock!r} needs drift='walk' (it is the clock of the walk)")
         if self.drift != "none":
             if self.checkpoints != "all":
                 raise ValueError("drift='walk' needs checkpoints='all' (a walk along each run's checkpoints)")
@@ -124,6 +134,7 @@ def resolve_options(
     run_slope: bool = False,
     drift: str = "none",
     link_scale: str = "loss",
+    drift_clock: str = "ln_tokens",
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -149,7 +160,7 @@ def resolve_options(
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
     return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction,
-                        downstream or "none", noise, anneal, run_slope, drift, link_scale)
+                        downstream or "none", noise, anneal, run_slope, drift, link_scale, drift_clock)
 
 
 def anneal_parameter(options: ModelOptions) -> str | None:
@@ -213,7 +224,8 @@ def design(
         ``run`` (index into ``runs``, -1 for none), ``prev`` (index of the previous row of
         the same run, -1 for the first), ``gap`` (ln tokens since that row),
         ``ln_fraction`` (ln of tokens / total tokens, 0 at the run's end), and for
-        ``drift="walk"`` ``walk_gap`` (ln tokens since the previous row of the run, 0 for its
+        ``drift="walk"`` ``walk_gap`` (the walk's clock since the previous row of the run:
+        ln tokens, or the fraction of the run with ``drift_clock="fraction"``; 0 for its
         first row) and ``walk_start`` (index of the run's first row).
     """
     tokens = rows["tokens"].to_numpy(dtype=float)
@@ -240,7 +252,11 @@ def design(
         if run_idx[i] >= 0 and run_names[i] == run_names[i - 1]:
             prev[i] = i - 1
             gap[i] = np.log(tokens[i] / tokens[i - 1])
-    walk_gap = gap  # the walk starts at each run's first fitted row (where its offset sets the level)
+    # the walk starts at each run's first fitted row (where its offset sets the level)
+    if options.drift_clock == "fraction":
+        walk_gap = np.where(prev >= 0, frac - frac[np.maximum(prev, 0)], 0.0)
+    else:
+        walk_gap = gap
     first = prev < 0
     walk_start = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0)) if len(rows) else np.zeros(0, int)
     return {
@@ -278,11 +294,14 @@ def latest_row_of_run(rows: pd.DataFrame, runs, tokens) -> np.ndarray:
     return out
 
 
-def walk_variance_units(fraction, min_fraction: float) -> np.ndarray:
-    """ln tokens a run has walked (``drift="walk"``) by ``fraction`` of its length, from its
-    start at ``min_fraction``: ``max(ln(fraction / min_fraction), 0)`` (0 when
-    ``min_fraction`` is 0, i.e. no drift option)."""
+def walk_variance_units(fraction, min_fraction: float, clock: str = "ln_tokens") -> np.ndarray:
+    """Clock units a run has walked (``drift="walk"``) by ``fraction`` of its length, from its
+    start at ``min_fraction``: ``max(ln(fraction / min_fraction), 0)`` ln tokens, or
+    ``max(fraction - min_fraction, 0)`` with ``clock="fraction"`` (0 when ``min_fraction``
+    is 0, i.e. no drift option)."""
     fraction = np.asarray(fraction, dtype=float)
     if min_fraction <= 0:
         return np.zeros_like(fraction)
+    if clock == "fraction":
+        return np.maximum(fraction - min_fraction, 0.0)
     return np.maximum(np.log(np.clip(fraction, 1e-12, None) / min_fraction), 0.0)

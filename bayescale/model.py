@@ -14,7 +14,8 @@ Mean of ln(loss) for row i of run r in family f::
 (or ``ln law(theta_f, n_i, d_i e^{-c_tokens u_i})`` with ``anneal="tokens"``), plus with
 ``run_slope=True`` a per-run slope ``sigma_slope z_slope_r ln(D_i / D_total,r)`` that is
 zero at the run's end (so ``z_r`` is the run's offset where it finishes), and with
-``drift="walk"`` a per-run Brownian motion in ln tokens (see :func:`_random_walk`).
+``drift="walk"`` a per-run Brownian motion in ln tokens or, with ``drift_clock="fraction"``,
+in the fraction of the run (see :func:`_random_walk`).
 
 With ``noise="size"`` the residual scale of a row is ``sigma n^-kappa`` (larger models
 fluctuate less between checkpoints).  With ``residuals="ar1"`` the residual of row i given the previous row of its run is
@@ -132,7 +133,7 @@ def build_model(
             z_slope = pm.Normal("z_slope", 0.0, 1.0, dims="run")
             slope_scale = sigma_slope if kappa is None else sigma_slope * n ** (-kappa)
             mu = mu + slope_scale * z_slope[run] * pm.Data("ln_fraction", x["ln_fraction"], dims="obs")
-        walk = _random_walk(spec, x, n, kappa) if options.drift == "walk" else None
+        walk = _random_walk(spec, x, n, kappa, options.drift_clock) if options.drift == "walk" else None
         if walk is not None:
             mu = mu + walk
         if downstream:
@@ -184,14 +185,19 @@ def build_model(
     return model
 
 
-def _random_walk(spec: ModelSpec, x: dict, n, kappa) -> pt.TensorVariable:
+def _random_walk(spec: ModelSpec, x: dict, n, kappa, clock: str = "ln_tokens") -> pt.TensorVariable:
     """Each run's Brownian drift in ln tokens at its rows (``drift="walk"``), dims ``obs``.
 
     Non-centred: ``z_walk`` (dims ``obs``) are the standardised increments; the increment
     into row i is ``sigma_drift n_i^-kappa sqrt(walk_gap_i) z_i`` and the walk is their
-    cumulative sum within the run (rows are sorted by run, then tokens).
+    cumulative sum within the run (rows are sorted by run, then tokens).  ``walk_gap`` is in
+    ln tokens, or in fractions of the run with ``drift_clock="fraction"``, whose scale has
+    its own prior (``sigma_drift_fraction``; the variable is ``sigma_drift`` either way).
     """
-    sigma_drift = spec.priors["sigma_drift"].create_variable("sigma_drift")
+    prior = "sigma_drift_fraction" if clock == "fraction" else "sigma_drift"
+    if prior not in spec.priors:
+        raise ValueError(f"drift_clock={clock!r} needs a {prior!r} prior in the model spec {spec.name!r}")
+    sigma_drift = spec.priors[prior].create_variable("sigma_drift")
     step = pm.Data("walk_gap", x["walk_gap"], dims="obs")
     start = pm.Data("walk_start", x["walk_start"], dims="obs")
     scale = sigma_drift if kappa is None else sigma_drift * n ** (-kappa)

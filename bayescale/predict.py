@@ -311,20 +311,26 @@ def walk_terms(idata, structure: Structure, targets: pd.DataFrame, runs: pd.Seri
     An existing run continues from its walk at its latest fitted row at or before the
     target (its first row if the target precedes them all); a new run starts at zero at
     ``min_fraction`` of its length.  ``new_steps`` (observation draws) adds the walk still
-    ahead, ``sigma_drift n^-kappa sqrt(ln tokens to go) z``; without it an existing run
+    ahead, ``sigma_drift n^-kappa sqrt(clock units to go) z`` (ln tokens, or the fraction
+    of the run with ``drift_clock="fraction"``); without it an existing run
     keeps its walk and a new run gets zero (the expected run).
     """
     out = np.zeros((_stacked(idata, "sigma_drift").shape[0], len(targets)))
     tokens = targets["tokens"].to_numpy(dtype=float)
     total = targets["total_tokens"].to_numpy(dtype=float) if "total_tokens" in targets else tokens
-    units = walk_variance_units(tokens / total, structure.options.min_fraction)
+    clock = structure.options.drift_clock
+    units = walk_variance_units(tokens / total, structure.options.min_fraction, clock)
     if known.any():
         walk = walk_at_rows(idata, structure)
         fitted_tokens = structure.rows["tokens"].to_numpy(dtype=float)
+        fitted_fraction = fitted_tokens / structure.rows["total_tokens"].to_numpy(dtype=float)
         at = latest_row_of_run(structure.rows, runs, tokens)
         for t in np.flatnonzero(known):
             out[:, t] = walk[:, at[t]]
-            units[t] = abs(np.log(tokens[t] / fitted_tokens[at[t]]))
+            if clock == "fraction":
+                units[t] = abs(tokens[t] / total[t] - fitted_fraction[at[t]])
+            else:
+                units[t] = abs(np.log(tokens[t] / fitted_tokens[at[t]]))
     if new_steps:
         out = out + _size_scaled(idata, structure, "sigma_drift", targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
             out.shape)

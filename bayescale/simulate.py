@@ -95,6 +95,7 @@ def simulate_ladder(
     downstream_run_spread: float = 0.0,
     drift: float = 0.0,
     drift_start: float = 0.05,
+    drift_clock: str = "ln_tokens",
     spacing: str = "log",
 ) -> tuple[pd.DataFrame, Truth]:
     """Simulate a ladder of training runs.
@@ -135,9 +136,10 @@ def simulate_ladder(
         loss ``latent exp(seed offset + downstream_run_spread z_r)`` (a run that is better or
         worse at every task than its loss says; recorded in ``Truth.downstream_offsets``).
         Default 0: the tasks see the run's loss.
-    drift, drift_start
+    drift, drift_start, drift_clock
         Scale of a per-run random walk on ln(loss) in ln tokens (Brownian motion per unit of
-        ln tokens, starting from zero at ``drift_start`` of the run): a run that wanders away
+        ln tokens, or per unit of the fraction of the run with ``drift_clock="fraction"``,
+        starting from zero at ``drift_start`` of the run): a run that wanders away
         from the law and stays away (as ``drift="walk"`` in :func:`bayescale.fit` models it);
         its tasks' accuracies follow the walked loss.
         Default 0: no drift.  The walk of every run is kept in ``Truth.walks``.
@@ -179,6 +181,8 @@ def simulate_ladder(
                 downstream_run_spread=downstream_run_spread)
     if spacing not in ("log", "linear"):
         raise ValueError(f"spacing={spacing!r} is not one of ('log', 'linear')")
+    if drift_clock not in ("ln_tokens", "fraction"):
+        raise ValueError(f"drift_clock={drift_clock!r} is not one of ('ln_tokens', 'fraction')")
     space = np.geomspace if spacing == "log" else np.linspace
     fractions = space(0.1, 1.0, checkpoints) if checkpoints > 1 else np.array([1.0])
     rows = []
@@ -199,7 +203,10 @@ def simulate_ladder(
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
                     walk = 0.0
                     if drift:  # drawn only when asked for, so the default keeps every other draw unchanged
-                        steps = np.diff(np.log(np.maximum(fractions, drift_start)), prepend=np.log(drift_start))
+                        clock = np.maximum(fractions, drift_start)
+                        clock = clock if drift_clock == "fraction" else np.log(clock)
+                        start = drift_start if drift_clock == "fraction" else np.log(drift_start)
+                        steps = np.diff(clock, prepend=start)
                         walk = np.cumsum(drift * np.sqrt(steps) * rng.standard_normal(len(tokens)))
                         out.walks[run] = walk
                         eps = eps + walk
