@@ -9,8 +9,10 @@ diagonal mass matrix plus a low-rank correction adapted from the draws and gradi
 warmup, ``low_rank_modified_mass_matrix`` of nutpie).  Scaling laws have long, narrow
 ridges (the irreducible loss E against the coefficients and exponents): a diagonal mass
 matrix cannot align with them and NUTS crawls along them, while the low-rank correction
-learns the few correlated directions.  On Pythia's transfer scenario (4 chains) it gave
-2.6x the bulk ESS per draw of the diagonal one (see the Pythia case study).
+learns the few correlated directions.  On Pythia's checkpoint ladder it gave 1.7-2.1x the
+bulk ESS per draw of the diagonal one (``benchmarks/mass_matrix.py``); on small ladders of
+final losses, and on a 40-row truncated Pythia ladder, it was no better or worse, so the
+default stays ``"diag"``.
 """
 
 from __future__ import annotations
