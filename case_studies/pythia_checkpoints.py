@@ -125,7 +125,7 @@ Run::
 
     python case_studies/pythia_checkpoints.py            # full run, ~9 min on 2 cores
     python case_studies/pythia_checkpoints.py --sensitivity   # plus the E-prior refits (~3 min more)
-    python case_studies/pythia_checkpoints.py --downstream    # plus the 2.8B average accuracy (~4 min more)
+    python case_studies/pythia_checkpoints.py --downstream    # plus the 2.8B average accuracy (~5 min more)
     python case_studies/pythia_checkpoints.py --small    # smoke run (2 chains x 200 draws)
 """
 
@@ -262,7 +262,7 @@ def parse_args(argv=None):
         "--downstream",
         action="store_true",
         help="also fit the loss jointly with the accuracy of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande and "
-             "predict their 2.8B average (one more fit, about 4 minutes)",
+             "predict their 2.8B average (one more fit, about 5 minutes)",
     )
     parser.add_argument(
         "--sensitivity",
