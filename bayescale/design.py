@@ -254,9 +254,10 @@ def design(
             gap[i] = np.log(tokens[i] / tokens[i - 1])
     # the walk starts at each run's first fitted row (where its offset sets the level)
     if options.drift_clock == "fraction":
-        walk_gap = np.where(prev >= 0, frac - frac[np.maximum(prev, 0)], 0.0)
+        clock = walk_clock(frac, "fraction")
+        walk_gap = np.where(prev >= 0, clock - clock[np.maximum(prev, 0)], 0.0)
     else:
-        walk_gap = gap
+        walk_gap = gap  # the same as differences of walk_clock(frac) within a run
     first = prev < 0
     walk_start = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0)) if len(rows) else np.zeros(0, int)
     return {
@@ -294,6 +295,18 @@ def latest_row_of_run(rows: pd.DataFrame, runs, tokens) -> np.ndarray:
     return out
 
 
+def walk_clock(fraction, clock: str = "ln_tokens") -> np.ndarray:
+    """Position on the walk's clock (``drift="walk"``) at ``fraction`` of a run: ln of the
+    fraction (ln tokens, up to the run's constant), or the fraction itself with
+    ``clock="fraction"``.  The walk's variance grows by ``sigma_drift^2`` per clock unit.
+
+    >>> float(walk_clock(0.5, "fraction")), round(float(walk_clock(0.5)), 3)
+    (0.5, -0.693)
+    """
+    fraction = np.asarray(fraction, dtype=float)
+    return fraction if clock == "fraction" else np.log(np.clip(fraction, 1e-12, None))
+
+
 def walk_variance_units(fraction, min_fraction: float, clock: str = "ln_tokens") -> np.ndarray:
     """Clock units a run has walked (``drift="walk"``) by ``fraction`` of its length, from its
     start at ``min_fraction``: ``max(ln(fraction / min_fraction), 0)`` ln tokens, or
@@ -302,6 +315,4 @@ def walk_variance_units(fraction, min_fraction: float, clock: str = "ln_tokens")
     fraction = np.asarray(fraction, dtype=float)
     if min_fraction <= 0:
         return np.zeros_like(fraction)
-    if clock == "fraction":
-        return np.maximum(fraction - min_fraction, 0.0)
-    return np.maximum(np.log(np.clip(fraction, 1e-12, None) / min_fraction), 0.0)
+    return np.maximum(walk_clock(fraction, clock) - walk_clock(min_fraction, clock), 0.0)

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .design import ModelOptions, anneal_parameter, design, latest_row_of_run, scheduled_law, walk_variance_units
+from .design import (ModelOptions, anneal_parameter, design, latest_row_of_run, scheduled_law, walk_clock,
+                     walk_variance_units)
 from .downstream import to_link_scale
 from .likelihoods import LIKELIHOODS
 from .runs import RunsTableError, Scale, _rows
@@ -323,14 +324,12 @@ def walk_terms(idata, structure: Structure, targets: pd.DataFrame, runs: pd.Seri
     if known.any():
         walk = walk_at_rows(idata, structure)
         fitted_tokens = structure.rows["tokens"].to_numpy(dtype=float)
-        fitted_fraction = fitted_tokens / structure.rows["total_tokens"].to_numpy(dtype=float)
+        fitted_total = structure.rows["total_tokens"].to_numpy(dtype=float)
         at = latest_row_of_run(structure.rows, runs, tokens)
-        for t in np.flatnonzero(known):
+        for t in np.flatnonzero(known):  # on the run's own clock (its total tokens)
             out[:, t] = walk[:, at[t]]
-            if clock == "fraction":
-                units[t] = abs(tokens[t] / total[t] - fitted_fraction[at[t]])
-            else:
-                units[t] = abs(np.log(tokens[t] / fitted_tokens[at[t]]))
+            run_total = fitted_total[at[t]]
+            units[t] = abs(walk_clock(tokens[t] / run_total, clock) - walk_clock(fitted_tokens[at[t]] / run_total, clock))
     if new_steps:
         out = out + _size_scaled(idata, structure, "sigma_drift", targets["params"]) * np.sqrt(units)[None, :] * rng.standard_normal(
             out.shape)
