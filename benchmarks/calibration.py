@@ -37,9 +37,9 @@ def main() -> None:
     p.add_argument("--heldout-multipliers", type=float, nargs="+")
     p.add_argument("--seeds", type=int)
     p.add_argument("--checkpoints", type=int)
-    p.add_argument("--draws", type=int, default=400)
+    p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=800)
-    p.add_argument("--target-accept", type=float)
+    p.add_argument("--target-accept", type=float, default=0.95)
     p.add_argument("--tag", default="")
     args = p.parse_args()
     changes = {k: v for k, v in {
