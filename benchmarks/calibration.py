@@ -37,9 +37,9 @@ def main() -> None:
     p.add_argument("--heldout-multipliers", type=float, nargs="+")
     p.add_argument("--seeds", type=int)
     p.add_argument("--checkpoints", type=int)
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--tune", type=int, default=800)
-    p.add_argument("--target-accept", type=float, default=0.95)
+    p.add_argument("--draws", type=int, help="default: hierarchical_replicate's")
+    p.add_argument("--tune", type=int, help="default: hierarchical_replicate's")
+    p.add_argument("--target-accept", type=float, help="default: hierarchical_replicate's")
     p.add_argument("--tag", default="")
     args = p.parse_args()
     changes = {k: v for k, v in {
@@ -49,12 +49,13 @@ def main() -> None:
         "seeds": args.seeds, "checkpoints": args.checkpoints}.items() if v is not None}
     design = replace(LadderDesign(), **changes)
     print(design, f"n_obs={design.n_obs}", flush=True)
+    sampler = {k: v for k, v in {"draws": args.draws, "tune": args.tune,
+                                 "target_accept": args.target_accept}.items() if v is not None}
     results, start = {}, time.perf_counter()
     for residuals in args.residuals:
         reps = []
         for seed in range(args.first, args.first + args.replicates):
-            out = hierarchical_replicate(seed, design, residuals=residuals, draws=args.draws, tune=args.tune,
-                                         target_accept=args.target_accept)
+            out = hierarchical_replicate(seed, design, residuals=residuals, **sampler)
             print(describe(out), flush=True)
             reps.append(out)
         summary = summarise(reps)
