@@ -126,7 +126,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
-    from .design import ANNEAL, CHECKPOINTS, DRIFT, DRIFT_CLOCKS, NOISE, POOLING, RESIDUALS, SCHEDULE
+    from .design import ANNEAL, CHECKPOINTS, DRIFT, DRIFT_CLOCKS, FAMILY_PRIORS, NOISE, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
     from .sampling import MASS_MATRICES, METHODS, SAMPLERS
 
@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mass-matrix", choices=MASS_MATRICES,
         help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) (default: the spec's, else diag)",
     )
+    p.add_argument(
+        "--low-rank-cutoff", type=float, metavar="C",
+        help="with --mass-matrix low_rank: correct directions whose scaled variance is C times above or below 1 "
+             "(nutpie's mass_matrix_eigval_cutoff; default: the spec's, else 100)",
+    )
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
     p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
     model = p.add_argument_group("model structure (defaults suit the data; see bayescale.design)")
@@ -216,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--drift-clock", choices=DRIFT_CLOCKS, default="ln_tokens",
                        help="with --drift walk: the walk's clock, ln tokens or the fraction of the run "
                             "(variance accrues per token, mostly late) (default: %(default)s)")
+    model.add_argument("--family-prior", choices=FAMILY_PRIORS, default="half_normal",
+                       help="with family pooling: the prior of the spread between families, half_normal "
+                            "(sampled), or student_t (InverseGamma variance integrated out; no funnel with few "
+                            "families) (default: %(default)s)")
     model.add_argument("--anneal", choices=ANNEAL, default="loss",
                        help="schedule term: nats added, or a shortfall of effective tokens (default: %(default)s)")
     p.add_argument(
@@ -463,6 +472,7 @@ def _describe(fit, source: str) -> list[str]:
     how = (
         f"{cfg.sampler} NUTS, {cfg.chains} chains x {cfg.draws} draws ({cfg.tune} tune)"
         + (f", {cfg.mass_matrix} mass matrix" if cfg.mass_matrix != "diag" else "")
+        + (f" (cutoff {cfg.low_rank_cutoff:g})" if getattr(cfg, "low_rank_cutoff", None) else "")
         if cfg.method == "nuts"
         else f"{cfg.method} preview"
     )
@@ -542,7 +552,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import check_sampler
     from .spec import load_spec
 
-    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")  # fails before any work
+    mass = args.mass_matrix or ("low_rank" if args.low_rank_cutoff else "diag")  # else the spec's, checked by fit
+    check_sampler(args.sampler, args.method, mass, args.low_rank_cutoff)  # fails before any work
     spec = load_spec(args.law)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
     _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting law {spec.name!r} ...")
@@ -563,6 +574,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             run_slope=args.run_slope,
             drift=args.drift,
             drift_clock=args.drift_clock,
+            family_prior=args.family_prior,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,
@@ -570,6 +582,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             chains=args.chains,
             target_accept=args.target_accept,
             mass_matrix=args.mass_matrix,
+            low_rank_cutoff=args.low_rank_cutoff,
             random_seed=args.seed,
             progressbar=_progress(args),
         )

@@ -7,6 +7,12 @@ Structure of one fit
 --------------------
 - ``pooling``: ``"none"`` (one law for every family) or ``"family"`` (each family's E, a,
   b, alpha, beta partially pooled toward a population, non-centred, on the log scale).
+- ``family_prior``: with ``pooling="family"``, the prior of the families' deviations from
+  the population: normal with a half-normal spread (``"half_normal"``, the spec's
+  ``family_sd``) or ``"student_t"``
+  (``s^2 ~ InverseGamma``, the spec's ``family_var``, integrated out: the families'
+  deviations are multivariate Student-t, with no spread to sample and no funnel; see
+  :func:`bayescale.model.pooled_parameter`).
 - ``checkpoints``: ``"final"`` (each run's last checkpoint) or ``"all"`` (every checkpoint
   past ``min_fraction`` of its run).
 - ``schedule``: ``"none"``; ``"table"`` (the runs table's ``schedule`` columns: the law sees
@@ -72,6 +78,7 @@ NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
 DRIFT = ("none", "walk")
 DRIFT_CLOCKS = ("ln_tokens", "fraction")
+FAMILY_PRIORS = ("half_normal", "student_t")
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,14 @@ class ModelOptions:
     drift: str = "none"
     link_scale: str = "loss"
     drift_clock: str = "ln_tokens"
+    family_prior: str = "half_normal"
 
     def __post_init__(self):
         for name, allowed in (("pooling", POOLING), ("checkpoints", CHECKPOINTS),
                               ("residuals", RESIDUALS), ("schedule", SCHEDULE),
                               ("downstream", DOWNSTREAM), ("noise", NOISE),
                               ("anneal", ANNEAL), ("drift", DRIFT), ("link_scale", LINK_SCALES),
-                              ("drift_clock", DRIFT_CLOCKS)):
+                              ("drift_clock", DRIFT_CLOCKS), ("family_prior", FAMILY_PRIORS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.run_slope and not (self.run_effect and self.checkpoints == "all"):
@@ -108,6 +116,9 @@ class ModelOptions:
             raise ValueError(f"link_scale={self.link_scale!r} needs downstream='sigmoid' or 'exp' (task links)")
         if self.drift_clock != "ln_tokens" and self.drift == "none":
             raise ValueError(f"drift_clock={self.drift_clock!r} needs drift='walk' (it is the clock of the walk)")
+        if self.family_prior != "half_normal" and self.pooling != "family":
+            raise ValueError(f"family_prior={self.family_prior!r} needs pooling='family' (it is the prior of the "
+                             "families' deviations)")
         if self.drift != "none":
             if self.checkpoints != "all":
                 raise ValueError("drift='walk' needs checkpoints='all' (a walk along each run's checkpoints)")
@@ -135,6 +146,7 @@ def resolve_options(
     drift: str = "none",
     link_scale: str = "loss",
     drift_clock: str = "ln_tokens",
+    family_prior: str = "half_normal",
 ) -> ModelOptions:
     """Fill ``None`` options with defaults suited to the table.
 
@@ -160,7 +172,8 @@ def resolve_options(
     if schedule == "table" and "schedule" not in runs:
         raise ValueError("schedule='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
     return ModelOptions(pooling, checkpoints, residuals, bool(run_effect), schedule, min_fraction,
-                        downstream or "none", noise, anneal, run_slope, drift, link_scale, drift_clock)
+                        downstream or "none", noise, anneal, run_slope, drift, link_scale, drift_clock,
+                        family_prior)
 
 
 def anneal_parameter(options: ModelOptions) -> str | None:

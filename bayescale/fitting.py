@@ -34,6 +34,7 @@ def fit(
     drift: str = "none",
     drift_clock: str = "ln_tokens",
     link_scale: str = "loss",
+    family_prior: str = "half_normal",
     tasks: list[str] | None = None,
     priors: dict[str, Any] | None = None,
     sampler: str = "nutpie",
@@ -45,6 +46,7 @@ def fit(
     random_seed: int = 0,
     cores: int | None = None,
     mass_matrix: str | None = None,
+    low_rank_cutoff: float | None = None,
     progressbar: bool = True,
 ) -> ScalingFit:
     """Fit a scaling law to a ladder of training runs.
@@ -62,6 +64,16 @@ def fit(
         ``"none"`` (one law for all families) or ``"family"`` (family-level parameters
         partially pooled toward a population). Default: ``"family"`` when the table has
         several families.
+    family_prior
+        With ``pooling="family"``, the prior of the spread between families:
+        ``"half_normal"`` (default; the spec's ``family_sd``, sampled) or ``"student_t"``
+        (``s^2 ~`` the spec's ``family_var`` InverseGamma, integrated out, so the families'
+        deviations are Student-t). With few families the data hardly pin the spread, and
+        ``"student_t"`` has no funnel to diverge in: on the simulated three-family
+        calibration ladder it gave 6x the bulk ESS per draw and 15x per second, but on
+        Pythia's two families the half-normal mixed better (``benchmarks/README.md``), so
+        compare both when a fit does not converge; see
+        :func:`bayescale.model.pooled_parameter`.
     checkpoints
         ``"final"`` (each run's last checkpoint, default) or ``"all"`` (every checkpoint
         from ``min_fraction`` of its run on, fitted jointly).
@@ -122,6 +134,12 @@ def fit(
         directions of the posterior, such as the E-coefficient ridge of a law, and mixes
         several times faster per draw on ladders with checkpoints). Default from the spec's
         ``[sampler]`` table, else ``"diag"``; see :mod:`bayescale.sampling`.
+    low_rank_cutoff
+        With ``mass_matrix="low_rank"``: the low-rank correction takes the directions whose
+        posterior variance (in the diagonally scaled space) is more than this factor above or
+        below 1 (nutpie's ``mass_matrix_eigval_cutoff``; default from the spec's
+        ``[sampler]`` table, else nutpie's 100). Lower it (e.g. to 3) when parameters are
+        correlated at 0.9-0.95 rather than 0.99.
     progressbar
         Show a progress bar.
 
@@ -139,7 +157,9 @@ def fit(
     spec = law if isinstance(law, ModelSpec) else load_spec(law)
     spec = spec.with_priors(priors)
     mass_matrix = mass_matrix or spec.sampler.get("mass_matrix", "diag")
-    check_sampler(sampler, method, mass_matrix)
+    if low_rank_cutoff is None and mass_matrix == "low_rank":
+        low_rank_cutoff = spec.sampler.get("low_rank_cutoff")
+    check_sampler(sampler, method, mass_matrix, low_rank_cutoff)
     table = read_runs(runs)
     metric_rows = table[table["metric"] == metric].reset_index(drop=True)
     if metric_rows.empty:
@@ -148,7 +168,7 @@ def fit(
         metric_rows, pooling=pooling, checkpoints=checkpoints, residuals=residuals,
         run_effect=run_effect, schedule=schedule, min_fraction=min_fraction, downstream=downstream,
         noise=noise, anneal=anneal, run_slope=run_slope, drift=drift, link_scale=link_scale,
-        drift_clock=drift_clock,
+        drift_clock=drift_clock, family_prior=family_prior,
     )
     rows, dropped = select_rows(metric_rows, options)
     acc_rows = None
@@ -177,6 +197,7 @@ def fit(
         random_seed=int(random_seed),
         cores=cores,
         mass_matrix=mass_matrix,
+        low_rank_cutoff=None if low_rank_cutoff is None else float(low_rank_cutoff),
     )
     scale = Scale.from_runs(rows)
     model = build_model(rows, spec, scale, options, families, run_names, sched, acc_rows)

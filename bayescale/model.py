@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
+import scipy.linalg
 
 from .design import ModelOptions, anneal_parameter, design, latest_row_of_run, scheduled_law
 from .downstream import REDUCIBLE_FLOOR, link, link_centred, successes, task_table, to_link_scale
@@ -39,17 +40,78 @@ from .spec import ModelSpec
 OBSERVED = "ln_loss"
 
 
-def _pooled_parameter(spec: ModelSpec, name: str) -> pt.TensorVariable:
-    """Family-level parameter, non-centred on the log scale around a population value."""
+def pooled_parameter(
+    spec: ModelSpec, name: str, n_families: int, family_prior: str = "half_normal"
+) -> pt.TensorVariable:
+    """Family-level parameter ``theta_f = exp(mu + delta_f)`` (dims ``family``), pooled on the
+    log scale toward a population ``mu = ln_<name>_pop ~ Normal(m0, s0)`` (the spec's
+    LogNormal prior of ``name``).
+
+    ``family_prior="half_normal"``: ``delta_f = s z_f``, non-centred, with ``z_f ~ Normal(0, 1)``
+    and the spread ``s = <name>_sd`` from the spec's ``family_sd`` prior.
+
+    ``family_prior="student_t"``: the spread's square has the spec's ``family_var`` prior,
+    ``s^2 ~ InverseGamma(a, b)``, and is integrated out of the model.  Given ``s`` the F
+    deviations are ``Normal(0, s^2 I)``, so without it they are jointly
+    ``MvStudentT(nu=2a, scale=(b/a) I)``.  With few families the data hardly pin ``s``, and
+    sampling it leaves the funnel between ``s`` and the ``z`` (and a ridge between ``mu`` and
+    a large ``s``) where NUTS diverges; this form has neither.  It is sampled in the
+    coordinates the data see:
+
+    * ``dev_<name>_rot``, the deviations in an orthonormal (Helmert) basis: the first
+      coordinate is ``sqrt(F)`` times their mean (how far the families' mean lies from
+      ``mu``), the others their sum-zero part (how the families differ);
+    * ``ln_<name>_mean``, the families' mean of ``ln theta_f``, which the data pin, drawn
+      as ``Normal(m0 + mean deviation, s0)``, i.e. ``mu = ln_<name>_mean - mean deviation``
+      keeps its prior ``Normal(m0, s0)`` exactly.
+
+    ``<name>_sd`` is still reported, drawn from its exact conditional given the deviations,
+    ``s^2 | delta ~ InverseGamma(a + F/2, b + |delta|^2 / 2)``, through its own
+    ``w_<name> ~ Gamma(a + F/2, 1)`` (which the data never see), so predictions for a new
+    family (``exp(mu + s z)``, a fresh ``z``) are draws from the same model.
+
+    Example
+    -------
+    >>> import pymc as pm
+    >>> from bayescale.spec import load_spec
+    >>> with pm.Model(coords={"family": ["a", "b", "c"]}):
+    ...     alpha = pooled_parameter(load_spec("chinchilla"), "alpha", 3, "student_t")
+    >>> alpha.name
+    'alpha'
+    """
     prior = spec.priors[name]
     if prior.distribution != "LogNormal":
         raise ValueError(f"pooling='family' needs a LogNormal prior for {name!r}, got {prior.distribution}")
     mu, sigma = prior.parameters["mu"], prior.parameters["sigma"]
-    log_pop = pm.Normal(f"ln_{name}_pop", mu=mu, sigma=sigma)
+    if family_prior == "half_normal":
+        log_pop = pm.Normal(f"ln_{name}_pop", mu=mu, sigma=sigma)
+        pm.Deterministic(f"{name}_pop", pt.exp(log_pop))
+        spread = spec.priors["family_sd"].create_variable(f"{name}_sd")
+        z = pm.Normal(f"z_{name}", 0.0, 1.0, dims="family")
+        return pm.Deterministic(name, pt.exp(log_pop + spread * z), dims="family")
+    a, b = _inverse_gamma_parameters(spec)
+    basis = scipy.linalg.helmert(n_families, full=True)  # F x F orthonormal; row 0 is the mean direction
+    rotated = pm.MvStudentT(f"dev_{name}_rot", nu=2 * a, mu=np.zeros(n_families), scale=(b / a) * np.eye(n_families))
+    mean_deviation = rotated[0] / np.sqrt(n_families)
+    within = pt.dot(basis[1:].T, rotated[1:])  # sum-zero: each family's deviation from the families' mean
+    ln_mean = pm.Normal(f"ln_{name}_mean", mu=mu + mean_deviation, sigma=sigma)
+    log_pop = pm.Deterministic(f"ln_{name}_pop", ln_mean - mean_deviation)
     pm.Deterministic(f"{name}_pop", pt.exp(log_pop))
-    spread = spec.priors["family_sd"].create_variable(f"{name}_sd")
-    z = pm.Normal(f"z_{name}", 0.0, 1.0, dims="family")
-    return pm.Deterministic(name, pt.exp(log_pop + spread * z), dims="family")
+    pm.Deterministic(f"dev_{name}", mean_deviation + within, dims="family")
+    w = pm.Gamma(f"w_{name}", alpha=a + n_families / 2, beta=1.0)
+    pm.Deterministic(f"{name}_sd", pt.sqrt((b + 0.5 * pt.sum(rotated**2)) / w))
+    return pm.Deterministic(name, pt.exp(ln_mean + within), dims="family")
+
+
+def _inverse_gamma_parameters(spec: ModelSpec) -> tuple[float, float]:
+    """``(a, b)`` of the spec's ``family_var`` prior, which must be an InverseGamma."""
+    prior = spec.priors.get("family_var")
+    if prior is None:
+        raise ValueError(f"family_prior='student_t' needs a 'family_var' prior (InverseGamma) in spec {spec.name!r}")
+    if prior.distribution != "InverseGamma" or set(prior.parameters) != {"alpha", "beta"}:
+        raise ValueError(f"family_prior='student_t' needs family_var ~ InverseGamma(alpha, beta), got "
+                         f"{prior.distribution}({', '.join(sorted(prior.parameters))})")
+    return float(prior.parameters["alpha"]), float(prior.parameters["beta"])
 
 
 def build_model(
@@ -106,7 +168,8 @@ def build_model(
         ln_value = pm.Data("ln_value", np.log(rows["value"].to_numpy(dtype=float)), dims="obs")
         if options.pooling == "family":
             fam = pm.Data("family_index", x["family"], dims="obs")
-            theta_f = {p: _pooled_parameter(spec, p) if p not in law.shared else spec.priors[p].create_variable(p)
+            theta_f = {p: spec.priors[p].create_variable(p) if p in law.shared
+                       else pooled_parameter(spec, p, len(families), options.family_prior)
                        for p in law.sampled}
             theta = {p: v if p in law.shared else v[fam] for p, v in theta_f.items()}
             for p, value in law.to_published(theta_f, scale.N0, scale.D0).items():

@@ -13,6 +13,14 @@ learns the few correlated directions.  On Pythia's checkpoint ladder it gave 1.7
 bulk ESS per draw of the diagonal one (``benchmarks/mass_matrix.py``); on small ladders of
 final losses, and on a 40-row truncated Pythia ladder, it was no better or worse, so the
 default stays ``"diag"``.
+
+``low_rank_cutoff`` (nutpie's ``mass_matrix_eigval_cutoff``, default 100): the correction
+takes only the directions whose eigenvalue of the posterior covariance (in the diagonally
+scaled space) lies outside ``[1/c, c]``.  ``c = 100`` ignores a pair of parameters
+correlated at 0.9-0.95 (eigenvalues 1.9/0.1 and 1.95/0.05: ratios of 19-39), which is what
+each family's ``E``, ``a`` and ``alpha`` look like on the simulated 3-family calibration
+ladder; there ``c = 3`` gave 2-3x the bulk ESS per draw and per second
+(``benchmarks/README.md``), while on Pythia's ladder the default mixes well.
 """
 
 from __future__ import annotations
@@ -47,13 +55,19 @@ class SamplerConfig:
     random_seed: int = 0
     cores: int | None = None
     mass_matrix: str = "diag"
+    low_rank_cutoff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_sampler(sampler: str, method: str, mass_matrix: str = "diag") -> None:
+def check_sampler(sampler: str, method: str, mass_matrix: str = "diag", low_rank_cutoff: float | None = None) -> None:
     """Raise a clear error for an unknown sampler/method/mass matrix or a missing optional dependency."""
+    if low_rank_cutoff is not None:
+        if mass_matrix != "low_rank":
+            raise ValueError(f"low_rank_cutoff={low_rank_cutoff} needs mass_matrix='low_rank' (got {mass_matrix!r})")
+        if not low_rank_cutoff > 1:
+            raise ValueError(f"low_rank_cutoff must be > 1 (an eigenvalue ratio), got {low_rank_cutoff}")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if sampler not in SAMPLERS:
@@ -79,6 +93,16 @@ def check_sampler(sampler: str, method: str, mass_matrix: str = "diag") -> None:
 
 
 _NUTPIE_CACHE: dict[str, Any] = {}
+
+
+def nutpie_mass_matrix_kwargs(config: SamplerConfig) -> dict[str, Any]:
+    """nutpie's keyword arguments for ``config.mass_matrix`` and ``config.low_rank_cutoff``."""
+    if config.mass_matrix != "low_rank":
+        return {"low_rank_modified_mass_matrix": False}
+    options: dict[str, Any] = {"low_rank_modified_mass_matrix": True}
+    if config.low_rank_cutoff is not None:
+        options["mass_matrix_eigval_cutoff"] = float(config.low_rank_cutoff)
+    return options
 
 
 def _data_values(model: pm.Model) -> dict[str, np.ndarray]:
@@ -108,7 +132,7 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool, ca
         seed=config.random_seed,
         target_accept=config.target_accept,
         progress_bar=progressbar,
-        low_rank_modified_mass_matrix=config.mass_matrix == "low_rank",
+        **nutpie_mass_matrix_kwargs(config),
     )
     idata.extend(
         az.from_dict(

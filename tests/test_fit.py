@@ -10,6 +10,7 @@ import pytest
 
 import bayescale
 from bayescale import ConvergenceWarning
+from bayescale.sampling import nutpie_mass_matrix_kwargs
 
 TARGETS = pd.DataFrame({"params": [7e9, 7e10], "tokens": [1.4e11, 1.4e12]})
 
@@ -189,7 +190,7 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     benchmark, benchmarks/mass_matrix.py, is where the low-rank one pays.)"""
     runs, truth = bayescale.simulate_ladder(seed=4)
     diag = quiet_fit(runs, draws=1000, tune=1000, chains=2, random_seed=2)
-    fit = quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank")
+    fit = quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank", low_rank_cutoff=3)
     assert fit.sampler_config.mass_matrix == "low_rank" and diag.sampler_config.mass_matrix == "diag"
     for name in ("alpha", "beta", "E"):
         x, y = fit.posterior_draws(name), diag.posterior_draws(name)
@@ -199,7 +200,14 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     pred = fit.predict(TARGETS.iloc[:1])
     assert pred["lower"][0] < truth.loss(7e9, 1.4e11) < pred["upper"][0]
     fit.save(tmp_path / "fit.nc")
-    assert bayescale.load_fit(tmp_path / "fit.nc").sampler_config.mass_matrix == "low_rank"
+    loaded = bayescale.load_fit(tmp_path / "fit.nc").sampler_config
+    assert loaded.mass_matrix == "low_rank" and loaded.low_rank_cutoff == 3.0
+    assert nutpie_mass_matrix_kwargs(loaded) == {"low_rank_modified_mass_matrix": True, "mass_matrix_eigval_cutoff": 3.0}
+    assert nutpie_mass_matrix_kwargs(diag.sampler_config) == {"low_rank_modified_mass_matrix": False}
+    with pytest.raises(ValueError, match="needs mass_matrix='low_rank'"):
+        bayescale.fit(runs, low_rank_cutoff=3)
+    with pytest.raises(ValueError, match="must be > 1"):
+        bayescale.fit(runs, mass_matrix="low_rank", low_rank_cutoff=0.5)
     with pytest.raises(ValueError, match="needs sampler='nutpie'"):
         bayescale.fit(runs, sampler="pymc", mass_matrix="low_rank")
     with pytest.raises(ValueError, match="mass_matrix='dense'"):

@@ -270,8 +270,9 @@ class ReportBuilder:
         law = spec.law
         doc = (type(law).__doc__ or "").strip().splitlines()
         used = set(cp.sampled_names(fit))
-        if cp.has_family_dim(fit) and "family_sd" in spec.priors:
-            used.add("family_sd")
+        if cp.has_family_dim(fit):
+            options = getattr(fit, "options", None)
+            used.add("family_var" if getattr(options, "family_prior", "") == "student_t" else "family_sd")
         priors, unused = [], []
         for name, prior in spec.priors.items():
             entry = {"name": name, "prior": _prior_text(prior), "provenance": spec.provenance.get(name, "")}
