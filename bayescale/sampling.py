@@ -19,7 +19,7 @@ takes only the directions whose eigenvalue of the posterior covariance (in the d
 scaled space) lies outside ``[1/c, c]``.  ``c = 100`` ignores a pair of parameters
 correlated at 0.9-0.95 (eigenvalues 1.9/0.1 and 1.95/0.05: ratios of 19-39), which is what
 each family's ``E``, ``a`` and ``alpha`` look like on the simulated 3-family calibration
-ladder; there ``c = 3`` gave 2-3x the bulk ESS per draw and per second
+ladder; there ``c = 3`` gave 2-5x the bulk ESS per draw and 5-15x per second
 (``benchmarks/README.md``), while on Pythia's ladder the default mixes well.
 """
 

@@ -190,7 +190,8 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     benchmark, benchmarks/mass_matrix.py, is where the low-rank one pays.)"""
     runs, truth = bayescale.simulate_ladder(seed=4)
     diag = quiet_fit(runs, draws=1000, tune=1000, chains=2, random_seed=2)
-    fit = quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank", low_rank_cutoff=3)
+    fit = quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank",
+                    low_rank_cutoff=3)
     assert fit.sampler_config.mass_matrix == "low_rank" and diag.sampler_config.mass_matrix == "diag"
     for name in ("alpha", "beta", "E"):
         x, y = fit.posterior_draws(name), diag.posterior_draws(name)
@@ -202,7 +203,8 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     fit.save(tmp_path / "fit.nc")
     loaded = bayescale.load_fit(tmp_path / "fit.nc").sampler_config
     assert loaded.mass_matrix == "low_rank" and loaded.low_rank_cutoff == 3.0
-    assert nutpie_mass_matrix_kwargs(loaded) == {"low_rank_modified_mass_matrix": True, "mass_matrix_eigval_cutoff": 3.0}
+    assert nutpie_mass_matrix_kwargs(loaded) == {"low_rank_modified_mass_matrix": True,
+                                                 "mass_matrix_eigval_cutoff": 3.0}
     assert nutpie_mass_matrix_kwargs(diag.sampler_config) == {"low_rank_modified_mass_matrix": False}
     with pytest.raises(ValueError, match="needs mass_matrix='low_rank'"):
         bayescale.fit(runs, low_rank_cutoff=3)
