@@ -472,7 +472,7 @@ def _describe(fit, source: str) -> list[str]:
     how = (
         f"{cfg.sampler} NUTS, {cfg.chains} chains x {cfg.draws} draws ({cfg.tune} tune)"
         + (f", {cfg.mass_matrix} mass matrix" if cfg.mass_matrix != "diag" else "")
-        + (f" (cutoff {cfg.low_rank_cutoff:g})" if getattr(cfg, "low_rank_cutoff", None) else "")
+        + (f" (cutoff {cfg.low_rank_cutoff:g})" if cfg.low_rank_cutoff else "")
         if cfg.method == "nuts"
         else f"{cfg.method} preview"
     )
@@ -552,8 +552,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import check_sampler
     from .spec import load_spec
 
-    mass = args.mass_matrix or ("low_rank" if args.low_rank_cutoff else "diag")  # else the spec's, checked by fit
-    check_sampler(args.sampler, args.method, mass, args.low_rank_cutoff)  # fails before any work
+    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")  # fails before any work; fit checks the cutoff
     spec = load_spec(args.law)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
     _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting law {spec.name!r} ...")
