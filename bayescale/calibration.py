@@ -214,3 +214,140 @@ def describe(out: dict) -> str:
         f"z {np.round(out['heldout_z'], 1).tolist()} | law {fmt(out['heldout_law_covered'])} "
         f"w {out['heldout_law_width']:.3f}"
     )
+
+
+@dataclass(frozen=True)
+class DownstreamDesign:
+    """Shape of a simulated downstream calibration ladder (issue #4's acceptance 1).
+
+    One family, ``sizes`` x ``multipliers`` runs observed at their final checkpoint, each
+    with the loss and ``n_tasks`` benchmark accuracies; the held-out targets are every task's
+    accuracy of the runs at ``heldout_sizes`` (none of them fitted), 2x-4x larger than the
+    largest fitted model.  Each replicate draws its tasks at random (see
+    :func:`draw_tasks`): midpoints spread over the ladder's losses, slopes 2-6 per nat,
+    chance 0 (generation), 0.25 or 0.5 (multiple choice), and a number of items log-uniform in
+    ``n_items`` -- so the Binomial's noise differs 100-fold between tasks.  Every task of a
+    run sees its loss times ``exp(downstream_run_spread z_run)`` (a run better or worse at
+    every task than its loss says).
+    """
+
+    sizes: tuple[float, ...] = (2e7, 5e7, 1.2e8, 3e8, 7e8)
+    multipliers: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
+    heldout_sizes: tuple[float, ...] = (1.5e9, 3e9)
+    heldout_multipliers: tuple[float, ...] = (20.0,)
+    n_tasks: int = 6
+    n_items: tuple[int, int] = (100, 10000)
+    noise: float = 0.01
+    downstream_run_spread: float = 0.02
+
+
+def draw_tasks(rng: np.random.Generator, design: DownstreamDesign, losses: np.ndarray) -> list:
+    """``design.n_tasks`` random :class:`~bayescale.simulate.Task` s for a ladder whose fitted
+    final losses are ``losses`` (nats): midpoints spread evenly (with jitter) from the ladder's
+    lowest loss minus 0.3 nats to its 70th percentile, so some tasks are near their ceiling at
+    the held-out sizes and some still leave chance there."""
+    from .simulate import Task
+
+    lo, hi = float(np.min(losses)) - 0.3, float(np.quantile(losses, 0.7))
+    k = design.n_tasks
+    midpoints = lo + (hi - lo) * (np.arange(k) + rng.uniform(0.2, 0.8, k)) / k
+    ln_items = rng.uniform(np.log(design.n_items[0]), np.log(design.n_items[1]), k)
+    chances = rng.choice([0.0, 0.25, 0.5], size=k, p=[0.2, 0.6, 0.2])
+    return [Task(f"t{i}", n_items=int(round(np.exp(ln_items[i]))), chance=float(chances[i]),
+                 slope=float(rng.uniform(2.0, 6.0)), midpoint=float(midpoints[i])) for i in range(k)]
+
+
+def downstream_replicate(
+    seed: int,
+    design: DownstreamDesign = DownstreamDesign(),
+    *,
+    link: str = "sigmoid",
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    target_accept: float | None = 0.95,
+    prob: float = 0.9,
+) -> dict:
+    """Fit one simulated ladder jointly (loss + task accuracies) and score the held-out
+    tasks' predictive bands.
+
+    Returns a dict with ``heldout_covered`` (one bool per held-out task accuracy: the
+    simulated observation, with its Binomial noise, inside the ``prob`` observation band),
+    ``heldout_mean_covered`` (the accuracy of the true law and link, without the run's
+    downstream offset, inside the band of ``kind="mean"``), ``n_items`` and
+    ``width`` of each band (so band width can be compared with the number of items),
+    ``err_avg_covered`` (per held-out run: 1 - the mean of its observed accuracies inside the
+    ``err:avg`` band, whose draws share the run's fresh offset across tasks), and the
+    convergence verdict and fit seconds.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    pilot, _ = simulate_ladder(seed, sizes=design.sizes, token_multipliers=design.multipliers, noise=0.0)
+    tasks = draw_tasks(rng, design, pilot["value"].to_numpy())
+    sizes = tuple(sorted(set(design.sizes) | set(design.heldout_sizes)))
+    multipliers = tuple(sorted(set(design.multipliers) | set(design.heldout_multipliers)))
+    runs, truth = simulate_ladder(seed, sizes=sizes, token_multipliers=multipliers, noise=design.noise, tasks=tasks,
+                                  downstream_run_spread=design.downstream_run_spread)
+    mult = (runs["total_tokens"] / runs["params"]).to_numpy()
+    fitted = runs["params"].isin(design.sizes) & np.isclose(mult[:, None], np.array(design.multipliers)).any(axis=1)
+    heldout = runs["params"].isin(design.heldout_sizes) & np.isclose(
+        mult[:, None], np.array(design.heldout_multipliers)).any(axis=1)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(runs[fitted], downstream=link, draws=draws, tune=tune, chains=chains,
+                     target_accept=target_accept, random_seed=seed, progressbar=False)
+    seconds = time.perf_counter() - start
+    diag = result.diagnostics()
+    acc = runs[heldout & runs["metric"].str.startswith("acc:")].reset_index(drop=True)
+    targets = acc[["params", "tokens", "metric"]]  # no run names: new runs, a fresh offset each
+    finals = runs[heldout & (runs["metric"] == "loss")].reset_index(drop=True)
+    err_targets = finals[["params", "tokens"]].assign(metric="err:avg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obs = _draw_matrix(result.predict_draws(targets))
+        mean = _draw_matrix(result.predict_draws(targets, kind="mean"))
+        err = _draw_matrix(result.predict_draws(err_targets))
+    by_name = {t.name: t for t in tasks}
+    true_mean = np.array([by_name[m.removeprefix("acc:")].accuracy(truth.loss(n, d))
+                          for m, n, d in zip(acc["metric"], acc["params"], acc["tokens"])])
+    lo, hi = _equal_tailed(obs, prob)
+    lo_m, hi_m = _equal_tailed(mean, prob)
+    values = acc["value"].to_numpy()
+    observed_err = 1 - acc.groupby("run")["value"].mean().reindex(finals["run"]).to_numpy()
+    lo_e, hi_e = _equal_tailed(err, prob)
+    return {
+        "seed": seed, "link": link, "converged": bool(diag.passed), "max_rhat": diag.max_rhat,
+        "min_ess_bulk": diag.min_ess_bulk, "divergences": diag.divergences, "seconds": seconds,
+        "heldout_covered": [bool(v) for v in (lo <= values) & (values <= hi)],
+        "heldout_mean_covered": [bool(v) for v in (lo_m <= true_mean) & (true_mean <= hi_m)],
+        "err_avg_covered": [bool(v) for v in (lo_e <= observed_err) & (observed_err <= hi_e)],
+        "n_items": acc["n_items"].astype(int).tolist(),
+        "width": (hi - lo).tolist(),
+        "accuracy": values.tolist(),
+        "task": acc["metric"].tolist(),
+    }
+
+
+def _draw_matrix(draws) -> np.ndarray:
+    """(chain, draw, target) DataArray -> (samples, targets) array."""
+    return draws.stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+
+
+def summarise_downstream(replicates: list[dict]) -> pd.Series:
+    """Pooled coverage over replicates, and how band width scales with the number of items:
+    ``width_items_slope`` is the least-squares slope of ln(width / sqrt(p (1 - p))) on
+    ln(n_items) over every held-out accuracy (about -0.5 where item sampling dominates the
+    band, 0 where it does not matter)."""
+    def rate(key):
+        return float(np.mean([v for r in replicates for v in r[key]]))
+
+    width = np.concatenate([r["width"] for r in replicates])
+    p = np.clip(np.concatenate([r["accuracy"] for r in replicates]), 0.02, 0.98)
+    items = np.concatenate([r["n_items"] for r in replicates])
+    slope = float(np.polyfit(np.log(items), np.log(width / np.sqrt(p * (1 - p))), 1)[0])
+    return pd.Series({
+        "heldout": rate("heldout_covered"), "heldout_mean": rate("heldout_mean_covered"),
+        "err_avg": rate("err_avg_covered"), "cases": sum(len(r["heldout_covered"]) for r in replicates),
+        "width_items_slope": slope, "converged": float(np.mean([r["converged"] for r in replicates])),
+        "seconds": float(np.mean([r["seconds"] for r in replicates])),
+    })

@@ -51,7 +51,7 @@ Structure of one fit
   drift it would accumulate from ``min_fraction`` of its length (where the earliest fitted
   checkpoints are) to the target.  With ``downstream`` the tasks of a checkpoint see its
   run's walk too (that of the run's latest loss checkpoint at or before it).
-- ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``) from each checkpoint's
+- ``downstream``: ``"none"``, or a link (``"sigmoid"``, ``"exp"``, ``"gompertz"``) from each checkpoint's
   latent loss to every ``acc:<task>`` metric, fitted jointly (see
   :mod:`bayescale.downstream`).
 - ``link_scale``: the scale the task links are linear in: ``"loss"`` (nats) or
@@ -73,7 +73,7 @@ POOLING = ("none", "family")
 CHECKPOINTS = ("final", "all")
 RESIDUALS = ("iid", "ar1")
 SCHEDULE = ("none", "table", "learned")
-DOWNSTREAM = ("none", "sigmoid", "exp")
+DOWNSTREAM = ("none", "sigmoid", "exp", "gompertz")
 NOISE = ("constant", "size")
 ANNEAL = ("loss", "tokens")
 DRIFT = ("none", "walk")
@@ -113,7 +113,7 @@ class ModelOptions:
         if not 0 <= self.min_fraction < 1:
             raise ValueError(f"min_fraction must lie in [0, 1), got {self.min_fraction}")
         if self.link_scale != "loss" and self.downstream == "none":
-            raise ValueError(f"link_scale={self.link_scale!r} needs downstream='sigmoid' or 'exp' (task links)")
+            raise ValueError(f"link_scale={self.link_scale!r} needs a downstream link ('sigmoid', 'exp' or 'gompertz')")
         if self.drift_clock != "ln_tokens" and self.drift == "none":
             raise ValueError(f"drift_clock={self.drift_clock!r} needs drift='walk' (it is the clock of the walk)")
         if self.family_prior != "half_normal" and self.pooling != "family":

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .design import default_schedule, resolve_options, select_rows
+from .downstream import AVERAGE
 from .model import build_model, structure_key
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
@@ -86,7 +87,8 @@ def fit(
         With ``checkpoints="all"``, drop checkpoints before this fraction of their run
         (warmup and untrained models; default 0.05).
     downstream
-        ``"sigmoid"`` or ``"exp"``: fit, jointly with the loss law, a link from each
+        ``"sigmoid"``, ``"exp"`` (Gadre et al.'s exponential, bounded) or ``"gompertz"``: fit,
+        jointly with the loss law, a link from each
         checkpoint's latent loss to every ``acc:<task>`` metric in the table: with the
         shipped spec, a Beta-Binomial likelihood with ``n_items`` and a per-task precision
         ``phi``, and a run-level downstream effect (the tasks of run r see its latent loss
@@ -116,7 +118,11 @@ def fit(
         of the run (variance accrues per token trained, so mostly late in a run; prior
         ``sigma_drift_fraction``).
     tasks
-        With ``downstream``: the ``acc:<task>`` metrics to fit (default all).
+        With ``downstream``: the ``acc:<task>`` metrics to fit (default all).  An average
+        over tasks can also be fitted as one metric: ``acc:avg`` rows in the table and
+        ``tasks=["acc:avg"]`` (its own link; bounded continuous likelihood when it has no
+        ``n_items``).  With one metric there is nothing to pool over and no run-level
+        downstream effect (it would be that metric's noise).
     priors
         Overrides of the spec's priors, e.g. ``{"alpha": {"dist": "LogNormal",
         "kwargs": {"mu": -1, "sigma": 0.3}}}``.
@@ -178,6 +184,11 @@ def fit(
             acc_all = acc_all[acc_all["metric"].isin(tasks)]
         if acc_all.empty:
             raise ValueError("downstream=... needs 'acc:<task>' rows in the runs table (none found)")
+        if AVERAGE in set(acc_all["metric"]) and acc_all["metric"].nunique() > 1:
+            raise ValueError(f"the runs table has '{AVERAGE}' rows and per-task 'acc:<task>' rows: fitting both "
+                             f"counts the same answers twice; pass tasks=['{AVERAGE}'] to fit the average as one "
+                             f"metric, or tasks=[...] without it to fit the tasks (their mean is predicted as "
+                             f"'{AVERAGE}')")
         unknown_runs = set(acc_all["run"]) - set(rows["run"])
         if unknown_runs:
             raise ValueError(f"accuracy rows of runs without loss rows: {sorted(unknown_runs)[:5]}")

@@ -159,7 +159,9 @@ def build_model(
         tasks = task_table(acc_rows)
         coords["task"] = tasks["task"].tolist()
         coords["acc_obs"] = np.arange(len(acc_rows))
-        if "tau_downstream" in spec.priors:  # runs with accuracy rows, in the order of ``runs``
+        # the run-level downstream effect needs several tasks: with one, it is the benchmark's noise
+        run_level_effect = "tau_downstream" in spec.priors and len(tasks) > 1
+        if run_level_effect:  # runs with accuracy rows, in the order of ``runs``
             with_acc = set(acc_rows["run"])
             coords["acc_run"] = [r for r in runs if r in with_acc]
     with pm.Model(coords=coords) as model:
@@ -217,7 +219,7 @@ def build_model(
                 ln_latent = ln_latent + scale_a * z_slope[run_a] * xa["ln_fraction"]
             if walk is not None:  # an accuracy row sees its run's walk at its checkpoint
                 ln_latent = ln_latent + walk[pm.Data("acc_walk_index", _walk_rows(rows, acc_rows), dims="acc_obs")]
-            if "tau_downstream" in spec.priors:
+            if run_level_effect:
                 # run-level downstream effect: the tasks of run r see its latent loss times
                 # exp(tau z_r), one z per run shared by all its tasks and checkpoints
                 acc_run = {r: i for i, r in enumerate(coords["acc_run"])}
@@ -291,15 +293,22 @@ def _pooled_over_tasks(spec: ModelSpec, name: str, centred: bool = False, record
     parameters every task's data pin down, where the non-centred form ties each ``z`` to
     ``pop`` and ``sd`` and makes NUTS take hundreds of leapfrog steps per draw.
     ``record``: keep the task values as ``<name>`` (a Deterministic unless sampled as such).
+    With a single task there is no spread: the task's value is ``<name>_pop`` (the
+    population prior is its prior), and ``<name>_sd`` is not in the model.
     """
     prior = spec.priors[f"{name}_pop"]
-    sd = spec.priors[f"{name}_sd"].create_variable(f"{name}_sd")
     log = prior.distribution == "LogNormal"
     if log:
         pop = pm.Normal(f"ln_{name}_pop", mu=prior.parameters["mu"], sigma=prior.parameters["sigma"])
         pm.Deterministic(f"{name}_pop", pt.exp(pop))
     else:
         pop = prior.create_variable(f"{name}_pop")
+    if len(pm.modelcontext(None).coords["task"]) == 1:
+        # One task: nothing to pool over, and a spread the data cannot see is a funnel
+        # (divergences); the population prior is the task's prior.
+        value = pt.exp(pop)[None] if log else pop[None]
+        return pm.Deterministic(name, value, dims="task") if record else value
+    sd = spec.priors[f"{name}_sd"].create_variable(f"{name}_sd")
     if centred and not log and record:
         return pm.Normal(name, mu=pop, sigma=sd, dims="task")
     if centred:
@@ -348,10 +357,14 @@ def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss, centre) -> 
         # share of [chance, ceiling] reached at the centre, on the link's scale
         if kind == "sigmoid":
             intercept = level + pt.softplus(-headroom)
-        else:
+        else:  # intercept = -z at the centre, from the share reached there (exp: 1 - e^{-e^{-z}}; gompertz: e^{-e^z})
             log_share = pt.log(pm.math.sigmoid(level)) - pt.log(
                 pm.math.sigmoid(level) + pm.math.sigmoid(-level) * pm.math.sigmoid(headroom))
-            intercept = -pt.log(pt.clip(-log_share, 1e-12, np.inf))
+            if kind == "exp":
+                share = pt.clip(pt.exp(log_share), 1e-12, 1 - 1e-12)
+                intercept = pt.log(-pt.log1p(-share))
+            else:
+                intercept = -pt.log(pt.clip(-log_share, 1e-12, np.inf))
         intercept = pm.Deterministic("intercept", intercept, dims="task")
         pm.Deterministic("midpoint", centre + intercept / slope, dims="task")
         p = link_centred(kind, latent_loss, chance[t_idx], ceiling[t_idx], slope[t_idx], intercept[t_idx], centre,
@@ -369,7 +382,7 @@ def _downstream_likelihood(spec, kind, tasks, acc_rows, latent_loss, centre) -> 
         n_items = acc_rows["n_items"].to_numpy(dtype=float).astype("int64")
         hits = successes(acc_rows).astype("int64")
         if "phi_pop" in spec.priors:
-            phi = _pooled_over_tasks(spec, "phi", centred=True)[t_idx]
+            phi = _pooled_over_tasks(spec, "phi")[t_idx]
             pm.BetaBinomial("acc", n=n_items, alpha=p * phi, beta=(1 - p) * phi, observed=hits, dims="acc_obs")
         else:
             pm.Binomial("acc", n=n_items, p=p, observed=hits, dims="acc_obs")

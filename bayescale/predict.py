@@ -199,14 +199,15 @@ def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.n
 
     ``latent`` has shape (S, len(metrics)), on the links' scale (see
     :func:`~bayescale.downstream.to_link_scale`). ``acc:avg`` is the mean over every fitted task,
-    computed draw by draw so correlations between tasks are kept.  Observation draws use the
-    fit's likelihood: with ``n_items`` known, Beta-Binomial (``p' ~ Beta(p phi, (1-p) phi)``,
+    computed draw by draw so correlations between tasks are kept -- or, when the fit had
+    ``acc:avg`` rows of its own (the average fitted as one metric), that metric's link.
+    Observation draws use the fit's likelihood: with ``n_items`` known, Beta-Binomial (``p' ~ Beta(p phi, (1-p) phi)``,
     then Binomial) when the fit has a per-task ``phi``, else Binomial; otherwise Beta.
     """
     from .downstream import AVERAGE, link, link_centred, task_table
 
     if structure.acc_rows is None:
-        raise ValueError("this fit has no downstream tasks: fit with downstream='sigmoid' or 'exp'")
+        raise ValueError("this fit has no downstream tasks: fit with downstream='sigmoid', 'exp' or 'gompertz'")
     tasks = task_table(structure.acc_rows)
     names = tasks["task"].tolist()
     posterior = idata.posterior
@@ -220,7 +221,10 @@ def accuracy_draws(idata, structure: Structure, metrics: list[str], latent: np.n
     out = np.empty_like(latent)
     for j, metric in enumerate(metrics):
         task = "acc:" + metric[4:]
-        columns = list(range(len(names))) if task == AVERAGE else [names.index(task)] if task in names else None
+        if task in names:  # a fitted task, or an average fitted as its own metric
+            columns = [names.index(task)]
+        else:
+            columns = list(range(len(names))) if task == AVERAGE else None
         if columns is None:
             raise ValueError(f"metric {metric!r} is not a fitted task; fitted: {names} and {AVERAGE}")
         args = (structure.options.downstream, latent[:, [j]], chance[columns], ceiling[:, columns],

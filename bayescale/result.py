@@ -77,7 +77,7 @@ class ScalingFit:
         from .downstream import improvement_report
 
         if not self.tasks:
-            raise ValueError("this fit has no downstream tasks (fit with downstream='sigmoid' or 'exp')")
+            raise ValueError("this fit has no downstream tasks (fit with downstream='sigmoid', 'exp' or 'gompertz')")
         return improvement_report(self.posterior_draws("slope"), self.tasks)
 
     def _structure_names(self) -> list[str]:
@@ -100,9 +100,10 @@ class ScalingFit:
             names.append("kappa")
         if self.acc_rows is not None:
             location = "level" if "level_pop" in self.idata.posterior else "midpoint"
-            names += ["slope_pop", "slope_sd", f"{location}_pop", f"{location}_sd", "ceiling_pop", "ceiling_sd"]
+            links = ["slope_pop", "slope_sd", f"{location}_pop", f"{location}_sd", "ceiling_pop", "ceiling_sd"]
             if "phi_pop" in self.idata.posterior:
-                names += ["phi_pop", "phi_sd"]
+                links += ["phi_pop", "phi_sd"]
+            names += [n for n in links if n in self.idata.posterior]  # one task: no spreads
             if "tau_downstream" in self.idata.posterior:
                 names.append("tau_downstream")
         return names

@@ -18,10 +18,18 @@ TASKS = [
 
 def test_links_stay_between_chance_and_ceiling():
     loss = np.linspace(0.5, 8, 50)
-    for kind in ("sigmoid", "exp"):
+    for kind in ("sigmoid", "exp", "gompertz"):
         acc = link(kind, loss, 0.25, 0.9, 2.5, 3.0)
         assert np.all((acc >= 0.25) & (acc <= 0.9))
         assert np.all(np.diff(acc) <= 0) and acc[0] - acc[-1] > 0.5  # lower loss, higher accuracy
+    # "exp" below its ceiling is Gadre et al.'s Err = eps - k exp(-gamma L): eps = 1 - chance,
+    # gamma = slope, k = (ceiling - chance) exp(slope midpoint)
+    high = np.linspace(5.0, 8.0, 7)
+    err = 1 - link("exp", high, 0.25, 0.9, 2.5, 3.0)
+    assert np.allclose(err, 0.75 - 0.65 * np.exp(2.5 * 3.0) * np.exp(-2.5 * high), rtol=1e-4)
+    # the Gompertz curve leaves chance faster than exponentially: not that form
+    above = {kind: link(kind, high, 0.25, 0.9, 2.5, 3.0) - 0.25 for kind in ("exp", "gompertz")}
+    assert np.all(above["gompertz"] < 0.01 * above["exp"])
     flat = link("sigmoid", loss, 0.25, 0.9, 0.0, 3.0)
     assert np.allclose(flat, flat[0])
     with pytest.raises(ValueError, match="downstream"):
@@ -73,6 +81,31 @@ def test_downstream_needs_accuracy_rows():
     runs, _ = bayescale.simulate_ladder(seed=0)
     with pytest.raises(ValueError, match="acc:<task>"):
         bayescale.fit(runs, downstream="sigmoid")
+
+
+def test_average_fitted_as_its_own_metric():
+    """``acc:avg`` rows fitted as one metric: no spreads to pool, no run-level effect, and
+    ``predict`` uses that metric's own link (its band covers the truth at a larger model)."""
+    task = Task("avg", n_items=3000, chance=0.3, slope=3.0, midpoint=3.0)
+    runs, truth = bayescale.simulate_ladder(seed=4, tasks=[task])
+    runs["n_items"] = np.where(runs["metric"] == "acc:avg", np.nan, runs["n_items"])  # an average: no item count
+    fit = bayescale.fit(runs, downstream="sigmoid", tasks=["acc:avg"], draws=300, tune=500, chains=2,
+                        target_accept=0.95, progressbar=False)
+    posterior = fit.idata.posterior
+    assert fit.tasks == ["acc:avg"] and posterior["slope"].dims == ("chain", "draw", "task")
+    assert not {"slope_sd", "level_sd", "ceiling_sd", "tau_downstream", "downstream_offset"} & set(posterior)
+    assert "slope_sd" not in fit.parameter_names and "precision" in posterior
+    assert fit.diagnostics().divergences == 0
+    band = fit.predict(pd.DataFrame({"params": [3e9], "tokens": [6e10], "metric": ["acc:avg"]})).iloc[0]
+    true = task.accuracy(truth.loss(3e9, 6e10))
+    assert band["lower"] <= true <= band["upper"]
+
+
+def test_average_and_its_tasks_are_not_fitted_together():
+    runs, _ = bayescale.simulate_ladder(seed=0, tasks=TASKS[:1])
+    avg = runs[runs["metric"] == "acc:big"].assign(metric="acc:avg")
+    with pytest.raises(ValueError, match="counts the same answers twice"):
+        bayescale.fit(pd.concat([runs, avg]), downstream="sigmoid")
 
 
 def test_save_load_keeps_tasks(joint_fit, tmp_path):
@@ -225,7 +258,7 @@ def test_log_reducible_scale_and_its_checks():
     np.testing.assert_array_equal(to_link_scale("loss", loss, 1.8), loss)
     with pytest.raises(ValueError, match="link_scale"):
         to_link_scale("logit", loss, 1.8)
-    with pytest.raises(ValueError, match="needs downstream"):
+    with pytest.raises(ValueError, match="needs a downstream link"):
         ModelOptions(link_scale="log_reducible")
     with pytest.raises(ValueError, match="needs the irreducible loss"):
         REDUCIBLE[0].accuracy(loss)
@@ -261,3 +294,47 @@ def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_pa
     loaded = bayescale.load_fit(tmp_path / "r.nc")
     assert loaded.options.link_scale == "log_reducible"
     pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))
+
+
+# ----------------------------------------------------------------------------- calibration (acceptance 1)
+def test_draw_tasks_spread_over_the_ladder():
+    from bayescale.calibration import DownstreamDesign, draw_tasks
+
+    design = DownstreamDesign(n_tasks=8)
+    losses = np.linspace(2.5, 4.5, 20)
+    tasks = draw_tasks(np.random.default_rng(0), design, losses)
+    midpoints = [t.midpoint for t in tasks]
+    assert len(tasks) == 8 and midpoints == sorted(midpoints)
+    assert 2.2 <= midpoints[0] and midpoints[-1] <= np.quantile(losses, 0.7)
+    assert all(design.n_items[0] <= t.n_items <= design.n_items[1] for t in tasks)
+    assert {t.chance for t in tasks} <= {0.0, 0.25, 0.5}
+
+
+def test_downstream_calibration_smoke():
+    """Default tier: one replicate runs end to end and scores every held-out task."""
+    from bayescale.calibration import DownstreamDesign, downstream_replicate, summarise_downstream
+
+    design = DownstreamDesign(n_tasks=3, heldout_sizes=(2e9,))
+    out = downstream_replicate(0, design, draws=200, tune=300)
+    assert len(out["heldout_covered"]) == 3 and len(out["heldout_mean_covered"]) == 3
+    assert len(out["err_avg_covered"]) == 1 and len(out["width"]) == len(out["n_items"]) == 3
+    assert all(0 < w < 0.5 for w in out["width"])
+    summary = summarise_downstream([out])
+    assert summary["cases"] == 3 and 0 <= summary["heldout"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # 20 fits on 2 cores: ~12 min
+def test_downstream_calibration_twenty_replicates():
+    """Acceptance (issue #4): on 20 simulated ladders with known link parameters (six random
+    tasks each, 100-10,000 items, a run-level downstream effect), the 90% observation bands
+    of the held-out 1.5B and 3B runs' task accuracies cover the simulated accuracy in 80-97%
+    of the 240 cases, and the bands are narrower for benchmarks with more items: the width,
+    divided by the binomial sd sqrt(p (1 - p)), falls with ln(n_items)."""
+    from bayescale.calibration import downstream_replicate, summarise_downstream
+
+    reps = [downstream_replicate(seed, draws=800, tune=800) for seed in range(20)]
+    summary = summarise_downstream(reps)
+    assert summary["cases"] == 240
+    assert 0.80 <= summary["heldout"] <= 0.97, summary.to_dict()
+    assert summary["width_items_slope"] < -0.1, summary.to_dict()

@@ -44,6 +44,12 @@ def test_gadre_small(tmp_path):
     # the truth is the held-out 1.4B data, e.g. RedPajama at multiplier 32
     rpj = table[(table["family"] == "redpajama") & (table["multiplier"] == 32.0)].set_index("metric")
     assert rpj.loc["loss", "truth"] == pytest.approx(2.502, abs=1e-3)
+    # the mean of the per-task links is reported beside the average's own link
+    err = table[table["metric"] == "err:avg"]
+    assert ((err["per_task_lower"] <= err["per_task_median"]) & (err["per_task_median"] <= err["per_task_upper"])).all()
+    diag = pd.read_csv(tmp_path / "gadre_diagnostics.csv")
+    assert len(diag) == 3 * len(gadre_overtrain.FAMILIES)
+    assert diag["fit"].str.contains("average").sum() == len(gadre_overtrain.FAMILIES)
     report = pd.read_csv(tmp_path / "gadre_task_report.csv")
     assert set(report["family"]) == set(gadre_overtrain.FAMILIES)
     assert len(report) == 3 * len(gadre_overtrain.SMALL_TASKS)
@@ -58,7 +64,8 @@ def test_gadre_missing_data_exits_clearly(tmp_path):
 @pytest.mark.slow
 def test_gadre_full_acceptance(tmp_path):
     """Acceptance: every 1.4B err:avg band covers the truth; the Bayes median is no worse than
-    the two-stage plug-in on average; the whole run takes at most 15 minutes."""
+    the two-stage plug-in on average; the whole run takes at most 15 minutes.  Also: the
+    loss + average fits the bands come from pass their convergence checks."""
     assert gadre_overtrain.main(["--out", str(tmp_path), "--no-report"]) == 0
     table = _table(tmp_path)
     summary = json.loads((tmp_path / "gadre_summary.json").read_text())
@@ -73,6 +80,11 @@ def test_gadre_full_acceptance(tmp_path):
     bayes, plug = err["abs_err_bayes"].mean(), err["abs_err_two_stage"].mean()
     if bayes > plug:
         failures.append(f"mean |error| of err:avg: Bayes {bayes:.4f} > two-stage {plug:.4f}")
+    diag = pd.read_csv(tmp_path / "gadre_diagnostics.csv")
+    for _, d in diag[diag["fit"].str.contains("average")].iterrows():  # the fits the bands come from
+        if not d["converged"]:
+            failures.append(f"{d['family']} loss + average fit not converged: R-hat {d['max_rhat']:.3f}, "
+                            f"bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences")
     wall = summary["acceptance"]["wall_seconds"]
     if wall > gadre_overtrain.ACCEPT["max_wall_seconds"]:
         failures.append(f"wall time {wall:.0f} s > 900 s")

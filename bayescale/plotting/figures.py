@@ -212,7 +212,7 @@ def plot_downstream(fit: Any, width: float | None = None, hdi_prob: float | None
     hdi_prob = rcparams.get("hdi_prob", hdi_prob)
     metrics = cp.downstream_metrics(fit)
     if not metrics:
-        raise ValueError("the fit has no downstream tasks (fit with downstream='sigmoid' or 'exp')")
+        raise ValueError("the fit has no downstream tasks (fit with downstream='sigmoid', 'exp' or 'gompertz')")
     colors = _colors(fit)
     loss = fit.runs.set_index(["run", "tokens"])["value"]
     grid = np.linspace(float(loss.min()) * 0.8, float(loss.max()) * 1.05, 120)
