@@ -1,8 +1,9 @@
 """Coverage experiments on simulated ladders with known truth.
 
 Used by the test suite (one small replicate in the default tier, 20 in the slow tier) and
-by ``benchmarks/calibration.py``; kept in the package so users can check a model structure
-on a ladder shaped like their own before trusting it.
+by ``benchmarks/calibration.py`` (hierarchical ladders, issue #3) and
+``benchmarks/downstream_calibration.py`` (task accuracies, issue #4); kept in the package so
+users can check a model structure on a ladder shaped like their own before trusting it.
 
 Every interval here is equal-tailed (the 5% and 95% quantiles of the draws for 90%), for
 parameters and for predictive bands alike, so the nominal level means the same thing for
