@@ -63,6 +63,17 @@ def _equal_tailed(draws: np.ndarray, prob: float, axis: int = 0) -> tuple[np.nda
     return lo, hi
 
 
+def _draw_matrix(draws) -> np.ndarray:
+    """(chain, draw, target) DataArray -> (samples, targets) array."""
+    return draws.stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+
+
+def _pooled_rate(replicates: list[dict], key: str) -> float:
+    """Share of True over every replicate's ``key`` (a bool or a list of bools); NaN if none."""
+    values = [v for r in replicates for v in np.atleast_1d(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def hierarchical_replicate(
     seed: int,
     design: LadderDesign = LadderDesign(),
@@ -150,7 +161,7 @@ def hierarchical_replicate(
     targets = finals[["params", "tokens", "total_tokens", "family"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = result.predict_draws(targets).stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+        pred = _draw_matrix(result.predict_draws(targets))
     lo, hi = _equal_tailed(pred, prob)
     median = np.median(pred, axis=0)
     values = finals["value"].to_numpy()
@@ -161,7 +172,7 @@ def hierarchical_replicate(
     # The law itself at the held-out runs (no seed offset, no residual) against its band.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        law = result.predict_draws(targets, kind="mean").stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+        law = _draw_matrix(result.predict_draws(targets, kind="mean"))
     lo, hi = _equal_tailed(law, prob)
     law_truth = np.array([truth.loss(n, d, f) for n, d, f in zip(finals["params"], finals["tokens"], finals["family"])])
     out["heldout_law_covered"] = [bool(v) for v in (lo <= law_truth) & (law_truth <= hi)]
@@ -176,26 +187,22 @@ def summarise(replicates: list[dict]) -> pd.Series:
     convergence checks only (NaN if none did), so a coverage that rests on unconverged
     chains shows up as a difference between the two.
     """
-    def rate(key, reps=replicates):
-        values = [v for r in reps for v in np.atleast_1d(r[key])]
-        return float(np.mean(values)) if values else float("nan")
-
     converged = [r for r in replicates if r["converged"]]
     rates = {"family_alpha": "family_alpha_covered", "family_beta": "family_beta_covered",
              "seed_spread": "seed_spread_covered", "heldout": "heldout_covered"}
-    out = {name: rate(key) for name, key in rates.items()}
+    out = {name: _pooled_rate(replicates, key) for name, key in rates.items()}
     out |= {
         "heldout_width": float(np.mean([r["heldout_width"] for r in replicates])),
-        "heldout_law": rate("heldout_law_covered"),
+        "heldout_law": _pooled_rate(replicates, "heldout_law_covered"),
         "heldout_law_width": float(np.mean([r["heldout_law_width"] for r in replicates])),
-        "converged": rate("converged"),
+        "converged": _pooled_rate(replicates, "converged"),
         # issue #3's bar: population and family level R-hat <= 1.01 and bulk ESS >= 400, and
         # divergent draws <= 0.1%
         "law_level_converged": float(np.mean([r["law_max_rhat"] <= 1.01 and r["law_min_ess_bulk"] >= 400
                                               and r["divergent_fraction"] <= 0.001 for r in replicates])),
         "seconds": float(np.mean([r["seconds"] for r in replicates])),
     }
-    out |= {f"{name}_converged": rate(key, converged) for name, key in rates.items()}
+    out |= {f"{name}_converged": _pooled_rate(converged, key) for name, key in rates.items()}
     return pd.Series(out)
 
 
@@ -329,26 +336,21 @@ def downstream_replicate(
     }
 
 
-def _draw_matrix(draws) -> np.ndarray:
-    """(chain, draw, target) DataArray -> (samples, targets) array."""
-    return draws.stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
-
 
 def summarise_downstream(replicates: list[dict]) -> pd.Series:
     """Pooled coverage over replicates, and how band width scales with the number of items:
     ``width_items_slope`` is the least-squares slope of ln(width / sqrt(p (1 - p))) on
     ln(n_items) over every held-out accuracy (about -0.5 where item sampling dominates the
     band, 0 where it does not matter)."""
-    def rate(key):
-        return float(np.mean([v for r in replicates for v in r[key]]))
-
     width = np.concatenate([r["width"] for r in replicates])
     p = np.clip(np.concatenate([r["accuracy"] for r in replicates]), 0.02, 0.98)
     items = np.concatenate([r["n_items"] for r in replicates])
     slope = float(np.polyfit(np.log(items), np.log(width / np.sqrt(p * (1 - p))), 1)[0])
     return pd.Series({
-        "heldout": rate("heldout_covered"), "heldout_mean": rate("heldout_mean_covered"),
-        "err_avg": rate("err_avg_covered"), "cases": sum(len(r["heldout_covered"]) for r in replicates),
+        "heldout": _pooled_rate(replicates, "heldout_covered"),
+        "heldout_mean": _pooled_rate(replicates, "heldout_mean_covered"),
+        "err_avg": _pooled_rate(replicates, "err_avg_covered"),
+        "cases": sum(len(r["heldout_covered"]) for r in replicates),
         "width_items_slope": slope, "converged": float(np.mean([r["converged"] for r in replicates])),
         "seconds": float(np.mean([r["seconds"] for r in replicates])),
     })

@@ -235,12 +235,13 @@ def per_run_table(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 def average_rows(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     """One ``acc:avg`` row per run: the mean accuracy over ``tasks`` at the run's loss
     checkpoint, with the mean chance level and no ``n_items`` (an average over benchmarks of
-    different sizes is not a Binomial count, so it gets the bounded continuous likelihood)."""
+    different sizes is not a Binomial count, so it gets the bounded continuous likelihood).
+    The average is :func:`per_run_table`'s (which refuses runs missing a task)."""
     loss = runs[runs["metric"] == "loss"]
-    acc = runs[runs["metric"].isin(tasks)]
-    chance = acc.groupby("metric")["chance"].first().fillna(0.0).mean()
-    mean = acc.groupby("run")["value"].mean()
-    return loss.assign(metric="acc:avg", value=loss["run"].map(mean).to_numpy(), chance=chance, n_items=np.nan)
+    error = per_run_table(runs, tasks).set_index("run")["avg_error"]
+    chance = runs[runs["metric"].isin(tasks)].groupby("metric")["chance"].first().fillna(0.0).mean()
+    return loss.assign(metric="acc:avg", value=1.0 - loss["run"].map(error).to_numpy(), chance=chance,
+                       n_items=np.nan)
 
 
 def family_offsets(table: pd.DataFrame) -> pd.DataFrame:
