@@ -33,8 +33,8 @@ def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--small",
         action="store_true",
-        help=f"quick smoke run: {SMALL['draws']} draws, {SMALL['tune']} tuning steps, {SMALL['chains']} chains "
-        f"(default {FULL['draws']}/{FULL['tune']}/{FULL['chains']})",
+        help="quick smoke run of every code path: few draws (and, where the case study says, fewer runs or "
+        "tasks); its numbers are not forecasts",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / default_out, help=f"output folder (default {default_out})")
     parser.add_argument(

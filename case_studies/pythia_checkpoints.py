@@ -126,7 +126,7 @@ Run::
     python case_studies/pythia_checkpoints.py            # full run, ~9 min on 2 cores
     python case_studies/pythia_checkpoints.py --sensitivity   # plus the E-prior refits (~3 min more)
     python case_studies/pythia_checkpoints.py --downstream    # plus the 2.8B average accuracy (~5 min more)
-    python case_studies/pythia_checkpoints.py --small    # smoke run (2 chains x 200 draws)
+    python case_studies/pythia_checkpoints.py --small    # smoke run (70M-410M, 2 chains x 100 draws)
 """
 
 from __future__ import annotations
@@ -157,6 +157,12 @@ TARGET_SIZE = "2.8b"
 FINAL_STEP = 143_000
 TRUNCATE_STEP = 33_000
 TRANSFER_DEDUPED = ("70m", "160m", "410m")
+#: The ``--small`` smoke run: every scenario's code path on the three smallest sizes of both
+#: families (transfer: deduped up to 160M), 2 chains x (100 + 100) draws.  Its numbers are
+#: not forecasts (the fits do not converge); the test tier checks what it writes.
+SMALL_FIT_SIZES = ("70m", "160m", "410m")
+SMALL_TRANSFER_DEDUPED = ("70m", "160m")
+SMALL_SAMPLER = {"draws": 100, "tune": 100, "chains": 2}
 FAMILIES = ("pile", "deduped")
 MIN_FRACTION = 0.02
 LAW = "kaplan"
@@ -396,7 +402,7 @@ def downstream_fit(root, args, settings: dict, priors, fit_rows: pd.DataFrame):
 
     acc = load_pythia(root, param_count=args.param_count, tasks=list(DOWNSTREAM_TASKS))
     acc = acc[acc["metric"].str.startswith("acc:")].reset_index(drop=True)
-    fitted = acc[acc["size"].isin(FIT_SIZES) & (acc["step"] >= DOWNSTREAM_MIN_STEP)]
+    fitted = acc[acc["size"].isin(fit_rows["size"].unique()) & (acc["step"] >= DOWNSTREAM_MIN_STEP)]
     rows = pd.concat([fit_rows, fitted], ignore_index=True)
     ds_settings = settings if args.small else {**settings, "draws": DOWNSTREAM_DRAWS, "tune": DOWNSTREAM_TUNE}
     fit, sec = run_fit(rows, ds_settings, args.seed, priors, args.progress, downstream="sigmoid",
@@ -430,7 +436,9 @@ def main(argv=None) -> int:
 
     root = require_data("pythia", args.data)
     runs = load_pythia(root, param_count=args.param_count, tasks=None)
-    settings = sampler_settings(args.small)
+    settings = dict(SMALL_SAMPLER) if args.small else sampler_settings(False)
+    fit_sizes = SMALL_FIT_SIZES if args.small else FIT_SIZES
+    transfer_deduped = SMALL_TRANSFER_DEDUPED if args.small else TRANSFER_DEDUPED
     if not args.small:
         settings["draws"] = FULL_DRAWS
         settings["tune"] = FULL_TUNE
@@ -440,7 +448,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     truth = final_truth(runs)
-    fit_rows = runs[runs["size"].isin(FIT_SIZES)].reset_index(drop=True)
+    fit_rows = runs[runs["size"].isin(fit_sizes)].reset_index(drop=True)
     target = truth[truth["size"] == TARGET_SIZE].set_index("family").loc[list(FAMILIES)].reset_index()
     total_tokens = float(fit_rows["total_tokens"].iloc[0])
     targets_28 = pd.DataFrame(
@@ -451,7 +459,7 @@ def main(argv=None) -> int:
     pair_diff = quirks["max_abs_diff_pile_vs_deduped_steps_1000_43000"]
     caution_28 = ["" if fam == "pile" else "2.8b-deduped may hold the pile run's results" for fam in target["family"]]
 
-    print(f"Pythia checkpoints: {fit_rows['run'].nunique()} runs ({', '.join(FIT_SIZES)}; both families) from "
+    print(f"Pythia checkpoints: {fit_rows['run'].nunique()} runs ({', '.join(fit_sizes)}; both families) from "
           f"{root / 'pythia'}; LAMBADA ln(ppl); N = {args.param_count} parameters")
     print(f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws ({settings['tune']} tuning) per fit"
           + ("  [--small smoke run]" if args.small else ""))
@@ -469,7 +477,7 @@ def main(argv=None) -> int:
     residuals = law_residuals(fit)
 
     # 2. transfer: whole Pile family, deduped only up to 410M -> deduped 2.8B
-    keep = (fit_rows["family"] == "pile") | fit_rows["size"].isin(TRANSFER_DEDUPED)
+    keep = (fit_rows["family"] == "pile") | fit_rows["size"].isin(transfer_deduped)
     fit_t, sec = run_fit(fit_rows[keep].reset_index(drop=True), settings, args.seed, priors, args.progress,
                          mass_matrix=MASS_MATRIX["transfer"])
     diags.append(diagnostics_row("transfer", fit_t, sec))
@@ -482,7 +490,7 @@ def main(argv=None) -> int:
     trunc_rows = fit_rows[fit_rows["step"] <= TRUNCATE_STEP].reset_index(drop=True)
     fit_tr, sec = run_fit(trunc_rows, settings, args.seed, priors, args.progress)
     diags.append(diagnostics_row("truncated", fit_tr, sec))
-    own = truth[truth["size"].isin(FIT_SIZES)].reset_index(drop=True)
+    own = truth[truth["size"].isin(fit_sizes)].reset_index(drop=True)
     targets_tr = pd.DataFrame({"params": own["params"].to_numpy(dtype=float), "tokens": total_tokens,
                                "total_tokens": total_tokens, "family": own["family"].to_numpy(),
                                "run": own["run"].to_numpy()})

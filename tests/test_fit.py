@@ -11,6 +11,7 @@ import pytest
 import bayescale
 from bayescale import ConvergenceWarning
 from bayescale.sampling import nutpie_mass_matrix_kwargs
+from conftest import require_sampled
 
 TARGETS = pd.DataFrame({"params": [7e9, 7e10], "tokens": [1.4e11, 1.4e12]})
 
@@ -45,6 +46,7 @@ def test_summary_and_diagnostics(small_fit):
 
 def test_predictions_cover_truth_and_kinds_differ(small_fit):
     fit, truth = small_fit
+    require_sampled(fit)
     pred = fit.predict(TARGETS, hdi_prob=0.9)
     assert list(pred.columns[:3]) == ["params", "tokens", "metric"]
     assert {"mean", "median", "lower", "upper", "extrapolation"} <= set(pred.columns)
@@ -148,7 +150,7 @@ def _coverage(n_reps: int, draws: int) -> float:
     hits = []
     for rep in range(n_reps):
         runs, truth = bayescale.simulate_ladder(seed=100 + rep)
-        fit = quiet_fit(runs, draws=draws, tune=draws, chains=2, random_seed=rep)
+        fit = require_sampled(quiet_fit(runs, draws=draws, tune=draws, chains=2, random_seed=rep))
         for name in ("alpha", "beta", "E"):
             x = fit.posterior_draws(name)
             lo, hi = np.quantile(x, [0.05, 0.95])
@@ -157,8 +159,10 @@ def _coverage(n_reps: int, draws: int) -> float:
 
 
 def test_interval_coverage_small():
-    """Default tier: 5 replicates; the 90% intervals of alpha, beta, E mostly cover the truth."""
-    assert _coverage(5, 400) >= 0.7
+    """Default tier: 5 replicates; the 90% intervals of alpha, beta, E mostly cover the truth
+    (at least 11 of 15: the chance that 15 calibrated 90% intervals miss 5 or more is 1.3%,
+    and the data seeds are fixed, so only intervals that end near the truth can flip)."""
+    assert _coverage(5, 1000) >= 11 / 15
 
 
 @pytest.mark.slow
@@ -176,7 +180,7 @@ def test_blackjax_is_refused_with_the_reason():
 def test_numpyro_backend_recovers_the_law():
     pytest.importorskip("numpyro", reason="the JAX backend is an optional extra: pip install '.[jax]'")
     runs, truth = bayescale.simulate_ladder(seed=2)
-    fit = quiet_fit(runs, sampler="numpyro", draws=400, tune=400, chains=2)
+    fit = require_sampled(quiet_fit(runs, sampler="numpyro", draws=400, tune=400, chains=2))
     assert fit.sampler_config.sampler == "numpyro"
     pred = fit.predict(TARGETS.iloc[:1])
     assert pred["lower"][0] < truth.loss(7e9, 1.4e11) < pred["upper"][0]
@@ -189,9 +193,9 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     (On this small ladder neither mass matrix mixes faster than the other; the Pythia
     benchmark, benchmarks/mass_matrix.py, is where the low-rank one pays.)"""
     runs, truth = bayescale.simulate_ladder(seed=4)
-    diag = quiet_fit(runs, draws=1000, tune=1000, chains=2, random_seed=2)
-    fit = quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank",
-                    low_rank_cutoff=3)
+    diag = require_sampled(quiet_fit(runs, draws=1000, tune=1000, chains=2, random_seed=2))
+    fit = require_sampled(quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank",
+                                    low_rank_cutoff=3))
     assert fit.sampler_config.mass_matrix == "low_rank" and diag.sampler_config.mass_matrix == "diag"
     for name in ("alpha", "beta", "E"):
         x, y = fit.posterior_draws(name), diag.posterior_draws(name)

@@ -12,6 +12,7 @@ import bayescale
 from bayescale.design import ModelOptions, scheduled_law
 from bayescale.laws import Chinchilla, Kaplan
 from bayescale.schedules import Schedule
+from conftest import require_sampled
 
 COSINE = Schedule("cosine", 0.01, 0.1)
 
@@ -49,12 +50,14 @@ def noisy_small_models():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs, law="kaplan", checkpoints="all", residuals="iid", noise="size", anneal="tokens",
-                            run_slope=True, draws=300, tune=300, chains=2, progressbar=False, random_seed=5)
+                            run_slope=True, draws=1000, tune=800, chains=2, mass_matrix="low_rank", progressbar=False,
+                            random_seed=5)
     return fit, truth
 
 
 def test_size_noise_is_learned_and_widens_small_model_bands(noisy_small_models):
     fit, _ = noisy_small_models
+    require_sampled(fit)
     kappa = fit.posterior_draws("kappa")
     lo, hi = np.quantile(kappa, [0.05, 0.95])
     assert lo < 0.5 < hi and lo > 0.15  # recovered, and clearly not constant noise
