@@ -159,6 +159,6 @@ def downstream_fit():
         warnings.simplefilter("ignore")
         # the low-rank mass matrix: with the diagonal one (2 x (600 + 300)) the E-A-alpha ridge
         # left a bulk ESS of 44-47 (R-hat 1.03-1.07); low-rank gives 240-340 at 2 x (800 + 600)
-        fit = bayescale.fit(runs, downstream="sigmoid", draws=1000, tune=800, chains=2, target_accept=0.95,
+        fit = bayescale.fit(runs, downstream="sigmoid", draws=2000, tune=800, chains=2, target_accept=0.95,
                             mass_matrix="low_rank", progressbar=False)
     return fit, truth, tasks

@@ -219,7 +219,7 @@ def test_fraction_clock_learns_a_late_walk():
     0.95: at the spec's 0.9 this fit had 2.6% divergent transitions."""
     seen, targets, truth = _late_walk_ladder()
     fit = require_sampled(_quiet_fit(seen, drift="walk", drift_clock="fraction", mass_matrix="low_rank",
-                                     draws=2000, tune=1000, chains=2, target_accept=0.95))
+                                     draws=4000, tune=1000, chains=2, target_accept=0.95))
     lo, hi = np.quantile(fit.posterior_draws("sigma_drift"), [0.01, 0.99])
     assert lo < LATE_DRIFT < hi, (lo, hi)
     band = fit.predict(targets)

@@ -61,7 +61,7 @@ def hier_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs[~heldout], checkpoints="all", draws=1000, tune=800, chains=2, progressbar=False,
-                            mass_matrix="low_rank")
+                            mass_matrix="low_rank", target_accept=0.95)
     return fit, truth, runs
 
 
