@@ -184,7 +184,10 @@ def test_calibration_smoke():
                           seeds=2, checkpoints=6)
     out = hierarchical_replicate(0, design, draws=200, tune=200)
     assert len(out["family_alpha_covered"]) == 2 and len(out["heldout_covered"]) == 2 * 2
-    assert isinstance(out["seed_spread_covered"], bool) and len(out["heldout_law_covered"]) == 2 * 2
+    assert len(out["heldout_law_covered"]) == 2 * 2
+    rates = summarise([out])  # one replicate: each pooled rate is that replicate's share
+    assert rates["seed_spread"] == float(out["seed_spread_covered"])
+    assert rates["heldout"] == pytest.approx(np.mean(out["heldout_covered"]))
     assert 0 < out["heldout_width"] < 0.5 and 0 < out["heldout_law_width"] < out["heldout_width"]
 
 
