@@ -70,6 +70,7 @@ def test_bad_targets_name_the_column(small_fit):
 
 def test_optimal_allocation_bands(small_fit):
     fit, truth = small_fit
+    require_sampled(fit)
     alloc = fit.optimal_allocation([1e21, 1e23])
     assert set(alloc["quantity"]) == {"params", "tokens", "loss"}
     n_opt = alloc[alloc["quantity"] == "params"].set_index("compute")["median"]
