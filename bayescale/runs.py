@@ -64,6 +64,13 @@ def _finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
 
 
+def _whole(series: pd.Series) -> pd.Series:
+    """True where a number is finite and has no fractional part."""
+    values = series.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return pd.Series(np.isfinite(values) & (values == np.floor(values)), index=series.index)
+
+
 def _row_check(fn, error: str) -> pa.Check:
     return pa.Check(fn, element_wise=False, error=error, ignore_na=False)
 
@@ -102,6 +109,10 @@ def _schema() -> pa.DataFrameSchema:
         lambda df: ~(df["n_items"].notna() & ~(df["n_items"] >= 1)),
         "n_items: must be >= 1",
     )
+    n_items_whole = _row_check(
+        lambda df: ~((df["n_items"] >= 1) & ~_whole(df["n_items"])),
+        "n_items: must be a whole number (it counts a benchmark's items)",
+    )
     return pa.DataFrameSchema(
         {
             "params": pa.Column(float, positive_finite, nullable=True),
@@ -114,7 +125,7 @@ def _schema() -> pa.DataFrameSchema:
             "n_items": pa.Column(float, nullable=True),
             "chance": pa.Column(float, nullable=True),
         },
-        checks=[loss_positive, acc_in_unit, tokens_le_total, one_size_per_run, chance_ok, n_items_ok],
+        checks=[loss_positive, acc_in_unit, tokens_le_total, one_size_per_run, chance_ok, n_items_ok, n_items_whole],
         strict=False,
     )
 

@@ -65,6 +65,16 @@ def test_accuracy_outside_unit_interval():
     assert "accuracy" in msg and "[0, 1]" in msg and "row 2" in msg and "row 3" not in msg
 
 
+def test_item_counts_must_be_whole_numbers():
+    """n_items counts a benchmark's items: 10.5 (or an infinite count) is refused by row."""
+    df = table(metric=["loss", "loss", "acc:piqa", "acc:piqa"], value=[3.2, 3.0, 0.6, 0.5],
+               n_items=[np.nan, np.nan, 10.5, 1838.0])
+    msg = error_of(df)
+    assert "n_items" in msg and "whole number" in msg and "row 2" in msg and "row 3" not in msg
+    assert "whole number" in error_of(df.assign(n_items=[np.nan, np.nan, np.inf, 1838.0]))
+    assert read_runs(df.assign(n_items=[np.nan, np.nan, 10.0, 1838.0]))["n_items"].max() == 1838.0
+
+
 def test_duplicated_rows():
     df = pd.concat([table(), table().iloc[[3]]], ignore_index=True)
     msg = error_of(df)
