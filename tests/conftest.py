@@ -55,7 +55,7 @@ def require_sampled(fit, *, max_rhat: float = TEST_MAX_RHAT, min_ess_bulk: float
 
     The bar is the test tier's, looser than the package's (R-hat <= 1.01, bulk and tail ESS
     >= 100 per chain, <= 0.1% divergent draws), and on purpose: default-tier fits are short
-    (2 chains of a few hundred draws), and the R-hat of such a fit scatters by about 0.01
+    (2 chains of 1,000-4,000 draws), and the R-hat of such a fit scatters by about 0.01
     from one seed or machine to another, so the package's bar would flip by chance.  Chains
     that disagree (stuck in different modes, or in a funnel) give R-hat well above 1.05 and
     ESS of a few dozen, which this gate still catches.  The assertions after it are on
