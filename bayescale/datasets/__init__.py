@@ -18,15 +18,19 @@ from ._paths import find_data_dir, require_data_dir
 from ._table import RUNS_COLUMNS
 from .chinchilla import load_chinchilla
 from .gadre import gadre_tasks, load_gadre
+from .lr_schedules import LUO_PUBLISHED_MRE, LUO_TRAIN_SCHEDULES, load_lr_schedules
 from .pythia import load_pythia
 
 __all__ = [
+    "LUO_PUBLISHED_MRE",
+    "LUO_TRAIN_SCHEDULES",
     "RUNS_COLUMNS",
     "fetch_dataset",
     "find_data_dir",
     "gadre_tasks",
     "load_chinchilla",
     "load_gadre",
+    "load_lr_schedules",
     "load_pythia",
     "require_data_dir",
 ]
