@@ -16,7 +16,7 @@ from bayescale.datasets import (
 )
 from bayescale.datasets import lr_schedules as lrs
 
-EXTRAS = ["size", "schedule", "step", "lr", "lr_max", "warmup_steps"]
+EXTRAS = ["size", "lr_schedule", "step", "lr", "lr_max", "warmup_steps", "warmup_tokens"]
 
 
 # ----------------------------------------------------------------------------- synthetic files
@@ -40,10 +40,10 @@ def test_synthetic_table(tmp_path):
     assert list(runs.columns) == RUNS_COLUMNS + EXTRAS
     assert len(runs) == 2 * 2 * 5 and runs["run"].nunique() == 4
     assert runs["run"].iloc[0] == "25m-cosine_24000" and runs["size"].iloc[0] == "25m"
-    assert set(runs["params"]) == {25e6, 100e6} and set(runs["family"]) == {"luo2025"}
+    assert set(runs["params"]) == {25e6, 100e6} and set(runs["family"]) == {"luo2025-25m", "luo2025-100m"}
     assert (runs["metric"] == "loss").all() and runs[["n_items", "chance"]].isna().all().all()
     np.testing.assert_allclose(runs["tokens"], runs["step"] * 2**19)
-    total = runs.groupby("schedule")["total_tokens"].first()
+    total = runs.groupby("lr_schedule")["total_tokens"].first()
     assert total["cosine_24000"] == 24000 * 2**19 and total["wsdcon_9"] == 16000 * 2**19
     assert runs.attrs["dataset"] == "lr_schedules" and runs.attrs["tokens_per_step"] == 2**19
     # tokens_per_step only rescales the token columns
@@ -115,7 +115,7 @@ def test_real_shape(real):
     assert counts["400m-cosine_24000"] == 171 and counts["100m-wsdcon_9"] == 109
     assert counts["25m-wsdcon_9"] == 95 and counts["25m-wsd_20000_24000"] == 170  # quirks, kept as is
     assert set(real["params"]) == {25e6, 100e6, 400e6}
-    assert (real.groupby("params")["schedule"].nunique() == 7).all()
+    assert (real.groupby("params")["lr_schedule"].nunique() == 7).all()
     assert real["value"].between(2.5, 4.5).all()
 
 
@@ -139,10 +139,10 @@ def test_real_tokens_and_lr(real):
 
 def test_real_train_selection_and_read_runs(real):
     train = load_lr_schedules(schedules=LUO_TRAIN_SCHEDULES, sizes=[400])
-    assert sorted(train["schedule"].unique()) == sorted(LUO_TRAIN_SCHEDULES)
+    assert sorted(train["lr_schedule"].unique()) == sorted(LUO_TRAIN_SCHEDULES)
     pd.testing.assert_frame_equal(
         train.reset_index(drop=True),
-        real[(real["size"] == "400m") & real["schedule"].isin(LUO_TRAIN_SCHEDULES)].reset_index(drop=True),
+        real[(real["size"] == "400m") & real["lr_schedule"].isin(LUO_TRAIN_SCHEDULES)].reset_index(drop=True),
     )
     checked = bayescale.read_runs(real)
     assert len(checked) == len(real) and "lr" in checked and "step" in checked
