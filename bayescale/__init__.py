@@ -2,7 +2,7 @@
 
 >>> import bayescale
 >>> runs, truth = bayescale.simulate_ladder(seed=0)
->>> fit = bayescale.fit(runs, law="chinchilla")          # doctest: +SKIP
+>>> fit = bayescale.fit(runs, "chinchilla")              # doctest: +SKIP
 >>> fit.predict({"params": 7e9, "tokens": 1.4e11})       # doctest: +SKIP
 """
 
@@ -14,10 +14,12 @@ from .laws import available_laws, get_law
 from .result import ScalingFit
 from .runs import RunsTableError, read_runs
 from .simulate import Task, Truth, simulate_ladder
-from .spec import ModelSpec, SpecError, available_specs, load_spec
+from .model import Model, available_models, load_model
+from .parts import ModelError
+from . import parts
 from .report import write_report as report  # noqa: E402  (eager: the subpackage would shadow a lazy name)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "fit",
@@ -28,10 +30,11 @@ __all__ = [
     "RunsTableError",
     "ConvergenceWarning",
     "Diagnostics",
-    "ModelSpec",
-    "SpecError",
-    "load_spec",
-    "available_specs",
+    "Model",
+    "ModelError",
+    "load_model",
+    "available_models",
+    "parts",
     "available_laws",
     "get_law",
     "Task",

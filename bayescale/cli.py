@@ -1,7 +1,7 @@
-"""The ``bayescale`` command line: fit, predict, summarise, allocate, report, demo.
+"""The ``bayescale`` command line: models, fit, predict, summarise, allocate, report, demo.
 
 Every subcommand has ``--help``.  Errors in the input (a bad runs table, a missing file,
-a bad model spec or option, a missing optional sampler) print one line
+a bad model file or option, a missing optional sampler) print one line
 ``bayescale: error: ...`` on stderr and exit with status 2; an unexpected internal error
 prints one line and exits with status 1 (``--debug`` shows the traceback instead).  A fit
 that fails its convergence checks prints ``WARNING: NOT CONVERGED: ...`` on stderr (and in
@@ -11,7 +11,8 @@ Examples
 --------
 .. code-block:: console
 
-    $ bayescale fit runs.csv --law chinchilla --out fit.nc
+    $ bayescale models
+    $ bayescale fit runs.csv --model checkpoints --out fit.nc
     $ bayescale summary fit.nc
     $ bayescale predict fit.nc --params 7e9 --tokens 1.4e11
     $ bayescale allocate fit.nc --compute 1e21 1e23
@@ -40,10 +41,16 @@ __all__ = ["main", "build_parser"]
 PROG = "bayescale"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Target scales of the demo, beyond its ladder (largest run: 7e8 params x 2.8e10 tokens).
-DEMO_TARGETS = pd.DataFrame({"params": [1.4e9, 7e9, 7e10], "tokens": [2.8e10, 1.4e11, 1.4e12]})
+# The demo: a simulated ladder with two families (data mixes), two seeds per configuration,
+# every checkpoint under a cosine schedule and one downstream task, fitted with a preset.
+DEMO_MODEL = "checkpoints_downstream"
+DEMO_FAMILIES = ("web", "code")
+DEMO_SIZES = (3e7, 1e8, 3e8)
+DEMO_TASK = {"name": "qa", "chance": 0.25, "slope": 3.0, "midpoint": 3.0, "n_items": 1000}
+# Target scales beyond the ladder (largest run: 3e8 params x 6e9 tokens), per family.
+DEMO_TARGET_SCALES = ((1.4e9, 2.8e10), (7e9, 1.4e11))
 PREDICTION_COLUMNS = ("metric", "mean", "median", "lower", "upper", "extrapolation")
-QUICK = {"draws": 300, "tune": 300, "chains": 2}
+QUICK = {"draws": 100, "tune": 100, "chains": 2}
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
@@ -86,16 +93,6 @@ _positive_int = _int_at_least(1)
 _seed = _int_at_least(0)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1)")
-    return value
-
-
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -126,7 +123,6 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
-    from .design import ANNEAL, CHECKPOINTS, DRIFT, DRIFT_CLOCKS, FAMILY_PRIORS, NOISE, POOLING, RESIDUALS, SCHEDULE
     from .predict import KINDS
     from .sampling import MASS_MATRICES, METHODS, SAMPLERS
 
@@ -146,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  bayescale demo --out demo_out                      # offline: simulate, fit, report\n"
-            "  bayescale fit runs.csv --law chinchilla --out fit.nc\n"
+            "  bayescale models                                   # the model presets\n"
+            "  bayescale fit runs.csv --model checkpoints --out fit.nc\n"
             "  bayescale summary fit.nc\n"
             "  bayescale predict fit.nc --params 7e9 --tokens 1.4e11\n"
             "  bayescale allocate fit.nc --compute 1e21 1e23\n"
@@ -159,74 +156,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
 
+    # models ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "models",
+        parents=[common],
+        formatter_class=_formatter,
+        help="list the model presets, or show one (law, parts, priors)",
+        description=_wrap(
+            "Without NAME: one line per shipped preset. With NAME (a preset or a model TOML file): "
+            "its law, its parts with their options, and every prior with its provenance."
+        ),
+        epilog="examples:\n  bayescale models\n  bayescale models pythia_lambada",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME|FILE.toml", help="show this model in full")
+    p.set_defaults(handler=_cmd_models)
+
     # fit ------------------------------------------------------------------------------
     p = sub.add_parser(
         "fit",
         parents=[common],
         formatter_class=_formatter,
-        help="fit a scaling law to a runs table (CSV) and save the posterior",
+        help="fit a model to a runs table (CSV) and save the posterior",
         description=_wrap(
-            "Read a runs table (CSV, see the README's runs-table contract), fit a scaling law, "
-            "save the fit (NetCDF) and print the parameter summary and the convergence verdict."
+            "Read a runs table (CSV, see the README's runs-table contract), fit a model (a preset "
+            "name from 'bayescale models' or a model TOML file), save the fit (NetCDF) and print "
+            "the model, the parameter summary and the convergence verdict."
         ),
-        epilog="example:\n  bayescale fit runs.csv --law chinchilla --out fit.nc --draws 1000 --chains 4",
+        epilog=("examples:\n  bayescale fit runs.csv --out fit.nc                       # auto: chinchilla on final losses\n"
+                "  bayescale fit runs.csv --model checkpoints --out fit.nc --draws 1000 --chains 4\n"
+                "  bayescale fit runs.csv --model my_model.toml --out fit.nc"),
     )
     p.add_argument("runs", metavar="RUNS.csv", help="runs table: columns params, tokens, value (+ optional ones)")
     p.add_argument(
-        "--law",
-        default="chinchilla",
-        help="shipped model spec name (chinchilla, compute) or a TOML spec file (default: %(default)s)",
+        "--model",
+        default="auto",
+        metavar="NAME|FILE.toml",
+        help="a preset (see 'bayescale models') or a model TOML file; auto: the chinchilla preset on final "
+             "losses, with family pooling and run effects when the table has several families or seeds "
+             "(default: %(default)s)",
     )
     p.add_argument("--out", required=True, metavar="FIT.nc", help="where to write the fit (NetCDF)")
     p.add_argument("--sampler", choices=SAMPLERS, default="nutpie", help="NUTS implementation (default: %(default)s)")
     p.add_argument(
         "--method", choices=METHODS, default="nuts", help="nuts, or map/advi for a quick preview (default: %(default)s)"
     )
-    p.add_argument("--draws", type=_positive_int, metavar="N", help="posterior draws per chain (default: the spec's)")
-    p.add_argument("--tune", type=_positive_int, metavar="N", help="tuning steps per chain (default: the spec's)")
-    p.add_argument("--chains", type=_positive_int, metavar="N", help="number of chains (default: the spec's)")
-    p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the spec's)")
+    p.add_argument("--draws", type=_positive_int, metavar="N", help="posterior draws per chain (default: the model's)")
+    p.add_argument("--tune", type=_positive_int, metavar="N", help="tuning steps per chain (default: the model's)")
+    p.add_argument("--chains", type=_positive_int, metavar="N", help="number of chains (default: the model's)")
+    p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the model's)")
     p.add_argument(
         "--mass-matrix", choices=MASS_MATRICES,
-        help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) (default: the spec's, else diag)",
+        help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) (default: the model's, else diag)",
     )
     p.add_argument(
         "--low-rank-cutoff", type=float, metavar="C",
         help="with --mass-matrix low_rank: correct directions whose scaled variance is C times above or below 1 "
-             "(nutpie's mass_matrix_eigval_cutoff; default: the spec's, else 100)",
+             "(nutpie's mass_matrix_eigval_cutoff; default: the model's, else 100)",
     )
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
     p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
-    model = p.add_argument_group("model structure (defaults suit the data; see bayescale.design)")
-    model.add_argument(
-        "--pooling", choices=POOLING, help="one law for all families, or family laws pooled (default: family if several)"
-    )
-    model.add_argument("--checkpoints", choices=CHECKPOINTS, default="final", help="which checkpoints to fit (default: %(default)s)")
-    model.add_argument("--residuals", choices=RESIDUALS, help="residuals within a run (default: suits --checkpoints)")
-    model.add_argument(
-        "--run-effect", action=argparse.BooleanOptionalAction, default=None, help="per-run offset (seed spread)"
-    )
-    model.add_argument("--schedule", choices=SCHEDULE, help="learning-rate schedule term (default: suits --checkpoints)")
-    model.add_argument(
-        "--min-fraction", type=_fraction, default=0.05, metavar="F",
-        help="with --checkpoints all, drop checkpoints before this fraction of a run (default: %(default)s)",
-    )  # fmt: skip
-    model.add_argument("--noise", choices=NOISE, default="constant",
-                       help="residual scale: constant, or sigma (N/N0)^-kappa by model size (default: %(default)s)")
-    model.add_argument("--run-slope", action="store_true",
-                       help="with --checkpoints all, give each run its own slope in ln tokens as well as its offset")
-    model.add_argument("--drift", choices=DRIFT, default="none",
-                       help="with --checkpoints all: 'walk' lets each run drift from the law as a random walk in "
-                            "ln tokens (default: %(default)s)")
-    model.add_argument("--drift-clock", choices=DRIFT_CLOCKS, default="ln_tokens",
-                       help="with --drift walk: the walk's clock, ln tokens or the fraction of the run "
-                            "(variance accrues per token, mostly late) (default: %(default)s)")
-    model.add_argument("--family-prior", choices=FAMILY_PRIORS, default="half_normal",
-                       help="with family pooling: the prior of the spread between families, half_normal "
-                            "(sampled), or student_t (InverseGamma variance integrated out; no funnel with few "
-                            "families) (default: %(default)s)")
-    model.add_argument("--anneal", choices=ANNEAL, default="loss",
-                       help="schedule term: nats added, or a shortfall of effective tokens (default: %(default)s)")
     p.add_argument(
         "--drop-invalid",
         action="store_true",
@@ -326,16 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         help="offline end-to-end demo: simulate a ladder, fit, predict, plot, report",
         description=_wrap(
-            "Fully offline: simulate a seeded ladder of 20 runs with a known Chinchilla law, fit "
-            "it with nutpie, predict the loss at larger target scales next to the true loss, and "
-            "write DIR/runs.csv, DIR/fit.nc, DIR/predictions.csv, DIR/figures/ and DIR/report.html."
+            "Fully offline: simulate a seeded ladder with a known law (two families, two seeds per "
+            "configuration, every checkpoint under a cosine schedule, one downstream task), fit it "
+            f"with the {DEMO_MODEL!r} preset on nutpie, predict loss and accuracy beyond the ladder "
+            "next to the truth, and write DIR/runs.csv, DIR/fit.nc, DIR/predictions.csv, "
+            "DIR/figures/ and DIR/report.html."
         ),
         epilog="examples:\n  bayescale demo --out demo_out\n  bayescale demo --out /tmp/smoke --quick",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of the simulated ladder and the sampler (default: %(default)s)")
-    p.add_argument("--draws", type=_positive_int, default=1000, metavar="N", help="draws per chain (default: %(default)s)")
-    p.add_argument("--tune", type=_positive_int, default=1000, metavar="N", help="tuning steps per chain (default: %(default)s)")
+    p.add_argument("--draws", type=_positive_int, default=500, metavar="N", help="draws per chain (default: %(default)s)")
+    p.add_argument("--tune", type=_positive_int, default=500, metavar="N", help="tuning steps per chain (default: %(default)s)")
     p.add_argument("--chains", type=_positive_int, default=4, metavar="N", help="chains (default: %(default)s)")
     p.add_argument(
         "--quick",
@@ -482,25 +472,16 @@ def _describe(fit, source: str) -> list[str]:
     data_hash = str(info.get("runs_hash", ""))[:12]
     return [
         f"Fit: {source}",
-        f"  law      {fit.law.lookup_name}: {fit.law.equation}  (spec {fit.spec.name}, likelihood {fit.spec.likelihood})",
+        *[("  " + line) for line in str(fit.model).splitlines()],
         f"  data     {len(runs)} rows of metric {fit.metric!r}, {runs['run'].nunique()} runs, "
         f"{len(families)} famil{'y' if len(families) == 1 else 'ies'}"
         + (f", sha256 {data_hash}" if data_hash else ""),
         f"  sampler  {how}, seed {cfg.random_seed}{took}",
-    ] + ([f"  model    {_options_text(fit)}"] if getattr(fit, "options", None) is not None else [])
-
-
-def _options_text(fit) -> str:
-    o = fit.options
-    parts = [f"pooling {o.pooling}", f"checkpoints {o.checkpoints}"]
-    if o.checkpoints == "all":
-        parts.append(f"min fraction {o.min_fraction:g}")
-    parts += [f"residuals {o.residuals}", f"run effect {'on' if o.run_effect else 'off'}", f"schedule {o.schedule}"]
-    return ", ".join(parts)
+    ]
 
 
 def _selection_note(fit, n_metric_rows: int) -> None:
-    """Say loudly when the fit used fewer rows than the table had (e.g. checkpoints="final")."""
+    """Say loudly when the fit used fewer rows than the table had (final losses only)."""
     selection = (fit.info or {}).get("selection") or {}
     dropped = int(selection.get("dropped_rows", 0) or 0)
     if dropped:
@@ -508,8 +489,8 @@ def _selection_note(fit, n_metric_rows: int) -> None:
             f"{PROG}: note: fitted {len(fit.runs)} of {n_metric_rows} {fit.metric!r} rows; {dropped} left out "
             f"({selection.get('reason', 'selection')})"
         )
-        if fit.options.checkpoints == "final":
-            line += "; --checkpoints all fits every checkpoint"
+        if fit.model.part("checkpoints") is None:
+            line += "; a model with a checkpoints part fits every checkpoint (e.g. --model checkpoints)"
         _out(line, "")
         _err(line)
 
@@ -547,33 +528,44 @@ def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | No
 
 
 # --------------------------------------------------------------------------- commands
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .model import available_models, load_model
+
+    if args.name is None:
+        presets = available_models()
+        width = max(len(n) for n in presets)
+        _out("Model presets (bayescale fit RUNS --model NAME; 'bayescale models NAME' shows one in full):", "")
+        _out(*[f"  {name:<{width}}  {text}" for name, text in presets.items()])
+        return EXIT_OK
+    model = load_model(args.name)
+    _out(str(model), "", "Priors (parameter ~ prior: provenance):")
+    provenance = model.provenance
+    for name, prior in model.priors.items():
+        kwargs = ", ".join(f"{k}={v:g}" for k, v in prior.parameters.items())
+        _out(*textwrap.wrap(f"{name} ~ {prior.distribution}({kwargs}): {provenance.get(name, '')}", width=100,
+                            initial_indent="  ", subsequent_indent="      "))
+    if model.sampler:
+        _out("", "Sampler defaults: " + ", ".join(f"{k}={v}" for k, v in model.sampler.items()))
+    return EXIT_OK
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .fitting import fit as fit_law
+    from .fitting import fit as fit_model
+    from .model import auto_model, load_model
     from .sampling import check_sampler
-    from .spec import load_spec
 
     check_sampler(args.sampler, args.method, args.mass_matrix or "diag")  # fails before any work; fit checks the cutoff
-    spec = load_spec(args.law)
+    model = None if args.model == "auto" else load_model(args.model)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
-    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting law {spec.name!r} ...")
+    if model is None:
+        model = auto_model(runs[runs["metric"] == args.metric])
+    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting model {model.name!r} ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
-        fit = fit_law(
+        fit = fit_model(
             runs,
-            spec,
+            model,
             metric=args.metric,
-            pooling=args.pooling,
-            checkpoints=args.checkpoints,
-            residuals=args.residuals,
-            run_effect=args.run_effect,
-            schedule=args.schedule,
-            min_fraction=args.min_fraction,
-            noise=args.noise,
-            anneal=args.anneal,
-            run_slope=args.run_slope,
-            drift=args.drift,
-            drift_clock=args.drift_clock,
-            family_prior=args.family_prior,
             sampler=args.sampler,
             method=args.method,
             draws=args.draws,
@@ -647,7 +639,7 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", category=_convergence_warning())
         table = fit.optimal_allocation(args.compute, hdi_prob=args.hdi, family=args.family)
     which = ""
-    if getattr(fit, "options", None) is not None and fit.options.pooling == "family":
+    if fit.model.part("family_pooling") is not None:
         which = f", family {args.family or fit.families[0]}"
     _out(f"Compute-optimal allocation under C = 6 N D ({args.hdi:.0%} HDI{which}) from {args.fit}:")
     _out("  quantity: params = N* (parameters), tokens = D*, loss = L(N*, D*)")
@@ -670,9 +662,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_ladder(seed: int):
+    """The demo's simulated ladder and its truth (see ``DEMO_*``)."""
+    from .schedules import Schedule
+    from .simulate import Task, simulate_ladder
+
+    return simulate_ladder(seed=seed, families=list(DEMO_FAMILIES), seeds=2, checkpoints=6, sizes=DEMO_SIZES,
+                           token_multipliers=(20.0,), schedule=Schedule("cosine"), family_spread=0.05,
+                           seed_spread=0.005, ar1=0.5, tasks=[Task(**DEMO_TASK)])
+
+
+def _demo_targets(truth) -> pd.DataFrame:
+    """Loss and accuracy of each family at the demo's target scales, with the true values."""
+    rows = []
+    task = truth.tasks[0]
+    for family in DEMO_FAMILIES:
+        for params, tokens in DEMO_TARGET_SCALES:
+            loss = float(truth.loss(params, tokens, family))
+            rows.append({"params": params, "tokens": tokens, "family": family, "metric": "loss", "truth": loss})
+            rows.append({"params": params, "tokens": tokens, "family": family, "metric": f"acc:{task.name}",
+                         "truth": float(task.accuracy(loss, E=truth.families[family]["E"]))})
+    return pd.DataFrame(rows)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .fitting import fit as fit_law
-    from .simulate import simulate_ladder
+    from .fitting import fit as fit_model
 
     draws, tune, chains = (QUICK["draws"], QUICK["tune"], QUICK["chains"]) if args.quick else (args.draws, args.tune, args.chains)
     out = Path(args.out).expanduser()
@@ -681,36 +695,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    runs, truth = simulate_ladder(seed=args.seed)
+    runs, truth = _demo_ladder(args.seed)
     runs_path = _write_csv(runs, out / "runs.csv")
     pop = truth.population
+    n_loss = int((runs["metric"] == "loss").sum())
     _out(
-        f"Simulated a ladder of {runs['run'].nunique()} runs (seed {args.seed}) from the true law "
-        f"L = {pop['E']:g} + {pop['A']:g} N^-{pop['alpha']:g} + {pop['B']:g} D^-{pop['beta']:g} "
-        f"(noise {truth.noise:g} on ln loss)",
-        f"Fitting with nutpie: {chains} chains x {draws} draws ({tune} tune)"
+        f"Simulated a ladder (seed {args.seed}): {runs['run'].nunique()} runs of {len(DEMO_FAMILIES)} families "
+        f"({', '.join(DEMO_FAMILIES)}), 2 seeds each, {n_loss} loss checkpoints under a cosine schedule and "
+        f"{len(runs) - n_loss} accuracy rows of task {DEMO_TASK['name']!r}, from the population law "
+        f"L = {pop['E']:g} + {pop['A']:g} N^-{pop['alpha']:g} + {pop['B']:g} D^-{pop['beta']:g}",
+        f"Fitting the {DEMO_MODEL!r} preset with nutpie: {chains} chains x {draws} draws ({tune} tune)"
         + (" [--quick: a smoke test, expect the convergence check to fail]" if args.quick else "")
         + " ...",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
-        fit = fit_law(
-            runs, "chinchilla", sampler="nutpie", draws=draws, tune=tune, chains=chains,
+        fit = fit_model(
+            runs, DEMO_MODEL, sampler="nutpie", draws=draws, tune=tune, chains=chains,
             random_seed=args.seed, progressbar=_progress(args),
         )  # fmt: skip
     fit_path = out / "fit.nc"
     fit.save(fit_path)
 
-    targets = DEMO_TARGETS.copy()
+    targets = _demo_targets(truth)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
         warnings.filterwarnings("ignore", message=r"predict: .* beyond the ladder")  # intended here
-        preds = fit.predict(targets, hdi_prob=0.9)
-    preds["truth"] = truth.loss(preds["params"].to_numpy(), preds["tokens"].to_numpy())
+        preds = fit.predict(targets.drop(columns="truth"), hdi_prob=0.9)
+    preds["truth"] = targets["truth"].to_numpy()
     preds["truth_in_band"] = (preds["lower"] <= preds["truth"]) & (preds["truth"] <= preds["upper"])
     preds_path = _write_csv(preds, out / "predictions.csv")
 
     figures_dir, report_path, missing = out / "figures", out / "report.html", []
+    loss_targets = targets[targets["metric"] == "loss"].drop(columns=["truth", "metric"]).reset_index(drop=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
         warnings.filterwarnings("ignore", message=r".* beyond the ladder")
@@ -719,9 +736,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except ImportError as err:
             missing.append(f"figures skipped ({_one_line(err)})")
         else:
-            save_figures(fit, figures_dir, targets=targets)
+            save_figures(fit, figures_dir, targets=loss_targets)
         try:
-            _write_report(fit, report_path, targets, "bayescale demo: a simulated ladder with a known law")
+            _write_report(fit, report_path, loss_targets, "bayescale demo: a simulated ladder with a known law")
         except ImportError as err:
             if "bayescale.report" not in str(err) and getattr(err, "name", "") != "bayescale.report":
                 raise
@@ -730,7 +747,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _out("", *_describe(fit, str(fit_path)), "")
     _out(*_summary_lines(fit, 0.9))
     _verdict(fit, in_summary=True)
-    _out("", "Headline predictions (observed loss, 90% HDI) beyond the ladder, with the true loss:")
+    _out("", "Predictions beyond the ladder (a new run's observed value, 90% HDI), with the true values:")
     _out(_prediction_table(preds))
     _out("", f"Wrote (in {time.perf_counter() - started:.0f} s):")
     _out(f"  runs table    {runs_path}")

@@ -1,9 +1,11 @@
 """Save a fit to one NetCDF file and load it back, ready to predict.
 
 The file is the fit's InferenceData plus a ``runs`` group (the fitted rows) and JSON attrs
-on the posterior: the model spec, centring constants, sampler settings and provenance.
-Loading rebuilds the spec from the stored JSON, so predictions do not depend on the specs
-installed at load time, and refuses files written by an incompatible format version.
+on the posterior: the model tree (law, parts by ``lookup_name`` with their options, prior
+overrides; see :meth:`bayescale.model.Model.to_dict`), centring constants, sampler settings
+and provenance.  Loading rebuilds the model from the stored tree, so predictions do not
+depend on the presets installed at load time, and refuses a file written by another format
+version, naming the bayescale version that wrote it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from pathlib import Path
 import arviz as az
 import xarray as xr
 
-from .design import ModelOptions
 from .result import ScalingFit
 from .schedules import Schedule
 from .runs import Scale
 from .sampling import SamplerConfig
-from .spec import parse_spec
+from .model import Model
+from .parts import ModelError
 
-FORMAT_VERSION = 1
+#: 2: models built from parts (``model``); 1: structure options and a spec (bayescale 0.1).
+FORMAT_VERSION = 2
 ATTR = "bayescale"
 
 
@@ -33,13 +36,13 @@ def save_fit(fit: ScalingFit, path) -> Path:
     idata = fit.idata.copy()
     meta = {
         "format_version": FORMAT_VERSION,
-        "spec": fit.spec.to_dict(),
-        "spec_hash": fit.spec.hash(),
+        "written_by": fit.info.get("versions", {}).get("bayescale", "unknown"),
+        "model": fit.model.to_dict(),
+        "model_hash": fit.model.hash(),
         "scale": {"N0": fit.scale.N0, "D0": fit.scale.D0},
         "sampler": fit.sampler_config.to_dict(),
         "metric": fit.metric,
         "info": fit.info,
-        "options": fit.options.to_dict(),
         "families": fit.families,
         "run_names": fit.run_names,
         "schedule": fit.schedule.to_dict() if fit.schedule else None,
@@ -78,22 +81,27 @@ def load_fit(path) -> ScalingFit:
         raise ValueError(f"{path} is an InferenceData file but was not written by bayescale (no '{ATTR}' attribute)")
     meta = json.loads(raw)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has bayescale format {meta.get('format_version')}, this version reads {FORMAT_VERSION}")
-    spec = parse_spec(meta["spec"], source=str(path))
-    if spec.hash() != meta["spec_hash"]:
-        raise ValueError(f"{path}: the stored model spec does not match its hash; the file may be corrupt")
+        writer = meta.get("written_by") or meta.get("info", {}).get("versions", {}).get("bayescale", "unknown")
+        raise ValueError(f"{path} was written by bayescale {writer} in file format {meta.get('format_version')}; "
+                         f"this version reads format {FORMAT_VERSION}: refit the model, or load the file with the "
+                         f"version that wrote it")
+    try:
+        model = Model.from_dict(meta["model"], source=str(path))
+    except ModelError as err:
+        raise ValueError(f"{path}: the stored model cannot be rebuilt: {err}") from None
+    if model.hash() != meta["model_hash"]:
+        raise ValueError(f"{path}: the stored model does not match its hash; the file may be corrupt")
     runs = _table(idata, "runs")
     acc_rows = _table(idata, "acc_runs") if "acc_runs" in idata.groups() else None
     idata_clean = az.InferenceData(**{g: idata[g] for g in idata.groups() if g not in ("runs", "acc_runs")})
     return ScalingFit(
         idata=idata_clean,
-        spec=spec,
+        model=model,
         scale=Scale(**meta["scale"]),
         runs=runs,
         sampler_config=SamplerConfig(**meta["sampler"]),
         metric=meta["metric"],
         info=meta["info"],
-        options=ModelOptions(**meta["options"]),
         families=list(meta["families"]),
         run_names=list(meta["run_names"]),
         schedule=Schedule(**meta["schedule"]) if meta["schedule"] else None,

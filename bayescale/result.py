@@ -13,13 +13,11 @@ import xarray as xr
 
 from .allocation import optimal_allocation_draws
 from .diagnostics import Diagnostics, diagnose
-from .likelihoods import LIKELIHOODS
-from .design import ModelOptions, anneal_parameter
+from .model import Model
 from .predict import Structure, bands, predictive_draws, read_targets, resolve_families
 from .runs import Scale
 from .sampling import SamplerConfig
 from .schedules import Schedule
-from .spec import ModelSpec
 
 
 @dataclass
@@ -32,11 +30,12 @@ class ScalingFit:
         ArviZ InferenceData: ``posterior`` (law parameters by their symbols, dims
         ``chain, draw``), ``sample_stats``, ``observed_data`` and ``log_likelihood``
         (dims ``obs``).
-    spec, scale, runs
-        The model spec, the centring constants (N0, D0) and the rows that were fitted.
-    options, families, run_names, schedule
-        The model structure (:class:`~bayescale.design.ModelOptions`), the ``family`` and
-        ``run`` coordinates, and the default learning-rate schedule for targets.
+    model, scale, runs
+        The model (:class:`~bayescale.model.Model`: law, parts, priors; ``print(fit.model)``),
+        the centring constants (N0, D0) and the loss rows that were fitted.
+    families, run_names, schedule
+        The ``family`` and ``run`` coordinates, and the default learning-rate schedule for
+        targets.
     sampler_config
         What the sampler was asked.
     info
@@ -44,13 +43,12 @@ class ScalingFit:
     """
 
     idata: az.InferenceData
-    spec: ModelSpec
+    model: Model
     scale: Scale
     runs: pd.DataFrame
     sampler_config: SamplerConfig
     metric: str = "loss"
     info: dict[str, Any] = field(default_factory=dict)
-    options: ModelOptions = field(default_factory=ModelOptions)
     families: list[str] = field(default_factory=list)
     run_names: list[str] = field(default_factory=list)
     schedule: Schedule | None = None
@@ -60,12 +58,12 @@ class ScalingFit:
     # ----------------------------------------------------------------- parameters
     @property
     def law(self):
-        return self.spec.law
+        return self.model.law
 
     @property
     def structure(self) -> Structure:
-        return Structure(self.spec, self.scale, self.options, self.families, self.run_names, self.schedule,
-                         self.runs, self.acc_rows)
+        return Structure(self.model, self.scale, self.families, self.run_names, self.schedule, self.runs,
+                         self.acc_rows)
 
     @property
     def tasks(self) -> list[str]:
@@ -77,36 +75,13 @@ class ScalingFit:
         from .downstream import improvement_report
 
         if not self.tasks:
-            raise ValueError("this fit has no downstream tasks (fit with downstream='sigmoid', 'exp' or 'gompertz')")
+            raise ValueError("this fit has no downstream tasks (fit a model with a downstream part, e.g. the 'downstream' preset)")
         return improvement_report(self.posterior_draws("slope"), self.tasks)
 
     def _structure_names(self) -> list[str]:
-        names = []
-        if self.options.pooling == "family":
-            pooled = [p for p in self.law.sampled if p not in self.law.shared]
-            names += [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
-        names += list(LIKELIHOODS[self.spec.likelihood].noise_params)
-        if self.options.run_effect:
-            names.append("sigma_run")
-        if self.options.run_slope:
-            names.append("sigma_slope")
-        if self.options.drift != "none":
-            names.append("sigma_drift")
-        if self.options.schedule != "none":
-            names.append(anneal_parameter(self.options))
-        if self.options.residuals == "ar1":
-            names.append("ell")
-        if self.options.noise == "size":
-            names.append("kappa")
-        if self.acc_rows is not None:
-            location = "level" if "level_pop" in self.idata.posterior else "midpoint"
-            links = ["slope_pop", "slope_sd", f"{location}_pop", f"{location}_sd", "ceiling_pop", "ceiling_sd"]
-            if "phi_pop" in self.idata.posterior:
-                links += ["phi_pop", "phi_sd"]
-            names += [n for n in links if n in self.idata.posterior]  # one task: no spreads
-            if "tau_downstream" in self.idata.posterior:
-                names.append("tau_downstream")
-        return names
+        """The parts' variables present in the posterior (populations, spreads, scales)."""
+        law = set(self.law.sampled)
+        return [n for n in self.model.variables() if n not in law and n in self.idata.posterior]
 
     @property
     def parameter_names(self) -> list[str]:
@@ -118,7 +93,7 @@ class ScalingFit:
         """R-hat, ESS and divergences of the population-, family- and noise-level
         parameters, with a verdict."""
         if self._diagnostics is None:
-            names = list(self.law.sampled) + self._structure_names()
+            names = [n for n in self.model.variables() if n in self.idata.posterior]
             self._diagnostics = diagnose(self.idata, names, method=self.sampler_config.method)
         return self._diagnostics
 
@@ -149,9 +124,11 @@ class ScalingFit:
         targets
             DataFrame (or dict, or CSV path) with ``params`` and ``tokens``, one row per
             target; optionally ``family`` (a fitted family, or any other name for a family
-            the model has not seen: drawn from the population), ``run`` (an existing run:
-            its own offset and last residual are used) and ``total_tokens`` (default
-            ``tokens``: the loss at the end of a finished run).
+            the model has not seen: drawn from the population), ``run`` (a fitted run:
+            its own offset, walk and last residual are used; rows sharing a run id the fit
+            has not seen are one planned run, a new seed of its family), ``total_tokens``
+            (default ``tokens``: the loss at the end of a finished run), ``metric`` (with a
+            downstream part) and any column a part of the model needs.
         hdi_prob
             Probability mass of the band.
         kind
@@ -182,7 +159,7 @@ class ScalingFit:
         diag.warn("predict")
         draws = predictive_draws(self.idata, self.structure, table.assign(metric=metrics) if metrics is not None
                                  else table, kind, self.sampler_config.random_seed)
-        if "family" not in table and self.options.pooling == "family":
+        if "family" not in table and self.model.part("family_pooling") is not None:
             table["family"] = resolve_families(table, self.structure)
         out = pd.concat([table, bands(draws, hdi_prob)], axis=1)
         out.insert(len(table.columns), "metric", metrics if metrics is not None else self.metric)
@@ -211,8 +188,8 @@ class ScalingFit:
 
         Returns a DataFrame with one row per (compute, quantity) where quantity is
         ``params`` (N*, parameters), ``tokens`` (D*) or ``loss`` (nats), and columns
-        ``mean``, ``median``, ``lower``, ``upper``.  With ``pooling="family"`` name the
-        ``family`` (default: the first).
+        ``mean``, ``median``, ``lower``, ``upper``.  With family pooling name the
+        ``family`` (default: the first) when the model pools families.
         """
         if self.law.lookup_name != "chinchilla":
             raise ValueError(
@@ -224,7 +201,7 @@ class ScalingFit:
         if not np.all(np.isfinite(budgets) & (budgets > 0)):
             raise ValueError(f"compute budgets must be finite and > 0, got {budgets}")
         column = None
-        if self.options.pooling == "family":
+        if self.model.part("family_pooling") is not None:
             family = family or self.families[0]
             if family not in self.families:
                 raise ValueError(f"family {family!r} is not one of the fitted families {self.families}")
@@ -255,6 +232,6 @@ class ScalingFit:
     def __repr__(self) -> str:
         diag = self.diagnostics()
         return (
-            f"ScalingFit(law={self.law.lookup_name!r}, metric={self.metric!r}, rows={len(self.runs)}, "
+            f"ScalingFit(model={self.model.name!r}, law={self.law.lookup_name!r}, metric={self.metric!r}, rows={len(self.runs)}, "
             f"runs={self.runs['run'].nunique()}, {diag.message()})"
         )

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayescale.calibration import (
+from simulated_calibration import (
     LadderDesign,
     describe,
     hierarchical_replicate,
     summarise,
 )
-from bayescale.design import FAMILY_PRIORS
+from bayescale.parts.pooling import PRIORS as FAMILY_PRIORS
 
 OUT = Path(__file__).parent / "out"
 

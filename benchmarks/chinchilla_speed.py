@@ -180,7 +180,7 @@ def worker_bayes(sampler: str, draws: int, tune: int, chains: int, repeat: int, 
             warnings.simplefilter("ignore")
             fit = bayescale.fit(
                 runs,
-                law="chinchilla",
+                "chinchilla",
                 sampler=sampler,
                 draws=draws,
                 tune=tune,

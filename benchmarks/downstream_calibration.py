@@ -1,7 +1,7 @@
 """Coverage of joint loss + task-accuracy fits on simulated ladders (issue #4, acceptance 1).
 
 Each replicate draws its own tasks (midpoints spread over the ladder's losses, slopes 2-6
-per nat, chance 0/0.25/0.5, 100-10,000 items; see ``bayescale.calibration.DownstreamDesign``),
+per nat, chance 0/0.25/0.5, 100-10,000 items; see ``simulated_calibration.DownstreamDesign``),
 fits the loss and every task's accuracy jointly on 0.02B-0.7B runs, and scores the 90%
 observation bands of every task's accuracy at the held-out 1.5B and 3B runs.  Prints one line
 per replicate, the pooled coverage, and how band width scales with the number of items.
@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bayescale.calibration import DownstreamDesign, downstream_replicate, summarise_downstream
+from simulated_calibration import DownstreamDesign, downstream_replicate, summarise_downstream
 
 OUT = Path(__file__).parent / "out"
 

@@ -51,17 +51,15 @@ def main(argv=None) -> int:
     rows = runs[runs["size"].isin(pythia.FIT_SIZES)].reset_index(drop=True)
     if args.scenario == "transfer":
         rows = rows[(rows["family"] == "pile") | rows["size"].isin(pythia.TRANSFER_DEDUPED)].reset_index(drop=True)
-    model = {k: v for k, v in pythia.CHECKPOINT_MODEL.items() if k != "mass_matrix"}
-    common = dict(law=pythia.LAW, min_fraction=pythia.MIN_FRACTION, priors=pythia.LAMBADA_E_PRIOR, sampler="nutpie",
-                  chains=args.chains, target_accept=pythia.TARGET_ACCEPT, random_seed=args.seed, progressbar=False,
-                  **model)
+    common = dict(sampler="nutpie", chains=args.chains, random_seed=args.seed, progressbar=False)
+    model = bayescale.load_model(pythia.MODEL)
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)
-        bayescale.fit(rows, draws=10, tune=10, **common)  # compile once; both fits reuse it
+        bayescale.fit(rows, model, draws=10, tune=10, **common)  # compile once; both fits reuse it
         for mass in ("diag", "low_rank"):
             start = time.perf_counter()
-            fit = bayescale.fit(rows, draws=args.draws, tune=args.tune, mass_matrix=mass, **common)
+            fit = bayescale.fit(rows, model, draws=args.draws, tune=args.tune, mass_matrix=mass, **common)
             wall = time.perf_counter() - start
             d = fit.diagnostics()
             n = d.n_draws

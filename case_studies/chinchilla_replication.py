@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)  # the verdict is printed below
         fit = bayescale.fit(
-            runs, law="chinchilla", sampler="nutpie", random_seed=args.seed, progressbar=args.progress, **settings
+            runs, "chinchilla", sampler="nutpie", random_seed=args.seed, progressbar=args.progress, **settings
         )
     wall = time.perf_counter() - start
     diag = fit.diagnostics()

@@ -265,12 +265,25 @@ def fit_error_curve(loss: np.ndarray, error: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- fitting
-def quiet_fit(rows, **kwargs):
+def quiet_fit(rows, model, **kwargs):
     import bayescale
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)
-        return bayescale.fit(rows, law="chinchilla", sampler="nutpie", **kwargs)
+        return bayescale.fit(rows, model, sampler="nutpie", **kwargs)
+
+
+def joint_model(link: str, scale: str):
+    """The per-task model: the ``gadre_tasks`` preset, or with ``--link``/``--link-scale`` a
+    variant of it with another link (for comparing links; the preset is what was accepted)."""
+    from bayescale import load_model
+    from bayescale.parts import Downstream
+
+    model = load_model("gadre_tasks")
+    part = model.part("downstream")
+    if (link, scale) == (part.link, part.scale):
+        return model
+    return model.with_parts(Downstream(link=link, scale=scale))
 
 
 def quiet_predict(fit, targets, kind="observation"):
@@ -310,16 +323,16 @@ def run_family(family: str, runs: pd.DataFrame, per_run: pd.DataFrame, tasks: li
     common = dict(random_seed=args.seed, progressbar=args.progress, **settings)
     start = time.perf_counter()
     average = pd.concat([fit_rows[fit_rows["metric"] == "loss"], average_rows(fit_rows, tasks)], ignore_index=True)
-    avg_fit = quiet_fit(average, downstream="sigmoid", tasks=["acc:avg"],
+    avg_fit = quiet_fit(average, "gadre_average",
                         **(common if args.small else dict(common, **AVERAGE_SAMPLER)))
     t_avg = time.perf_counter() - start
     start = time.perf_counter()
-    joint = quiet_fit(fit_rows, downstream=args.link, link_scale=args.link_scale, tasks=tasks,
+    joint = quiet_fit(fit_rows, joint_model(args.link, args.link_scale),
                       target_accept=args.target_accept, **common)
     t_joint = time.perf_counter() - start
     start = time.perf_counter()
     loss_common = common if args.small else dict(common, **LOSS_SAMPLER)
-    loss_only = quiet_fit(fit_rows[fit_rows["metric"] == "loss"], **loss_common)
+    loss_only = quiet_fit(fit_rows[fit_rows["metric"] == "loss"], "chinchilla", **loss_common)
     t_loss = time.perf_counter() - start
 
     targets = pd.DataFrame({"params": held["params"], "tokens": held["tokens"], "family": family})

@@ -6,14 +6,14 @@ deduplicated Pile (``deduped``).  Fitted: the 10 runs of 70M to 1.4B parameters,
 checkpoint from ``min_fraction`` (2%) of the run on (steps 3,000, 13,000 ... 143,000, 15 per
 run), with the shipped ``kaplan`` law ``L = E + ((A N^-alpha)^(1/q) + (B D^-beta)^(1/q))^q``
 (Chinchilla's two terms under a soft maximum, so small models saturate in data) and the
-package's checkpoint model: family-level law parameters partially pooled toward a
+``pythia_lambada`` preset (``models/pythia_lambada.toml``, loaded by name): family-level law parameters partially pooled toward a
 population (``q`` shared), a per-run offset, the cosine learning-rate schedule (the runs
 table's ``schedule`` columns) with the decay still ahead of a checkpoint counted as a
-shortfall of effective tokens (``anneal="tokens"``), a random-walk drift of each run away
-from the law in the fraction of the run (``drift="walk"``, ``drift_clock="fraction"``),
+shortfall of effective tokens (``ScheduleTerm(anneal="tokens")``), a random-walk drift of each
+run away from the law in the fraction of the run (``Drift(clock="fraction")``),
 Ornstein-Uhlenbeck (AR(1) in ln tokens)
 residuals around it, and a residual and drift scale that shrink with model size
-(``noise="size"``, ``(N/N0)^-kappa``) under a Student-t likelihood.
+(``Noise(by_size=True)``, ``(N/N0)^-kappa``) under a Student-t likelihood.
 
 Scenarios (each one fit, nutpie NUTS, 4 chains x 4000 draws after 2000 tuning steps for
 scenarios 1-3, 1500 draws for the ablations; see ``FULL_DRAWS``; scenarios 1, 2 and 6 with
@@ -26,12 +26,13 @@ nutpie's low-rank-corrected mass matrix, see ``MASS_MATRIX``):
 3. ``truncated``: every run seen only up to step 33,000 (``total_tokens`` still the full
    143,000 steps); predict each run's own final loss (the run's offset and its last
    residual carry over);
-4. ablations of target 1: final checkpoints only (``checkpoints="final"``), independent
-   residuals (``residuals="iid"``), no pooling (``pooling="none"``);
+4. ablations of target 1: final checkpoints only (the preset without its
+   ``checkpoints`` part and the parts that need it), independent residuals (without
+   ``ar1_residuals`` and ``drift``), no pooling (without ``family_pooling``);
 5. with ``--sensitivity``, prior sensitivity: scenarios 1 and 3 refitted with the other
    prior of ``E`` (below; never in the ``--small`` smoke run);
 6. with ``--downstream``: the loss of scenario 1 fitted jointly with the zero-shot accuracy
-   of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande (``downstream="sigmoid"``, links in
+   of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande (the ``pythia_downstream`` preset: sigmoid links in
    ln(L - E), Beta-Binomial on each task's items, every task of a checkpoint seeing its
    run's walk); predict the five tasks' average accuracy (``acc:avg``, draw by draw) and
    each task at the 2.8B final step.  Accuracy rows from step 103,000 on (see
@@ -42,14 +43,14 @@ Choices (applied to every scenario) and how they were made:
 * ``param_count="total"`` (the loader's default, the parameter count Pythia names its
   models by); ``--param-count non_embedding`` gives Kaplan et al.'s convention.  Checked
   on a 1.4B hold-out only (fit 70M-1B, predict 1.4B): non-embedding counts did not help.
-* ``min_fraction=0.02``: the warmup is 1% of the run (1,430 steps); step 1,000 lies inside
+* ``checkpoints.min_fraction = 0.02``: the warmup is 1% of the run (1,430 steps); step 1,000 lies inside
   it, and step 3,000 (2.1%) is the only checkpoint between the warmup and step 13,000.
 * The prior of the irreducible loss ``E``.  The shipped prior (median 1.65 nats, from
   per-token validation losses of Chinchilla-type ladders) does not describe LAMBADA's
   last-word loss: GPT-3 175B reaches a zero-shot LAMBADA perplexity of 3.00 (Brown et
   al. 2020, Table 3.2), ln 3.00 = 1.10 nats, so the irreducible floor lies below that.
   Here ``E ~ LogNormal(-0.7, 0.5)``: median 0.50, 95% below 1.13 -- the known bound.
-  ``--spec-priors`` keeps the shipped prior, and the sensitivity scenarios refit with it.
+  ``--spec-priors`` keeps the law's default prior, and the sensitivity scenarios refit with it.
 * The model structure: the law (kaplan vs chinchilla), ``noise`` (size vs constant),
   ``anneal`` (tokens vs loss), ``min_fraction`` (0.02 vs 0.05) and the E prior above
   (vs LogNormal(-0.5, 1.0), median 0.61 and 90% up to 3.1).
@@ -68,7 +69,7 @@ Choices (applied to every scenario) and how they were made:
   * step 3,000 sharpened the data exponent;
   * the tighter E prior moved the 2.8B medians down by about 0.5%.
 
-  A later session added the random-walk drift (``drift="walk"``) for the reason in the
+  A later session added the random-walk drift (the ``drift`` part) for the reason in the
   quirks below.  Its effect on the 2.8B medians (+3.0% / +2.2% without it, under 1% with
   it) was measured on the same targets, so it is not blind either; the ablations print the
   model without any correlated term beside it.
@@ -101,7 +102,7 @@ Data quirks (README of the data; nothing is edited or dropped):
   monotone in tokens and cannot follow it; the data stay in.  Without a term for it the
   stationary AR(1) residuals revert to the law within a fraction of a unit of ln tokens,
   so the rises bend the law itself: the small models' late checkpoints pull the family
-  law up and the 2.8B medians land 2-3% high.  The random-walk drift (``drift="walk"``,
+  law up and the 2.8B medians land 2-3% high.  The random-walk drift (the ``drift`` part,
   scale ``sigma_drift (N/N0)^-kappa``) lets a run wander from the law and stay there: the
   rises go into the small runs' walks (their scale is set by ``kappa``, learned from all
   runs), the law follows the larger runs, and a new 2.8B run's band carries the drift such
@@ -109,7 +110,7 @@ Data quirks (README of the data; nothing is edited or dropped):
   truncated scenario (every run seen to step 33,000, before the rises) the 70M and 160M
   runs' medians stay 9-15% below their final losses; the walk in the fraction of the run
   widens their bands to 22-25% (3 of the 4 covered, 70M-deduped not) -- the script marks
-  them ``caution`` and counts them in the coverage.  ``run_slope=True`` (a slope per run) was tried and left
+  them ``caution`` and counts them in the coverage.  ``RunEffect(slope=True)`` (a slope per run) was tried and left
   out: fitted to the truncated runs it finds no slope spread (sigma_slope ~0.004) and on
   the full runs it moved the 2.8B medians up by about 1%.  The script prints the law's
   residual at each run's final checkpoint so the misfit is visible.
@@ -164,8 +165,9 @@ SMALL_FIT_SIZES = ("70m", "160m", "410m")
 SMALL_TRANSFER_DEDUPED = ("70m", "160m")
 SMALL_SAMPLER = {"draws": 100, "tune": 100, "chains": 2}
 FAMILIES = ("pile", "deduped")
+#: Where a run's fitted checkpoints start (the preset's ``checkpoints.min_fraction``); used here
+#: only to describe the data's late rises from the same point on.
 MIN_FRACTION = 0.02
-LAW = "kaplan"
 #: Draws and tuning steps per chain of the scenario fits of the full run (4 chains).  With the
 #: random-walk drift the data term of the law (b, beta, c_tokens) and E mix slowly -- the walk
 #: and the data term both describe a trend in ln tokens -- at about 0.03 bulk ESS per draw with
@@ -188,46 +190,26 @@ MASS_MATRIX = {"full": "low_rank", "transfer": "low_rank", "downstream": "low_ra
 #: Fits whose convergence the acceptance checks gate (the ablations and sensitivity refits are
 #: reported, not gated).
 GATED = ("full", "transfer", "truncated")
-#: NUTS target acceptance.  At the spec's 0.9 the truncated fit (40 rows, 4 per run) had
-#: 0.25% divergent transitions, above the 0.1% the diagnostics allow.
-TARGET_ACCEPT = 0.95
-
-#: Prior of E for LAMBADA ln(perplexity); see the module docstring.
-LAMBADA_E_PRIOR = {
-    "E": {
-        "dist": "LogNormal",
-        "kwargs": {"mu": -0.7, "sigma": 0.5},
-        "provenance": "Irreducible LAMBADA last-word loss, nats: GPT-3 175B reaches zero-shot perplexity 3.00 "
-        "(Brown et al. 2020), ln 3 = 1.10, so the floor lies below ~1.1; median 0.50, 95% below 1.13.",
-    }
-}
-
-#: The checkpoint model of scenarios 1-3 (the package defaults for checkpoints="all", spelled out).
-CHECKPOINT_MODEL = {
-    "checkpoints": "all",
-    "pooling": "family",
-    "residuals": "ar1",
-    "run_effect": True,
-    "schedule": "table",
-    "anneal": "tokens",
-    "noise": "size",
-    "drift": "walk",
-    "drift_clock": "fraction",
-    # The half-normal family spread (the default), kept after trying family_prior="student_t"
-    # (development runs, 2026-11-30): with Pythia's two families it gave much the same
-    # predictions (2.8B +2.4% / +2.0%, 15% bands) and the full fit converged (R-hat 1.009,
-    # bulk ESS 466), but the transfer fit mixed worse (R-hat 1.030, bulk ESS 124, slowest in
-    # E and b, which Pythia barely pins), where with the half-normal every gated fit reaches
-    # R-hat <= 1.007 and bulk ESS >= 730.
-    "family_prior": "half_normal",
-}
-#: Ablations of target 1: (name, description, overrides of CHECKPOINT_MODEL).
+#: The model of scenarios 1-3: the ``pythia_lambada`` preset (``models/pythia_lambada.toml``:
+#: Kaplan law, pooled families with the half-normal spread, run offsets, the cosine schedule as
+#: a token shortfall, drift in the fraction of the run, AR(1), size-scaled Student-t noise, the
+#: LAMBADA prior of E, target_accept 0.95 and the low-rank mass matrix).  How each was chosen is
+#: in this docstring.  Its target_accept: at 0.9 the truncated fit (40 rows, 4 per run) had
+#: 0.25% divergent transitions, above the 0.1% the diagnostics allow.  The half-normal family
+#: spread was kept after trying ``FamilyPooling(prior="student_t")``: with Pythia's two
+#: families it gave much the same predictions (2.8B +2.4% / +2.0%, 15% bands) and the full fit
+#: converged (R-hat 1.009, bulk ESS 466), but the transfer fit mixed worse (R-hat 1.030, bulk
+#: ESS 124, slowest in E and b, which Pythia barely pins).
+MODEL = "pythia_lambada"
+#: Scenario 6: the same model with the tasks' accuracies linked to the latent loss.
+DOWNSTREAM_MODEL = "pythia_downstream"
+#: Ablations of target 1: (name, description, parts of ``MODEL`` left out).
 ABLATIONS = (
     ("ablation: final only", "final checkpoints only (10 points; iid, no run effect, no schedule)",
-     {"checkpoints": "final", "residuals": None, "run_effect": None, "schedule": None, "drift": "none", "drift_clock": None}),
+     ("checkpoints", "ar1_residuals", "run_effect", "schedule", "drift")),
     ("ablation: iid residuals", "all checkpoints, independent residuals (no AR(1), no drift)",
-     {"residuals": "iid", "drift": "none", "drift_clock": None}),
-    ("ablation: no pooling", "all checkpoints, one law for both families", {"pooling": "none"}),
+     ("ar1_residuals", "drift")),
+    ("ablation: no pooling", "all checkpoints, one law for both families", ("family_pooling",)),
 )
 #: Scenario 6 (``--downstream``): zero-shot accuracy of these tasks (lm-eval-harness names),
 #: fitted jointly with the LAMBADA loss; the target is their mean at the 2.8B final step.
@@ -269,7 +251,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--spec-priors",
         action="store_true",
-        help="keep the chinchilla spec's prior of E (median 1.65 nats) instead of the LAMBADA prior",
+        help="use the law's default prior of E (median 1.65 nats) instead of the preset's LAMBADA prior",
     )
     parser.add_argument(
         "--downstream",
@@ -314,18 +296,26 @@ def quirk_report(runs: pd.DataFrame) -> dict:
 
 
 # ---------------------------------------------------------------------------- fitting
-def run_fit(rows: pd.DataFrame, settings: dict, seed: int, priors: dict | None, progress: bool, **options):
+def scenario_model(name: str = MODEL, default_e_prior: bool = False, drop: tuple[str, ...] = ()):
+    """A preset, optionally with the law's default prior of E and some parts left out."""
+    from dataclasses import replace
+
+    from bayescale import load_model
+
+    model = load_model(name)
+    if default_e_prior:
+        model = replace(model, prior_overrides={k: v for k, v in model.prior_overrides.items() if k != "E"})
+    return model.with_parts(drop=drop) if drop else model
+
+
+def run_fit(rows: pd.DataFrame, model, settings: dict, seed: int, progress: bool, mass_matrix: str = "diag"):
     import bayescale
 
-    opts = {**CHECKPOINT_MODEL, **options}
-    opts = {k: v for k, v in opts.items() if v is not None}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)  # the verdicts are printed
-        fit = bayescale.fit(
-            rows, law=LAW, min_fraction=MIN_FRACTION, priors=priors, sampler="nutpie",
-            random_seed=seed, progressbar=progress, **opts, **settings,
-        )
+        fit = bayescale.fit(rows, model, sampler="nutpie", random_seed=seed, progressbar=progress,
+                            mass_matrix=mass_matrix, **settings)
     return fit, time.perf_counter() - start
 
 
@@ -387,15 +377,15 @@ def law_residuals(fit) -> pd.DataFrame:
     out = rows[["run", "family", "params", "step", "tokens", "value"]].copy()
     out["law"] = mean
     out["residual"] = np.log(out["value"]) - np.log(mean)
-    if fit.options.run_effect:
+    if fit.model.part("run_effect") is not None:
         offsets = dict(zip(fit.run_names, np.median(
             fit.posterior_draws("sigma_run")[:, None] * fit.posterior_draws("z_run"), axis=0)))
         out["run_offset"] = out["run"].map(offsets)
     return out
 
 
-def downstream_fit(root, args, settings: dict, priors, fit_rows: pd.DataFrame):
-    """Scenario 6: the checkpoint model with ``downstream="sigmoid"`` on ln(L - E), fitted to
+def downstream_fit(root, args, settings: dict, fit_rows: pd.DataFrame):
+    """Scenario 6: the ``pythia_downstream`` preset (sigmoid links in ln(L - E)), fitted to
     the loss rows of scenario 1 and the five tasks' accuracies from ``DOWNSTREAM_MIN_STEP``.
     Returns the fit, its seconds and the accuracy rows of every size (for the truth)."""
     from bayescale.datasets import load_pythia
@@ -405,9 +395,8 @@ def downstream_fit(root, args, settings: dict, priors, fit_rows: pd.DataFrame):
     fitted = acc[acc["size"].isin(fit_rows["size"].unique()) & (acc["step"] >= DOWNSTREAM_MIN_STEP)]
     rows = pd.concat([fit_rows, fitted], ignore_index=True)
     ds_settings = settings if args.small else {**settings, "draws": DOWNSTREAM_DRAWS, "tune": DOWNSTREAM_TUNE}
-    fit, sec = run_fit(rows, ds_settings, args.seed, priors, args.progress, downstream="sigmoid",
-                       link_scale="log_reducible", tasks=[f"acc:{t}" for t in DOWNSTREAM_TASKS],
-                       mass_matrix=MASS_MATRIX["downstream"])
+    model = scenario_model(DOWNSTREAM_MODEL, args.spec_priors)
+    fit, sec = run_fit(rows, model, ds_settings, args.seed, args.progress, mass_matrix=MASS_MATRIX["downstream"])
     return fit, sec, acc
 
 
@@ -442,8 +431,7 @@ def main(argv=None) -> int:
     if not args.small:
         settings["draws"] = FULL_DRAWS
         settings["tune"] = FULL_TUNE
-    settings["target_accept"] = TARGET_ACCEPT
-    priors = None if args.spec_priors else LAMBADA_E_PRIOR
+    model = scenario_model(MODEL, args.spec_priors)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -463,13 +451,14 @@ def main(argv=None) -> int:
           f"{root / 'pythia'}; LAMBADA ln(ppl); N = {args.param_count} parameters")
     print(f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws ({settings['tune']} tuning) per fit"
           + ("  [--small smoke run]" if args.small else ""))
-    print("Prior of E: " + ("the chinchilla spec's (median 1.65)" if args.spec_priors else
-                            "LogNormal(-0.7, 0.5) for LAMBADA (GPT-3 175B zero-shot ln ppl = 1.10)"))
+    print(f"Model: {MODEL!r} (models/{MODEL}.toml); prior of E: " + (
+        "the law's default (median 1.65)" if args.spec_priors else
+        "LogNormal(-0.7, 0.5) for LAMBADA (GPT-3 175B zero-shot ln ppl = 1.10)"))
 
     tables, diags, fits = [], [], {}
 
     # 1. full ladder -> 2.8B of both families
-    fit, sec = run_fit(fit_rows, settings, args.seed, priors, args.progress, mass_matrix=MASS_MATRIX["full"])
+    fit, sec = run_fit(fit_rows, model, settings, args.seed, args.progress, mass_matrix=MASS_MATRIX["full"])
     fits["full"] = fit
     diags.append(diagnostics_row("full", fit, sec))
     labels_28 = [f"pythia-{TARGET_SIZE}" if f == "pile" else f"pythia-{TARGET_SIZE}-deduped" for f in FAMILIES]
@@ -478,7 +467,7 @@ def main(argv=None) -> int:
 
     # 2. transfer: whole Pile family, deduped only up to 410M -> deduped 2.8B
     keep = (fit_rows["family"] == "pile") | fit_rows["size"].isin(transfer_deduped)
-    fit_t, sec = run_fit(fit_rows[keep].reset_index(drop=True), settings, args.seed, priors, args.progress,
+    fit_t, sec = run_fit(fit_rows[keep].reset_index(drop=True), model, settings, args.seed, args.progress,
                          mass_matrix=MASS_MATRIX["transfer"])
     diags.append(diagnostics_row("transfer", fit_t, sec))
     ded = targets_28["family"] == "deduped"
@@ -488,7 +477,7 @@ def main(argv=None) -> int:
 
     # 3. truncated runs: each run seen up to step 33,000 -> its own final loss
     trunc_rows = fit_rows[fit_rows["step"] <= TRUNCATE_STEP].reset_index(drop=True)
-    fit_tr, sec = run_fit(trunc_rows, settings, args.seed, priors, args.progress)
+    fit_tr, sec = run_fit(trunc_rows, model, settings, args.seed, args.progress)
     diags.append(diagnostics_row("truncated", fit_tr, sec))
     own = truth[truth["size"].isin(fit_sizes)].reset_index(drop=True)
     targets_tr = pd.DataFrame({"params": own["params"].to_numpy(dtype=float), "tokens": total_tokens,
@@ -501,29 +490,30 @@ def main(argv=None) -> int:
 
     # 4. ablations of target 1
     ablation_settings = settings if args.small else {**settings, "draws": ABLATION_DRAWS}
-    for name, _, overrides in ABLATIONS:
-        fit_a, sec = run_fit(fit_rows, ablation_settings, args.seed, priors, args.progress, **overrides)
+    for name, _, drop in ABLATIONS:
+        fit_a, sec = run_fit(fit_rows, scenario_model(MODEL, args.spec_priors, drop), ablation_settings, args.seed,
+                             args.progress)
         diags.append(diagnostics_row(name, fit_a, sec))
         tables.append(prediction_rows(name, fit_a, targets_28, labels_28, target["truth"].to_numpy(), caution_28))
 
     # 5. prior sensitivity: scenarios 1 and 3 with the other prior of E (one more compilation;
     #    left out of the --small smoke run to keep it short)
-    other = LAMBADA_E_PRIOR if args.spec_priors else None
-    other_name = "LogNormal(-0.7, 0.5) LAMBADA prior" if args.spec_priors else "chinchilla spec prior (median 1.65)"
+    other = scenario_model(MODEL, not args.spec_priors)
+    other_name = "LogNormal(-0.7, 0.5) LAMBADA prior" if args.spec_priors else "the law's default prior (median 1.65)"
     sensitivity = args.sensitivity and not args.small
     if sensitivity:
-        fit_s, sec = run_fit(fit_rows, settings, args.seed, other, args.progress)
+        fit_s, sec = run_fit(fit_rows, other, settings, args.seed, args.progress)
         diags.append(diagnostics_row(SENSITIVITY[0], fit_s, sec))
         tables.append(prediction_rows(SENSITIVITY[0], fit_s, targets_28, labels_28, target["truth"].to_numpy(),
                                       caution_28))
-        fit_s, sec = run_fit(trunc_rows, settings, args.seed, other, args.progress)
+        fit_s, sec = run_fit(trunc_rows, other, settings, args.seed, args.progress)
         diags.append(diagnostics_row(SENSITIVITY[1], fit_s, sec))
         tables.append(prediction_rows(SENSITIVITY[1], fit_s, targets_tr, list(own["run"]), own["truth"].to_numpy(),
                                       caution_tr))
 
     # 6. with --downstream: the five tasks' average accuracy at 2.8B (loss and tasks jointly)
     if args.downstream:
-        fit_d, sec, ds_rows = downstream_fit(root, args, settings, priors, fit_rows)
+        fit_d, sec, ds_rows = downstream_fit(root, args, settings, fit_rows)
         diags.append(diagnostics_row("downstream", fit_d, sec))
         tables.append(downstream_rows(fit_d, ds_rows, targets_28, labels_28, caution_28))
 
@@ -588,7 +578,7 @@ def main(argv=None) -> int:
     print("  * Late loss rise (final minus minimum after 2% of the run, > 0.1 nats): " + "; ".join(
         f"{r.run} {r.min_loss:.2f} at step {r.min_step} -> {r.final_loss:.2f}" for r in late.itertuples()))
     print("    The law is monotone in tokens; these rows stay in and are absorbed by the runs' random-walk drift "
-          "(drift='walk', scaled by size), the Student-t likelihood, the AR(1) residuals and the run offsets (wider "
+          "(the drift part, scaled by size), the Student-t likelihood, the AR(1) residuals and the run offsets (wider "
           "bands rather than a bent law). Law residuals of "
           "scenario 1 at each run's last checkpoint (ln observed - ln law, %):")
     last = residuals[residuals["step"] == residuals.groupby("run")["step"].transform("max")]
@@ -674,9 +664,7 @@ def main(argv=None) -> int:
             "small": args.small,
             "sampler": {"sampler": "nutpie", "random_seed": args.seed, **settings},
             "param_count": args.param_count,
-            "priors": priors or "chinchilla spec",
-            "model": CHECKPOINT_MODEL,
-            "min_fraction": MIN_FRACTION,
+            "model": model.to_dict(),
             "scenarios": list(dict.fromkeys(table["scenario"])),
             "wall_seconds_fits": wall_fits,
             "wall_seconds": wall,

@@ -1,7 +1,7 @@
 """The ``bayescale`` command line, run in-process through ``bayescale.cli.main``.
 
-One small fit (100 draws, 2 chains) is shared by the module; the demo reuses its compiled
-model, so the whole file runs in well under a minute and a half.
+One small fit (100 draws, 2 chains) is shared by the module; the demo fits its own preset
+(``checkpoints_downstream``) with the same tiny settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bayescale import cli
 from bayescale.cli import main
 from bayescale.diagnostics import Diagnostics
 
-COMMANDS = ("fit", "predict", "summary", "allocate", "report", "demo")
+COMMANDS = ("models", "fit", "predict", "summary", "allocate", "report", "demo")
 TINY = ["--draws", "100", "--tune", "100", "--chains", "2", "--method", "nuts", "--no-progress"]
 
 
@@ -62,7 +62,7 @@ def fitted(ladder):
     """``bayescale fit`` on the ladder with tiny draws: (fit path, rc, stdout, stderr)."""
     folder, _ = ladder
     path = folder / "fit.nc"
-    rc, out, err = run("fit", folder / "runs.csv", "--law", "chinchilla", "--out", path, "--seed", "1", *TINY)
+    rc, out, err = run("fit", folder / "runs.csv", "--model", "chinchilla", "--out", path, "--seed", "1", *TINY)
     return path, rc, out, err
 
 
@@ -114,6 +114,9 @@ def test_fit_saves_and_prints_summary_and_verdict(fitted):
     assert rc == 0, err
     assert path.is_file()
     assert "Traceback" not in err
+    assert "fitting model 'chinchilla'" in out
+    assert "model 'chinchilla'" in out and "part   noise(likelihood='student_t', by_size=False)" in out
+    assert bayescale.load_fit(path).model.to_dict() == bayescale.load_model("chinchilla").to_dict()
     table = out.split("Posterior (90% HDI):", 1)[1]
     for name in ("E", "A", "B", "alpha", "beta", "sigma", "r_hat", "ess_bulk"):
         assert name in table
@@ -210,7 +213,57 @@ def test_fit_says_when_it_leaves_rows_out(tmp_path):
     rc, out, err = run("fit", path, "--out", tmp_path / "m.nc", *TINY)
     assert rc == 0, err
     assert "bayescale: note: fitted 20 of 60 'loss' rows; 40 left out" in err
-    assert "--checkpoints all fits every checkpoint" in out
+    assert "a model with a checkpoints part fits every checkpoint (e.g. --model checkpoints)" in out
+    assert "fitting model 'chinchilla'" in out  # auto: one family, one seed per configuration
+
+
+def test_fit_with_a_preset_or_a_model_file(tmp_path):
+    """``--model checkpoints`` fits every checkpoint (no note about rows left out); a model TOML
+    file is read, its parts used and stored with the fit (MAP previews: the wiring is under test)."""
+    runs, _ = bayescale.simulate_ladder(seed=0, checkpoints=3)
+    path = tmp_path / "checkpoints.csv"
+    runs.to_csv(path, index=False)
+    preview = ["--method", "map", "--no-progress"]
+    rc, out, err = run("fit", path, "--model", "checkpoints", "--out", tmp_path / "c.nc", *preview)
+    assert rc == 0, err
+    assert "fitting model 'checkpoints'" in out and "left out" not in err
+    fit = bayescale.load_fit(tmp_path / "c.nc")
+    assert len(fit.runs) == 60 and fit.model.part("checkpoints") is not None
+    assert fit.model.part("schedule").source == "learned"  # resolved: the table has no schedule column
+    model = tmp_path / "mine.toml"
+    model.write_text('format = 2\nextends = "kaplan"\nname = "mine"\n[parts.noise]\nlikelihood = "normal"\n')
+    rc, out, err = run("fit", path, "--model", model, "--out", tmp_path / "m.nc", *preview)
+    assert rc == 0, err
+    assert "fitting model 'mine'" in out and "part   noise(likelihood='normal', by_size=False)" in out
+    fit = bayescale.load_fit(tmp_path / "m.nc")
+    assert fit.model.name == "mine" and fit.law.lookup_name == "kaplan" and "nu" not in fit.idata.posterior
+
+
+# --------------------------------------------------------------------------- models
+def test_models_lists_every_preset():
+    rc, out, err = run("models")
+    assert rc == 0, err
+    lines = out.splitlines()
+    for name, description in bayescale.available_models().items():
+        assert any(line.split()[:1] == [name] and description[:40] in line for line in lines), name
+
+
+def test_models_shows_one_in_full(tmp_path):
+    rc, out, err = run("models", "pythia_lambada")
+    assert rc == 0, err
+    model = bayescale.load_model("pythia_lambada")
+    assert str(model).splitlines()[0] in out
+    for part in model.parts:
+        assert f"part   {part.lookup_name}(" in out
+    for name in model.priors:
+        assert f"  {name} ~ " in out, name
+    assert "Irreducible LAMBADA last-word loss" in out  # the preset's own provenance of E
+    assert "Sampler defaults:" in out and "mass_matrix=low_rank" in out
+    file = tmp_path / "mine.toml"
+    file.write_text('format = 2\nextends = "checkpoints"\nname = "mine"\n[parts.drift]\n')
+    rc, out, err = run("models", file)
+    assert rc == 0, err
+    assert "model 'mine'" in out and "part   drift(clock='ln_tokens')" in out and "  sigma_drift ~ HalfNormal" in out
 
 
 # --------------------------------------------------------------------------- errors
@@ -235,17 +288,31 @@ def test_negative_params_is_one_line_exit_2(ladder, tmp_path):
     assert_one_line_error(err, "column 'params'", "> 0", "row 3")
 
 
+#: Model files with one problem each (see test_input_errors_are_one_line_exit_2).
+BROKEN_MODELS = {
+    "cauchy": 'format = 2\n[parts.family_pooling]\nprior = "cauchy"\n',
+    "clash": 'format = 2\n[parts.drift]\n',
+    "typo": 'format = 2\n[parts.checkpoints]\n[parts.run_effect]\nslopes = true\n',
+}
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
         (["fit", "{tmp}/nope.csv", "--out", "{tmp}/x.nc"], "runs table not found"),
-        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--law", "no_such_law"], "no model spec named 'no_such_law'"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "no_such_law"], "unknown model 'no_such_law'"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "{tmp}/nope.toml"], "no model file at"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "{tmp}/cauchy.toml"], "family_pooling: prior='cauchy'"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "{tmp}/clash.toml"], "drift: needs the checkpoints part"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "{tmp}/typo.toml"],
+         "run_effect: unknown option(s) ['slopes']"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--model", "downstream"], "downstream: needs 'acc:<task>' rows"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--pooling", "family"], "unrecognized arguments: --pooling"),
+        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--checkpoints", "all"], "unrecognized arguments: --checkpoints"),
+        (["models", "no_such_law"], "unknown model 'no_such_law'"),
         (["fit", "{runs}", "--out", "{tmp}/x.nc", "--metric", "acc:nothing"], "no rows with metric"),
         (["fit", "{runs}", "--out", "{tmp}/x.nc", "--sampler", "stan"], "invalid choice"),
         (["fit", "{runs}"], "required: --out"),
-        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--family-prior", "cauchy"], "invalid choice"),
-        (["fit", "{runs}", "--out", "{tmp}/x.nc", "--pooling", "none", "--family-prior", "student_t"],
-         "needs pooling='family'"),
         (["fit", "{runs}", "--out", "{tmp}/x.nc", "--mass-matrix", "diag", "--low-rank-cutoff", "3"],
          "needs mass_matrix='low_rank'"),
         (["summary", "{tmp}/nope.nc"], "fit file not found"),
@@ -255,6 +322,8 @@ def test_negative_params_is_one_line_exit_2(ladder, tmp_path):
 )
 def test_input_errors_are_one_line_exit_2(ladder, tmp_path, argv, needle):
     folder, _ = ladder
+    for name, text in BROKEN_MODELS.items():
+        (tmp_path / f"{name}.toml").write_text(text)
     args = [a.format(tmp=tmp_path, runs=folder / "runs.csv") for a in argv]
     rc, _, err = run(*args)
     assert rc == 2
@@ -292,7 +361,7 @@ def test_failed_convergence_is_loud_but_exit_0(fitted, monkeypatch):
 
 
 # --------------------------------------------------------------------------- demo and report
-def test_demo_quick_writes_everything(tmp_path, fitted):  # after `fitted`: reuses its compiled model
+def test_demo_quick_writes_everything(tmp_path):
     out_dir = tmp_path / "demo"
     rc, out, err = run("demo", "--out", out_dir, "--quick", "--no-progress")
     assert rc == 0, err
@@ -300,14 +369,24 @@ def test_demo_quick_writes_everything(tmp_path, fitted):  # after `fitted`: reus
     for name in ("runs.csv", "fit.nc", "predictions.csv"):
         assert (out_dir / name).is_file(), name
     preds = pd.read_csv(out_dir / "predictions.csv")
-    assert len(preds) == len(cli.DEMO_TARGETS)
-    runs, truth = bayescale.simulate_ladder(seed=0)
-    np.testing.assert_allclose(preds["truth"], truth.loss(preds["params"], preds["tokens"]))
+    runs, truth = cli._demo_ladder(0)
+    pd.testing.assert_frame_equal(pd.read_csv(out_dir / "runs.csv"), runs.reset_index(drop=True), check_dtype=False)
+    expected = cli._demo_targets(truth)
+    assert len(preds) == len(expected) == 2 * len(cli.DEMO_FAMILIES) * len(cli.DEMO_TARGET_SCALES)
+    assert list(preds["metric"]) == list(expected["metric"]) and list(preds["family"]) == list(expected["family"])
+    np.testing.assert_allclose(preds["truth"], expected["truth"])
+    loss = preds["metric"] == "loss"
+    np.testing.assert_allclose(preds.loc[loss, "truth"],
+                               [truth.loss(p, t, f) for p, t, f in preds.loc[loss, ["params", "tokens", "family"]].to_numpy()])
     in_band = (preds["lower"] <= preds["truth"]) & (preds["truth"] <= preds["upper"])
     assert (preds["truth_in_band"] == in_band).all()
-    assert ((preds["mean"] - preds["truth"]).abs() / preds["truth"] < 0.05).all()  # the law is recovered
-    assert "Headline predictions" in out and "truth" in out
-    assert bayescale.load_fit(out_dir / "fit.nc").sampler_config.draws == cli.QUICK["draws"]
+    rel = (preds["mean"] - preds["truth"]).abs() / preds["truth"]
+    assert (rel[loss] < 0.05).all()  # the law is recovered
+    assert ((preds.loc[~loss, "lower"] > 0) & (preds.loc[~loss, "upper"] < 1)).all()
+    assert "Predictions beyond the ladder" in out and "truth" in out
+    fit = bayescale.load_fit(out_dir / "fit.nc")
+    assert fit.sampler_config.draws == cli.QUICK["draws"] and fit.model.name == cli.DEMO_MODEL
+    assert fit.tasks == [f"acc:{cli.DEMO_TASK['name']}"]
     if importlib.util.find_spec("bayescale.plotting.save") is not None:
         assert sorted((out_dir / "figures").glob("*.png")), "no figures written"
     if importlib.util.find_spec("bayescale.report") is None:

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 import bayescale
+from bayescale import Model, ModelError, load_model
 from bayescale.downstream import improvement_report, link, task_table
+from bayescale.parts import Downstream
 from bayescale.simulate import Task
 from conftest import require_sampled
 
@@ -81,8 +83,11 @@ def test_accuracy_predictions_cover_truth_and_noise_scales_with_items(joint_fit)
 
 def test_downstream_needs_accuracy_rows():
     runs, _ = bayescale.simulate_ladder(seed=0)
-    with pytest.raises(ValueError, match="acc:<task>"):
-        bayescale.fit(runs, downstream="sigmoid")
+    with pytest.raises(ModelError, match="downstream: needs 'acc:<task>' rows"):
+        bayescale.fit(runs, "downstream")
+    with pytest.raises(ModelError, match=r"downstream: task\(s\) \['acc:nope'\] are not in the runs table"):
+        bayescale.fit(bayescale.simulate_ladder(seed=0, tasks=TASKS[:1])[0],
+                      Model("chinchilla", parts=[Downstream(tasks=("acc:nope",))]))
 
 
 @pytest.mark.parametrize("kind", ["sigmoid", "exp"])
@@ -94,8 +99,9 @@ def test_average_fitted_as_its_own_metric(kind):
     task = Task("avg", n_items=3000, chance=0.3, slope=3.0, midpoint=3.0)
     runs, truth = bayescale.simulate_ladder(seed=4, tasks=[task])
     runs["n_items"] = np.where(runs["metric"] == "acc:avg", np.nan, runs["n_items"])  # an average: no item count
-    fit = bayescale.fit(runs, downstream=kind, tasks=["acc:avg"], draws=1000, tune=800, chains=2,
-                        target_accept=0.95, mass_matrix="low_rank", progressbar=False)
+    model = Model("chinchilla", parts=[Downstream(link=kind, tasks=("acc:avg",))])
+    fit = bayescale.fit(runs, model, draws=1000, tune=800, chains=2, target_accept=0.95, mass_matrix="low_rank",
+                        progressbar=False)
     posterior = fit.idata.posterior
     assert fit.tasks == ["acc:avg"] and posterior["slope"].dims == ("chain", "draw", "task")
     assert not {"slope_sd", "level_sd", "ceiling_sd", "tau_downstream", "downstream_offset"} & set(posterior)
@@ -112,8 +118,8 @@ def test_average_fitted_as_its_own_metric(kind):
 def test_average_and_its_tasks_are_not_fitted_together():
     runs, _ = bayescale.simulate_ladder(seed=0, tasks=TASKS[:1])
     avg = runs[runs["metric"] == "acc:big"].assign(metric="acc:avg")
-    with pytest.raises(ValueError, match="counts the same answers twice"):
-        bayescale.fit(pd.concat([runs, avg]), downstream="sigmoid")
+    with pytest.raises(ModelError, match="downstream: .*counts the same answers twice"):
+        bayescale.fit(pd.concat([runs, avg]), "downstream")
 
 
 def test_save_load_keeps_tasks(joint_fit, tmp_path):
@@ -133,36 +139,34 @@ CLEAN = Task("clean", n_items=2000, chance=0.25, slope=2.0, midpoint=3.3)
 
 @pytest.fixture(scope="module")
 def overdispersed_fits():
-    """Beta-Binomial (the shipped spec) and plain Binomial (spec without ``phi_*`` and
-    ``tau_downstream``) fits of
-    one simulated ladder with an over-dispersed task."""
+    """Beta-Binomial (the shipped "downstream" preset) and plain Binomial (its Downstream part
+    with ``overdispersion=False, run_effect=False``) fits of one simulated ladder with an
+    over-dispersed task."""
     runs, truth = bayescale.simulate_ladder(seed=5, tasks=[NOISY, CLEAN], sizes=(2e7, 5e7, 1.2e8, 3e8, 7e8),
                                             token_multipliers=(5.0, 10.0, 20.0, 40.0, 80.0))
     # plain Binomial: neither per-task precision nor the run-level effect (which, with two tasks,
     # would absorb much of one task's extra scatter)
-    dropped = lambda k: k.startswith("phi_") or k == "tau_downstream"  # noqa: E731
-    fits = _fit_with_and_without(runs, dropped, ("beta_binomial", "binomial"), target_accept=0.95, random_seed=2)
+    binomial = Downstream(link="sigmoid", overdispersion=False, run_effect=False)
+    fits = _fit_with_and_without(runs, binomial, ("beta_binomial", "binomial"), target_accept=0.95, random_seed=2)
     return fits, truth
 
 
-def _fit_with_and_without(runs, dropped, names, **sampler):
-    """Downstream fits of ``runs`` with the shipped spec and with the priors ``dropped(name)``
-    removed (which switches those model parts off): ``{names[0]: shipped, names[1]: reduced}``.
-    2 x (800 + 2000) draws with the low-rank mass matrix: sampling takes seconds, compiling
-    the model most of the time, and the diagonal mass matrix left the E-A-alpha ridge with a
-    bulk ESS below 100 at a few hundred draws."""
+def _fit_with_and_without(runs, reduced: Downstream, names, **sampler):
+    """Fits of ``runs`` with the shipped "downstream" preset and with its Downstream part
+    replaced by ``reduced`` (some of its options switched off): ``{names[0]: shipped,
+    names[1]: reduced}``.  2 x (800 + 2000) draws with the low-rank mass matrix: sampling
+    takes seconds, compiling the model most of the time, and the diagonal mass matrix left
+    the E-A-alpha ridge with a bulk ESS below 100 at a few hundred draws."""
     import warnings
 
-    from bayescale.spec import load_spec, parse_spec
-
-    raw = load_spec("chinchilla").raw
-    reduced = parse_spec({**raw, "priors": {k: v for k, v in raw["priors"].items() if not dropped(k)}})
+    shipped = load_model("downstream")
+    assert shipped.part("downstream") == Downstream(link="sigmoid", overdispersion=True, run_effect=True)
     fits = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, spec in zip(names, ("chinchilla", reduced)):
+        for name, model in zip(names, (shipped, shipped.with_parts(reduced))):
             settings = {"draws": 2000, "tune": 800, "chains": 2, "mass_matrix": "low_rank", **sampler}
-            fits[name] = bayescale.fit(runs, spec, downstream="sigmoid", progressbar=False, **settings)
+            fits[name] = bayescale.fit(runs, model, progressbar=False, **settings)
     return fits
 
 
@@ -170,6 +174,7 @@ def test_beta_binomial_learns_each_tasks_extra_noise(overdispersed_fits):
     fits, _ = overdispersed_fits
     bb = require_sampled(fits["beta_binomial"])
     assert "phi_pop" in bb.parameter_names and "phi" not in fits["binomial"].idata.posterior
+    assert not {"phi_pop", "phi_sd", "tau_downstream"} & set(fits["binomial"].model.priors)
     phi = pd.DataFrame(bb.posterior_draws("phi"), columns=bb.tasks)
     lo, hi = phi["acc:noisy"].quantile([0.05, 0.95])
     assert lo <= NOISY.phi <= hi, f"phi of the noisy task: 90% interval [{lo:.0f}, {hi:.0f}] misses {NOISY.phi}"
@@ -207,14 +212,14 @@ SHARED = [Task(f"t{i}", n_items=3000, chance=0.25, slope=3.0, midpoint=m) for i,
 
 
 def test_run_effect_is_a_part_of_the_downstream_model():
-    """Default tier: the shipped spec's downstream model has the run-level effect (its scale
-    and one offset per run with accuracy rows), the spec without ``tau_downstream`` has none.
+    """Default tier: the shipped preset's downstream model has the run-level effect (its scale
+    and one offset per run with accuracy rows), ``Downstream(run_effect=False)`` has none.
     Posterior modes only: what the effect recovers and how it widens a new run's band is the
     slow tier's (below), because this posterior has a funnel between ``tau_downstream`` and
     the offsets that short chains do not always cross (one seed in three left 16% divergent
     draws and R-hat 1.22 at 2 x (800 + 2000) draws)."""
     runs, _ = bayescale.simulate_ladder(seed=3, tasks=SHARED[:2], downstream_run_spread=SPREAD)
-    fits = _fit_with_and_without(runs, lambda k: k == "tau_downstream", ("run_effect", "none"), method="map")
+    fits = _fit_with_and_without(runs, Downstream(run_effect=False), ("run_effect", "none"), method="map")
     post = fits["run_effect"].idata.posterior
     assert "tau_downstream" in fits["run_effect"].parameter_names
     assert post["downstream_offset"].dims == ("chain", "draw", "acc_run")
@@ -224,11 +229,11 @@ def test_run_effect_is_a_part_of_the_downstream_model():
 
 @pytest.fixture(scope="module")
 def run_effect_fits():
-    """Fits of one ladder with a run-level downstream effect: the shipped spec (with
-    ``tau_downstream``) and the same spec without it."""
+    """Fits of one ladder with a run-level downstream effect: the shipped preset (with
+    ``tau_downstream``) and the same model with ``Downstream(run_effect=False)``."""
     runs, truth = bayescale.simulate_ladder(seed=3, tasks=SHARED, downstream_run_spread=SPREAD)
     # slow tier: 4 x (1500 + 3000) at target_accept 0.99 (the funnel; see the default-tier test)
-    fits = _fit_with_and_without(runs, lambda k: k == "tau_downstream", ("run_effect", "none"),
+    fits = _fit_with_and_without(runs, Downstream(run_effect=False), ("run_effect", "none"),
                                  target_accept=0.99, random_seed=1, chains=4, draws=3000, tune=1500)
     return fits, truth
 
@@ -276,7 +281,7 @@ def test_run_effect_widens_err_avg_band_of_a_new_run(run_effect_fits):
     assert width[0] < 0.8 * width[1], width
 
 
-# --------------------------------------------------------------------------- link_scale="log_reducible"
+# --------------------------------------------------------------------------- Downstream(scale="log_reducible")
 REDUCIBLE = [
     Task("steep", n_items=2000, chance=0.25, slope=3.0, midpoint=-0.3, scale="log_reducible"),
     Task("late", n_items=1000, chance=0.0, slope=2.5, midpoint=-0.8, scale="log_reducible"),
@@ -284,7 +289,6 @@ REDUCIBLE = [
 
 
 def test_log_reducible_scale_and_its_checks():
-    from bayescale.design import ModelOptions
     from bayescale.downstream import REDUCIBLE_FLOOR, to_link_scale
 
     loss = np.array([2.5, 1.9, 1.7])
@@ -292,8 +296,14 @@ def test_log_reducible_scale_and_its_checks():
     np.testing.assert_array_equal(to_link_scale("loss", loss, 1.8), loss)
     with pytest.raises(ValueError, match="link_scale"):
         to_link_scale("logit", loss, 1.8)
-    with pytest.raises(ValueError, match="needs a downstream link"):
-        ModelOptions(link_scale="log_reducible")
+    # the link's scale is an option of the downstream part, checked when the part is made
+    assert Downstream(scale="log_reducible").to_dict()["scale"] == "log_reducible"
+    with pytest.raises(ModelError, match="downstream: scale='logit'"):
+        Downstream(scale="logit")
+    with pytest.raises(ModelError, match="downstream: link='probit'"):
+        Downstream(link="probit")
+    with pytest.raises(ModelError, match="downstream: tasks must be 'acc:<task>'"):
+        Downstream(tasks=("loss",))
     with pytest.raises(ValueError, match="needs the irreducible loss"):
         REDUCIBLE[0].accuracy(loss)
 
@@ -301,7 +311,7 @@ def test_log_reducible_scale_and_its_checks():
 @pytest.fixture(scope="module")
 def reducible_fit():
     """E's prior is narrowed around its true 1.8 nats (sd 5%) and the mass matrix is the
-    diagonal one: with the spec's prior of E, or with the low-rank mass matrix, one sampler
+    diagonal one: with the default prior of E, or with the low-rank mass matrix, one sampler
     seed in four left a chain in a far mode (alpha 0.85, A 5e6, sigma 0.15; R-hat 1.9-2.2).
     The links' extrapolation is under test here, not the law's E."""
     import warnings
@@ -310,8 +320,9 @@ def reducible_fit():
     E = {"E": {"dist": "LogNormal", "kwargs": {"mu": float(np.log(1.8)), "sigma": 0.05}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, downstream="sigmoid", link_scale="log_reducible", priors=E, draws=3000, tune=1000,
-                            chains=2, target_accept=0.95, progressbar=False, random_seed=3)
+        model = load_model("downstream").with_parts(Downstream(link="sigmoid", scale="log_reducible"))
+        fit = bayescale.fit(runs, model, priors=E, draws=3000, tune=1000, chains=2, target_accept=0.95,
+                            mass_matrix="diag", progressbar=False, random_seed=3)
     return fit, truth
 
 
@@ -320,7 +331,7 @@ def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_pa
     loss is below every fitted one) cover the true accuracies, and survive save and load."""
     fit, truth = reducible_fit
     require_sampled(fit)
-    assert fit.options.link_scale == "log_reducible"
+    assert fit.model.part("downstream").scale == "log_reducible"
     targets = pd.DataFrame({"params": [3e9] * 3, "tokens": [6e10] * 3, "metric": ["acc:steep", "acc:late", "acc:avg"]})
     pred = fit.predict(targets).set_index("metric")
     loss = truth.loss(3e9, 6e10)
@@ -332,13 +343,13 @@ def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_pa
     assert pred.loc["acc:avg", "lower"] <= avg <= pred.loc["acc:avg", "upper"]
     fit.save(tmp_path / "r.nc")
     loaded = bayescale.load_fit(tmp_path / "r.nc")
-    assert loaded.options.link_scale == "log_reducible"
+    assert loaded.model.part("downstream").scale == "log_reducible"
     pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))
 
 
 # ----------------------------------------------------------------------------- calibration (acceptance 1)
 def test_draw_tasks_spread_over_the_ladder():
-    from bayescale.calibration import DownstreamDesign, draw_tasks
+    from simulated_calibration import DownstreamDesign, draw_tasks
 
     design = DownstreamDesign(n_tasks=8)
     losses = np.linspace(2.5, 4.5, 20)
@@ -352,7 +363,7 @@ def test_draw_tasks_spread_over_the_ladder():
 
 def test_downstream_calibration_smoke():
     """Default tier: one replicate runs end to end and scores every held-out task."""
-    from bayescale.calibration import DownstreamDesign, downstream_replicate, summarise_downstream
+    from simulated_calibration import DownstreamDesign, downstream_replicate, summarise_downstream
 
     design = DownstreamDesign(n_tasks=3, heldout_sizes=(2e9,))
     out = downstream_replicate(0, design, draws=200, tune=300)
@@ -371,7 +382,7 @@ def test_downstream_calibration_twenty_replicates():
     of the held-out 1.5B and 3B runs' task accuracies cover the simulated accuracy in 80-97%
     of the 240 cases, and the bands are narrower for benchmarks with more items: the width,
     divided by the binomial sd sqrt(p (1 - p)), falls with ln(n_items)."""
-    from bayescale.calibration import downstream_replicate, summarise_downstream
+    from simulated_calibration import downstream_replicate, summarise_downstream
 
     reps = [downstream_replicate(seed, draws=800, tune=800) for seed in range(20)]
     summary = summarise_downstream(reps)

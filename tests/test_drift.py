@@ -1,4 +1,4 @@
-"""Random-walk drift of runs away from the law (drift="walk").
+"""Random-walk drift of runs away from the law (the :class:`~bayescale.parts.Drift` part).
 
 A simulated ladder whose runs wander from the law as a Brownian motion in ln tokens is fitted
 from the first half of every run; the drift model must learn the walk's scale and carry each
@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 
 import bayescale
-from bayescale.design import ModelOptions, design
+from bayescale import Model, ModelError
+from bayescale.design import design
+from bayescale.parts import Checkpoints, Downstream, Drift, RunEffect
+from bayescale.parts.drift import walk_gaps, walk_starts
 from bayescale.runs import Scale
 from conftest import require_sampled
 
@@ -25,15 +28,28 @@ SEEN = 0.5  # fraction of every run the fits see
 #: from the noise, which equal steps in ln tokens would barely do.  The walk and the law's
 #: data term both describe trends in ln tokens, so the law mixes slowly; E is given a tight prior around its true 1.8 nats so that 4 x 2500 draws suffice
 #: (the drift, not the law, is under test here); 4 chains make R-hat less noisy.
-OPTIONS = dict(law="chinchilla", checkpoints="all", residuals="iid", run_effect=True, schedule="none",
-               min_fraction=0.05, draws=2500, tune=1000, chains=4, progressbar=False, random_seed=3,
+#: Every checkpoint from 5% of its run, a run offset, iid residuals, no schedule term (one family).
+BASE = Model("chinchilla", parts=[Checkpoints(min_fraction=0.05), RunEffect()])
+OPTIONS = dict(draws=2500, tune=1000, chains=4, progressbar=False, random_seed=3,
                priors={"E": {"dist": "LogNormal", "kwargs": {"mu": 0.59, "sigma": 0.1}}})
 
 
-def _quiet_fit(runs, **kwargs):
+def _quiet_fit(runs, *parts, **kwargs):
+    """A fit of ``BASE`` with ``parts`` added."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bayescale.fit(runs, **{**OPTIONS, **kwargs})
+        return bayescale.fit(runs, BASE.with_parts(*parts), **{**OPTIONS, **kwargs})
+
+
+def _walk_at_rows(fit) -> np.ndarray:
+    """The fitted walk at every fitted row of ``fit``, shape (S, n_obs)."""
+    from bayescale.parts import PredictContext
+
+    structure, rows = fit.structure, fit.runs
+    ctx = PredictContext(fit=structure, idata=fit.idata, targets=rows, x=structure.design(rows),
+                         family_labels=rows["family"].astype(str), run_labels=rows["run"].astype(str),
+                         known=np.ones(len(rows), bool), new_draws=False, rng=np.random.default_rng(0))
+    return fit.model.part("drift").walk_at_rows(ctx)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +57,7 @@ def truncated():
     """The ladder, its truth, and fits to the first half of every run with and without drift."""
     runs, truth = bayescale.simulate_ladder(**SIM)
     seen = runs[runs["tokens"] <= SEEN * runs["total_tokens"]].reset_index(drop=True)
-    return runs, truth, _quiet_fit(seen, drift="walk"), _quiet_fit(seen, drift="none")
+    return runs, truth, _quiet_fit(seen, Drift()), _quiet_fit(seen)
 
 
 def _own_final(runs: pd.DataFrame) -> pd.DataFrame:
@@ -52,16 +68,15 @@ def _own_final(runs: pd.DataFrame) -> pd.DataFrame:
 def test_walk_design_starts_at_each_runs_first_row():
     rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9], "total_tokens": [4e9] * 5,
                          "run": ["a", "a", "a", "b", "b"], "family": "f"})
-    x = design(rows, ModelOptions(checkpoints="all", drift="walk", min_fraction=0.05), Scale(1e8, 1e9), ["f"],
-               ["a", "b"])
-    np.testing.assert_allclose(x["walk_gap"], [0.0, np.log(2), np.log(2), 0.0, np.log(4)])
-    np.testing.assert_array_equal(x["walk_start"], [0, 0, 0, 3, 3])
-    with pytest.raises(ValueError, match="checkpoints='all'"):
-        ModelOptions(drift="walk")
-    with pytest.raises(ValueError, match="min_fraction > 0"):
-        ModelOptions(checkpoints="all", drift="walk", min_fraction=0.0)
-    with pytest.raises(ValueError, match="drift"):
-        ModelOptions(checkpoints="all", drift="brownian")
+    x = design(rows, Scale(1e8, 1e9), ["f"], ["a", "b"])
+    np.testing.assert_allclose(walk_gaps(x, "ln_tokens"), [0.0, np.log(2), np.log(2), 0.0, np.log(4)])
+    np.testing.assert_array_equal(walk_starts(x), [0, 0, 0, 3, 3])
+    with pytest.raises(ModelError, match="drift: needs the checkpoints part"):
+        Model("chinchilla", parts=[Drift()])
+    with pytest.raises(ModelError, match=r"drift: needs checkpoints.min_fraction > 0"):
+        Model("chinchilla", parts=[Checkpoints(min_fraction=0.0), Drift()])
+    with pytest.raises(ModelError, match="drift: clock='brownian'"):
+        Drift(clock="brownian")
 
 
 def test_drift_scale_is_recovered(truncated):
@@ -117,10 +132,11 @@ def test_existing_run_continues_its_walk(truncated):
                       "total_tokens": [row["total_tokens"]], "family": [row["family"]], "run": [run]})
     got = walk.predict_draws(t, kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
     base = walk.predict_draws(t.drop(columns="run"), kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
-    x = design(rows, walk.options, walk.scale, walk.families, walk.run_names)
+    assert walk.model.part("drift").clock == "ln_tokens"
+    gap = walk_gaps(design(rows, walk.scale, walk.families, walk.run_names), "ln_tokens")
     z = walk.posterior_draws("z_walk")
     first = own.index[0]
-    steps = walk.posterior_draws("sigma_drift")[:, None] * np.sqrt(x["walk_gap"][first:last + 1])[None, :]
+    steps = walk.posterior_draws("sigma_drift")[:, None] * np.sqrt(gap[first:last + 1])[None, :]
     by_hand = (steps * z[:, first:last + 1]).sum(axis=1)
     offset = walk.posterior_draws("sigma_run") * walk.posterior_draws("z_run")[:, walk.run_names.index(run)]
     np.testing.assert_allclose(np.log(got), np.log(base) + offset + by_hand, rtol=1e-9)
@@ -130,7 +146,8 @@ def test_drift_fit_survives_save_and_load(truncated, tmp_path):
     _, _, walk, _ = truncated
     walk.save(tmp_path / "fit.nc")
     loaded = bayescale.load_fit(tmp_path / "fit.nc")
-    assert loaded.options.drift == "walk"
+    assert loaded.model.part("drift") == Drift(clock="ln_tokens")
+    assert loaded.model.to_dict() == walk.model.to_dict()
     t = walk.runs.groupby("run").tail(1)[["params", "total_tokens", "family", "run"]].head(3).reset_index(drop=True)
     t["tokens"] = t["total_tokens"]
     pd.testing.assert_frame_equal(loaded.predict(t), walk.predict(t))
@@ -139,19 +156,24 @@ def test_drift_fit_survives_save_and_load(truncated, tmp_path):
 def test_accuracy_rows_share_their_checkpoints_walk():
     """Each accuracy row takes the walk of its run's latest loss checkpoint at or before it;
     a run with accuracies but no loss rows is refused by name."""
+    from bayescale.build import build_model
     from bayescale.design import latest_row_of_run
-    from bayescale.model import _walk_rows
 
     loss = pd.DataFrame({"run": ["a", "a", "a", "b", "b"], "tokens": [1.0, 2.0, 4.0, 1.0, 3.0]})
     acc = pd.DataFrame({"run": ["b", "a", "a", "a"], "tokens": [3.0, 0.5, 2.0, 3.0]})
-    np.testing.assert_array_equal(_walk_rows(loss, acc), [4, 0, 1, 1])
+    np.testing.assert_array_equal(latest_row_of_run(loss, acc["run"], acc["tokens"]), [4, 0, 1, 1])
     np.testing.assert_array_equal(latest_row_of_run(loss, ["c"], [1.0]), [-1])
-    with pytest.raises(ValueError, match=r"\['c'\].*no fitted loss rows"):
-        _walk_rows(loss, pd.DataFrame({"run": ["c"], "tokens": [1.0]}))
+    # building the graph: the drift part refuses accuracy rows of a run without loss rows
+    rows = loss.assign(params=1e8, total_tokens=4.0, family="f", metric="loss", value=3.0)
+    acc_rows = pd.DataFrame({"run": ["c"], "tokens": [1.0], "params": 1e8, "total_tokens": 4.0, "family": "f",
+                             "metric": "acc:x", "value": 0.5, "chance": 0.25, "n_items": 100.0})
+    model = Model("chinchilla", parts=[Checkpoints(), Drift(), Downstream()])
+    with pytest.raises(ModelError, match=r"drift: .*\['c'\].*no fitted loss rows"):
+        build_model(model, rows, Scale(1e8, 1.0), ["f"], ["a", "b"], None, acc_rows)
 
 
 def test_walk_moves_the_tasks_of_its_run():
-    """Loss and a task fitted jointly with drift="walk" on a ladder whose runs' accuracies
+    """Loss and a task fitted jointly with a Drift part on a ladder whose runs' accuracies
     follow their walked loss: the fitted walks track the true ones, and an existing run's
     predicted accuracy at its last checkpoint (its walk included) is far closer to the truth
     than the law's accuracy for that run without its walk.  Sampling is short (2 x 400
@@ -160,13 +182,11 @@ def test_walk_moves_the_tasks_of_its_run():
 
     task = Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0)
     runs, truth = bayescale.simulate_ladder(**{**SIM, "drift": 0.08}, tasks=[task])
-    fit = _quiet_fit(runs, drift="walk", downstream="sigmoid", draws=400, tune=600, chains=2)
+    fit = _quiet_fit(runs, Drift(), Downstream(link="sigmoid"), draws=400, tune=600, chains=2)
     require_sampled(fit, max_rhat=1.1, min_ess_bulk=20)  # short: structure, not tails (see above)
     last = runs[(runs["metric"] == "loss") & (runs["tokens"] == runs["total_tokens"])].reset_index(drop=True)
     true_walk = np.array([truth.walks[r][-1] for r in last["run"]])
-    from bayescale.predict import walk_at_rows
-
-    fitted = walk_at_rows(fit.idata, fit.structure).mean(axis=0)
+    fitted = _walk_at_rows(fit).mean(axis=0)
     rows = fit.structure.rows.reset_index(drop=True)
     at_last = [rows.index[(rows["run"] == r) & (rows["tokens"] == t)][0] for r, t in zip(last["run"], last["tokens"])]
     assert np.corrcoef(fitted[at_last], true_walk)[0, 1] > 0.7
@@ -180,21 +200,26 @@ def test_walk_moves_the_tasks_of_its_run():
 
 
 def test_fraction_clock_design_and_units():
-    """drift_clock="fraction": the walk's steps are differences of the fraction of the run,
-    and a new run's walk to its end is (1 - min_fraction) units."""
-    from bayescale.design import walk_variance_units
+    """Drift(clock="fraction"): the walk's steps are differences of the fraction of the run,
+    a new run's walk to its end is (1 - min_fraction) units, and the walk's scale has the
+    per-fraction prior (named ``sigma_drift`` like the ln-tokens clock's, which it replaces)."""
+    from bayescale.parts.drift import walk_variance_units
 
     rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9], "total_tokens": [4e9] * 5,
                          "run": ["a", "a", "a", "b", "b"], "family": "f"})
-    opts = ModelOptions(checkpoints="all", drift="walk", drift_clock="fraction", min_fraction=0.05)
-    x = design(rows, opts, Scale(1e8, 1e9), ["f"], ["a", "b"])
-    np.testing.assert_allclose(x["walk_gap"], [0.0, 0.25, 0.5, 0.0, 0.75])
+    x = design(rows, Scale(1e8, 1e9), ["f"], ["a", "b"])
+    np.testing.assert_allclose(walk_gaps(x, "fraction"), [0.0, 0.25, 0.5, 0.0, 0.75])
     np.testing.assert_allclose(walk_variance_units([0.5, 1.0, 0.01], 0.05, "fraction"), [0.45, 0.95, 0.0])
     np.testing.assert_allclose(walk_variance_units([1.0], 0.05), [np.log(20)])
-    with pytest.raises(ValueError, match="needs drift='walk'"):
-        ModelOptions(checkpoints="all", drift_clock="fraction")
-    with pytest.raises(ValueError, match="drift_clock"):
-        ModelOptions(checkpoints="all", drift="walk", drift_clock="steps")
+    fraction = Model("chinchilla", parts=[Checkpoints(), Drift(clock="fraction")])
+    ln_tokens = Model("chinchilla", parts=[Checkpoints(), Drift()])
+    assert fraction.priors["sigma_drift"].parameters == {"sigma": 0.1}
+    assert ln_tokens.priors["sigma_drift"].parameters == {"sigma": 0.05}
+    assert "sigma_drift_fraction" not in fraction.priors
+    with pytest.raises(ModelError, match="sigma_drift_fraction"):
+        fraction.with_priors({"sigma_drift_fraction": {"dist": "HalfNormal", "kwargs": {"sigma": 0.2}}})
+    with pytest.raises(ModelError, match="drift: clock='steps'"):
+        Drift(clock="steps")
 
 
 LATE_DRIFT = 0.12
@@ -211,14 +236,14 @@ def _late_walk_ladder():
 
 def test_fraction_clock_learns_a_late_walk():
     """Default tier: a ladder whose runs walk per fraction of the run (most of the drift
-    late), fitted from the first half of every run with drift_clock="fraction", 2 chains: the
+    late), fitted from the first half of every run with Drift(clock="fraction"), 2 chains: the
     walk's scale is inside its central 98% interval, and most runs' own final losses
     (12 runs) fall inside their 90% bands.  The bar, 7 of 12, leaves room for the borderline
     runs whose verdict the Monte Carlo error of a band's ends can flip; the slow tier asks
     for 75% with 4 long chains and the comparison with the ln-tokens clock.  target_accept
-    0.95: at the spec's 0.9 this fit had 2.6% divergent transitions."""
+    0.95: at the preset's 0.9 this fit had 2.6% divergent transitions."""
     seen, targets, truth = _late_walk_ladder()
-    fit = require_sampled(_quiet_fit(seen, drift="walk", drift_clock="fraction", mass_matrix="low_rank",
+    fit = require_sampled(_quiet_fit(seen, Drift(clock="fraction"), mass_matrix="low_rank",
                                      draws=4000, tune=1000, chains=2, target_accept=0.95))
     lo, hi = np.quantile(fit.posterior_draws("sigma_drift"), [0.01, 0.99])
     assert lo < LATE_DRIFT < hi, (lo, hi)
@@ -230,13 +255,13 @@ def test_fraction_clock_learns_a_late_walk():
 @pytest.mark.slow
 def test_fraction_clock_recovers_a_late_walk():
     """A ladder whose runs walk per fraction of the run (most of the drift late), fitted from
-    the first half of every run with drift_clock="fraction": the walk's scale is recovered and
+    the first half of every run with Drift(clock="fraction"): the walk's scale is recovered and
     the runs' own final losses are covered by bands that the ln-tokens clock, which spends
     most of its variance early, draws narrower (it under-covers)."""
     seen, targets, truth = _late_walk_ladder()
     scores = {}
     for clock in ("fraction", "ln_tokens"):
-        fit = _quiet_fit(seen, drift="walk", drift_clock=clock, mass_matrix="low_rank", draws=5000, tune=2000)
+        fit = _quiet_fit(seen, Drift(clock=clock), mass_matrix="low_rank", draws=5000, tune=2000)
         if clock == "fraction":
             assert fit.diagnostics().passed, fit.diagnostics().message()
             lo, hi = np.quantile(fit.posterior_draws("sigma_drift"), [0.05, 0.95])

@@ -98,7 +98,7 @@ def test_save_load_in_new_process_predicts_exactly(small_fit, tmp_path):
     for col in ("mean", "median", "lower", "upper"):
         np.testing.assert_array_equal(again[col].to_numpy(), expected[col].to_numpy())
     loaded = bayescale.load_fit(path)
-    assert loaded.spec.hash() == fit.spec.hash() and loaded.scale == fit.scale
+    assert loaded.model.hash() == fit.model.hash() and loaded.model.to_dict() == fit.model.to_dict() and loaded.scale == fit.scale
     assert len(loaded.runs) == len(fit.runs)
 
 
@@ -133,7 +133,7 @@ def test_previews(method):
 def test_compute_law_and_metric_filter():
     runs, truth = bayescale.simulate_ladder(seed=6)
     extra = runs.iloc[:3].assign(metric="acc:x", value=0.5)
-    fit = quiet_fit(pd.concat([runs, extra]), law="compute", draws=300, tune=300, chains=2)
+    fit = quiet_fit(pd.concat([runs, extra]), model="compute", draws=300, tune=300, chains=2)
     assert "gamma" in fit.idata.posterior and len(fit.runs) == len(runs)
     with pytest.raises(ValueError, match="compute only"):
         fit.optimal_allocation(1e21)

@@ -15,7 +15,7 @@ def test_numpyro_runs_on_the_gpu():
     runs, truth = bayescale.simulate_ladder(seed=0, families=3, checkpoints=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, sampler="numpyro", checkpoints="all", draws=500, tune=500, chains=4,
+        fit = bayescale.fit(runs, "checkpoints", sampler="numpyro", draws=500, tune=500, chains=4,
                             progressbar=False)
     pred = fit.predict({"params": [7e9], "tokens": [1.4e11], "family": ["family0"]})
     assert pred["lower"][0] < truth.loss(7e9, 1.4e11, "family0") < pred["upper"][0]

@@ -8,15 +8,18 @@ import pymc as pm
 import pytest
 
 import bayescale
-from bayescale.calibration import (
+from bayescale import Model, ModelError, load_model
+from bayescale.model import auto_model
+from bayescale.parts import AR1Residuals, Checkpoints, FamilyPooling, Noise, RunEffect, ScheduleTerm
+from bayescale.parts.checkpoints import select_rows
+from bayescale.schedules import Schedule
+from conftest import require_sampled
+from simulated_calibration import (  # benchmarks/ is on sys.path via conftest
     LadderDesign,
     describe,
     hierarchical_replicate,
     summarise,
 )
-from bayescale.design import ModelOptions, resolve_options, select_rows
-from bayescale.schedules import Schedule
-from conftest import require_sampled
 
 COSINE = Schedule("cosine", 0.01, 0.1)
 
@@ -33,20 +36,39 @@ def test_schedule_shapes():
         Schedule("step")
 
 
-def test_option_defaults_and_row_selection():
+def test_presets_and_row_selection():
+    """The "checkpoints" preset resolved on a table with a schedule column; rows kept with and
+    without the checkpoints part; the automatic model pools families only when there are
+    several; a table schedule term without a schedule column and unknown parts or options are
+    refused, naming the part."""
     runs, _ = bayescale.simulate_ladder(seed=0, families=2, checkpoints=10, schedule=COSINE)
     runs = bayescale.read_runs(runs)
-    opts = resolve_options(runs, checkpoints="all")
-    assert opts == ModelOptions("family", "all", "ar1", True, "table", 0.05)
-    rows, report = select_rows(runs, opts)
+    model = load_model("checkpoints").resolve(runs)
+    expected = Model("chinchilla", parts=[FamilyPooling(prior="half_normal"), Checkpoints(min_fraction=0.05),
+                                          RunEffect(slope=False), ScheduleTerm(source="table", anneal="loss"),
+                                          AR1Residuals(), Noise(likelihood="student_t", by_size=False)])
+    assert model.parts == expected.parts and model.law.lookup_name == "chinchilla"
+    learned = load_model("checkpoints").resolve(runs.drop(columns="schedule")).part("schedule")
+    assert learned == ScheduleTerm(source="learned", anneal="loss")
+    rows, report = select_rows(runs, model.part("checkpoints"))
     assert (rows["tokens"] / rows["total_tokens"] >= 0.05).all() and report["dropped_rows"] == 0
-    final, report = select_rows(runs, resolve_options(runs))
+    late, report = select_rows(runs, Checkpoints(min_fraction=0.5))
+    assert (late["tokens"] / late["total_tokens"] >= 0.5).all() and report["dropped_rows"] > 0
+    assert len(late) + report["dropped_rows"] == len(runs)
+    final, report = select_rows(runs, None)
     assert len(final) == runs["run"].nunique() and report["dropped_rows"] == len(runs) - len(final)
-    assert resolve_options(runs.assign(family="x")).pooling == "none"
-    with pytest.raises(ValueError, match="schedule='table'"):
-        resolve_options(runs.drop(columns="schedule"), checkpoints="all", schedule="table")
-    with pytest.raises(ValueError, match="pooling"):
-        ModelOptions(pooling="seed")
+    assert (final["tokens"] == final["total_tokens"]).all()
+    assert auto_model(runs).part("family_pooling") == FamilyPooling()
+    assert auto_model(runs.assign(family="x")).part("family_pooling") is None
+    assert auto_model(runs).part("run_effect") is None  # one seed per configuration
+    with pytest.raises(ModelError, match="schedule: source='table' needs a 'schedule' column"):
+        bayescale.fit(runs.drop(columns="schedule"), Model("chinchilla", parts=[Checkpoints(), ScheduleTerm("table")]))
+    with pytest.raises(ModelError, match="unknown part 'seed_pooling'"):
+        Model("chinchilla", parts=["seed_pooling"])
+    with pytest.raises(ModelError, match="family_pooling: prior='seed'"):
+        FamilyPooling(prior="seed")
+    with pytest.raises(ModelError, match="checkpoints: min_fraction"):
+        Checkpoints(min_fraction=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +82,7 @@ def hier_fit():
     heldout = first & (runs["tokens"] > runs.loc[first, "tokens"].sort_values().iloc[-4])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs[~heldout], checkpoints="all", draws=1000, tune=800, chains=2, progressbar=False,
+        fit = bayescale.fit(runs[~heldout], "checkpoints", draws=1000, tune=800, chains=2, progressbar=False,
                             mass_matrix="low_rank", target_accept=0.95)
     return fit, truth, runs
 
@@ -96,8 +118,9 @@ def test_predictions_for_known_new_and_run_targets(hier_fit):
     new_seed = fit.predict(target)
     assert own["lower"][0] < last["value"] < own["upper"][0]
     assert own["upper"][0] - own["lower"][0] < new_seed["upper"][0] - new_seed["lower"][0]
-    with pytest.raises(ValueError, match="not seen"):
-        fit.predict(pd.DataFrame({"params": [1e9], "tokens": [1e10], "run": ["nope"]}))
+    # a run id the fit has not seen is a planned run: a new seed, exactly as a target without a run
+    planned = fit.predict(target.assign(run="planned-run"))
+    assert planned[["median", "lower", "upper"]].equals(new_seed[["median", "lower", "upper"]])
 
 
 def test_unfinished_target_uses_the_schedule(hier_fit):
@@ -119,40 +142,47 @@ def test_save_load_keeps_structure(hier_fit, tmp_path):
     fit, _, _ = hier_fit
     fit.save(tmp_path / "h.nc")
     loaded = bayescale.load_fit(tmp_path / "h.nc")
-    assert loaded.options == fit.options and loaded.families == fit.families and loaded.schedule == fit.schedule
+    assert loaded.model.parts == fit.model.parts and loaded.model.hash() == fit.model.hash()
+    assert loaded.model.part("schedule") == ScheduleTerm(source="table", anneal="loss")
+    assert loaded.families == fit.families and loaded.schedule == fit.schedule
     t = pd.DataFrame({"params": [1e9], "tokens": [2e10], "family": ["family1"]})
     pd.testing.assert_frame_equal(loaded.predict(t), fit.predict(t))
 
 
 def test_student_t_family_prior_integrates_out_the_spread():
-    """family_prior="student_t" samples Student-t deviations and draws the spread after the
-    fact; their joint prior must be the hierarchical one it replaces: the population keeps
-    its prior, spread^2 ~ InverseGamma(2, 0.02) (the spec's family_var) and, given the
+    """FamilyPooling(prior="student_t") samples Student-t deviations and draws the spread after
+    the fact; their joint prior must be the hierarchical one it replaces: the population keeps
+    its prior, spread^2 ~ InverseGamma(2, 0.02) (the part's family_var) and, given the
     spread, deviations Normal(0, spread^2) independent of it."""
     from scipy import stats
 
-    from bayescale.model import pooled_parameter
-    from bayescale.spec import load_spec
+    from bayescale.parts.pooling import pooled_parameter
 
-    spec = load_spec("chinchilla")
+    model = Model("chinchilla", parts=[FamilyPooling(prior="student_t")])
+    assert model.priors["family_var"].parameters == {"alpha": 2.0, "beta": 0.02}
     with pm.Model(coords={"family": ["a", "b", "c"]}):
-        pooled_parameter(spec, "alpha", 3, "student_t")
+        pooled_parameter(model.priors, "alpha", 3, "student_t")
         prior = pm.sample_prior_predictive(draws=4000, random_seed=1).prior
     spread = prior["alpha_sd"].values.ravel()
     deviation = (np.log(prior["alpha"]) - prior["ln_alpha_pop"]).values.reshape(-1, 3)
     assert stats.kstest(spread**2, stats.invgamma(2.0, scale=0.02).cdf).pvalue > 1e-3
-    population = spec.priors["alpha"].parameters  # LogNormal(mu, sigma): ln_alpha_pop ~ Normal(mu, sigma)
+    population = model.priors["alpha"].parameters  # LogNormal(mu, sigma): ln_alpha_pop ~ Normal(mu, sigma)
     population_cdf = stats.norm(population["mu"], population["sigma"]).cdf
     assert stats.kstest(prior["ln_alpha_pop"].values.ravel(), population_cdf).pvalue > 1e-3
     standardised = (deviation / spread[:, None]).ravel()
     assert stats.kstest(standardised, "norm").pvalue > 1e-3
     assert abs(stats.spearmanr(spread, np.abs(deviation / spread[:, None]).mean(axis=1))[0]) < 0.05
-    with pytest.raises(ValueError, match="family_var"):
+    half_normal = {"family_var": {"dist": "HalfNormal", "kwargs": {"sigma": 1}}}
+    with pytest.raises(ModelError, match="family_pooling: .*family_var ~ InverseGamma"):
         with pm.Model(coords={"family": ["a", "b"]}):
-            pooled_parameter(spec.with_priors({"family_var": {"dist": "HalfNormal", "kwargs": {"sigma": 1}}}),
-                             "alpha", 2, "student_t")
-    with pytest.raises(ValueError, match="pooling='family'"):
-        ModelOptions(family_prior="student_t")
+            pooled_parameter(model.with_priors(half_normal).priors, "alpha", 2, "student_t")
+    # the families' prior belongs to the pooling part: without it (or with the half-normal
+    # spread) there is no family_var to set
+    for other in (Model("chinchilla"), Model("chinchilla", parts=[FamilyPooling()])):
+        with pytest.raises(ModelError, match="'family_var', which no part of the model has"):
+            other.with_priors({"family_var": {"dist": "InverseGamma", "kwargs": {"alpha": 3.0, "beta": 0.03}}})
+    with pytest.raises(ModelError, match="family_pooling: prior='cauchy'"):
+        FamilyPooling(prior="cauchy")
 
 
 def test_student_t_family_prior_fit(hier_fit):
@@ -164,10 +194,11 @@ def test_student_t_family_prior_fit(hier_fit):
         # diagonal mass matrix, target_accept 0.95, 3000 draws: the low-rank one (cutoff 100 or 3)
         # left R-hat 1.03-1.13 and a few divergent draws here; the diagonal one gives a bulk
         # ESS of about 100 per 1000 draws
-        fit = bayescale.fit(runs, checkpoints="all", family_prior="student_t", draws=3000, tune=1000, chains=2,
-                            target_accept=0.95, progressbar=False)
+        model = load_model("checkpoints").with_parts(FamilyPooling(prior="student_t"))
+        fit = bayescale.fit(runs, model, draws=3000, tune=1000, chains=2, target_accept=0.95, progressbar=False)
     require_sampled(fit)
-    assert fit.options.family_prior == "student_t"
+    assert fit.model.part("family_pooling").prior == "student_t"
+    assert "family_var" in fit.model.priors and "family_sd" not in fit.model.priors
     assert fit.idata.posterior["dev_alpha"].dims == ("chain", "draw", "family")
     alpha = fit.posterior_draws("alpha")
     lo, hi = np.quantile(alpha, [0.05, 0.95], axis=0)
@@ -208,8 +239,8 @@ def test_hierarchical_calibration_twenty_replicates():
     replicates: 0.944 with AR(1), 0.883 with iid residuals; see benchmarks/README.md), so
     the assertion is on the beta intervals (iid: 0.417) and the seed spread (iid: 0.200).
 
-    Both arms give the families' deviations the Student-t prior (``family_prior``), the
-    default of ``hierarchical_replicate``.  The AR(1) fits use its sampler defaults (2 x
+    Both arms give the families' deviations the Student-t prior
+    (``FamilyPooling(prior="student_t")``), the default of ``hierarchical_replicate``.  The AR(1) fits use its sampler defaults (2 x
     2,000 draws, low-rank mass matrix with cutoff 3, target_accept 0.99), which converge in
     most replicates.  The iid fits use fewer draws (2x(400+400), diagonal mass matrix,
     target_accept 0.95): they hit the maximum tree depth, and a coverage this far below

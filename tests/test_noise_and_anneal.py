@@ -1,6 +1,6 @@
-"""Size-dependent residual scale (noise="size"), annealing as a token shortfall
-(anneal="tokens") and per-run slopes (run_slope=True), with the Kaplan-form law whose
-family pooling leaves ``q`` shared."""
+"""Size-dependent residual scale (``Noise(by_size=True)``), annealing as a token shortfall
+(``ScheduleTerm(anneal="tokens")``) and per-run slopes (``RunEffect(slope=True)``), with the
+Kaplan-form law whose family pooling leaves ``q`` shared."""
 
 import warnings
 
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 import bayescale
-from bayescale.design import ModelOptions, scheduled_law
+from bayescale import Model, ModelError
 from bayescale.laws import Chinchilla, Kaplan
+from bayescale.parts import Checkpoints, FamilyPooling, Noise, RunEffect, ScheduleTerm
 from bayescale.schedules import Schedule
 from conftest import require_sampled
 
@@ -18,23 +19,31 @@ COSINE = Schedule("cosine", 0.01, 0.1)
 
 
 def test_token_shortfall_scales_with_the_data_term():
-    """With anneal="tokens" the un-annealed deficit is large where the law still gains from
-    data and small where the size term has taken over (Kaplan form); with "loss" it is the
-    same number of nats at every size."""
+    """With ScheduleTerm(anneal="tokens") the un-annealed deficit is large where the law still
+    gains from data and small where the size term has taken over (Kaplan form); with "loss"
+    it is the same number of nats at every size."""
     theta = dict(E=1.7, a=0.6, b=0.4, alpha=0.34, beta=0.28, q=0.4)
     n = np.array([0.02, 50.0])
-    tokens, loss = ModelOptions(schedule="table", anneal="tokens"), ModelOptions(schedule="table", anneal="loss")
-    deficit = lambda law, opts: (scheduled_law(law, theta, n, 1.0, 0.8, 0.7, opts, np.exp)
-                                 - scheduled_law(law, theta, n, 1.0, 0.0, 0.7, opts, np.exp))
+    tokens = ScheduleTerm(source="table", anneal="tokens")
+    loss = ScheduleTerm(source="table", anneal="loss")
+    assert (tokens.parameter, loss.parameter) == ("c_tokens", "c")
+    deficit = lambda law, term: (term.law_mean(law, theta, n, 1.0, 0.8, 0.7, np.exp)
+                                 - term.law_mean(law, theta, n, 1.0, 0.0, 0.7, np.exp))
     by_tokens = deficit(Kaplan(), tokens)
     assert by_tokens[0] < 0.2 * by_tokens[1]
     np.testing.assert_allclose(deficit(Chinchilla(), loss), [0.56, 0.56])
-    with pytest.raises(ValueError, match="anneal"):
-        ModelOptions(anneal="exp")
-    with pytest.raises(ValueError, match="noise"):
-        ModelOptions(noise="seed")
-    with pytest.raises(ValueError, match="run_slope"):
-        ModelOptions(run_slope=True)  # needs a run effect and all checkpoints
+    with pytest.raises(ModelError, match="schedule: anneal='exp'"):
+        ScheduleTerm(anneal="exp")
+    with pytest.raises(ModelError, match="noise: likelihood='seed'"):
+        Noise(likelihood="seed")
+    with pytest.raises(ModelError, match="run_effect: slope=True needs the checkpoints part"):
+        Model("chinchilla", parts=[RunEffect(slope=True)])  # a slope within each run's checkpoints
+
+
+#: Kaplan's law, families pooled, every checkpoint, run offsets and slopes, the table's schedule
+#: as a token shortfall, iid residuals whose scale falls with size.
+MODEL = Model("kaplan", parts=[FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(slope=True),
+                               ScheduleTerm(source="table", anneal="tokens"), Noise(by_size=True)])
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +58,7 @@ def noisy_small_models():
     runs["value"] = runs["value"] * np.exp(scale * rng.standard_normal(len(runs)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, law="kaplan", checkpoints="all", residuals="iid", noise="size", anneal="tokens",
-                            run_slope=True, draws=1000, tune=800, chains=2, mass_matrix="low_rank", progressbar=False,
+        fit = bayescale.fit(runs, MODEL, draws=1000, tune=800, chains=2, mass_matrix="low_rank", progressbar=False,
                             random_seed=5)
     return fit, truth
 
@@ -76,7 +84,9 @@ def test_size_noise_fit_survives_save_and_load(noisy_small_models, tmp_path):
     fit, _ = noisy_small_models
     fit.save(tmp_path / "fit.nc")
     loaded = bayescale.load_fit(tmp_path / "fit.nc")
-    assert loaded.options == fit.options and loaded.options.noise == "size" and loaded.options.anneal == "tokens"
+    assert loaded.model.parts == fit.model.parts and loaded.model.hash() == fit.model.hash()
+    assert loaded.model.noise.by_size and loaded.model.part("schedule").anneal == "tokens"
+    assert loaded.law.lookup_name == "kaplan" and loaded.model.part("run_effect").slope
     t = pd.DataFrame({"params": [1e9], "tokens": [2e10], "total_tokens": [4e10], "family": ["family1"]})
     pd.testing.assert_frame_equal(loaded.predict(t), fit.predict(t))
 

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 import bayescale
-from bayescale.design import ModelOptions
+from bayescale.model import Model
+from bayescale.parts import Checkpoints, FamilyPooling
 from bayescale.plotting import (
     FIGURES,
     TAKES_TARGETS,
@@ -34,7 +35,6 @@ from bayescale.plotting import (
 from bayescale.runs import Scale, read_runs
 from bayescale.sampling import SamplerConfig
 from bayescale.simulate import Task
-from bayescale.spec import load_spec
 
 TARGETS = pd.DataFrame({"params": [1.4e9, 7e9], "tokens": [2.8e10, 1.4e11]})
 LAW = ("E", "a", "b", "alpha", "beta")
@@ -53,7 +53,7 @@ def fake_fit(
     """A ScalingFit whose posterior is a tight cloud around the simulated truth.
 
     ``pooled=True`` gives the law parameters a ``family`` dim plus ``<name>_pop`` and
-    ``<name>_sd`` (as ``pooling="family"`` does); ``method="map"`` a one-draw preview;
+    ``<name>_sd`` (as the ``FamilyPooling`` part does); ``method="map"`` a one-draw preview;
     ``metric="acc:<task>"`` a fit of a downstream accuracy.
     """
     tasks = [Task(metric.split(":", 1)[1])] if metric.startswith("acc:") else None
@@ -101,12 +101,12 @@ def fake_fit(
         dims={**dims, "ln_loss": ["obs"]},
         **kwargs,
     )
-    options = ModelOptions(pooling="family" if pooled else "none", checkpoints="all" if checkpoints > 1 else "final")
+    parts = ([FamilyPooling()] if pooled else []) + ([Checkpoints()] if checkpoints > 1 else [])
     config = SamplerConfig(method=method, draws=1 if method == "map" else draws, chains=1 if method == "map" else chains)
     return bayescale.ScalingFit(
-        idata=idata, spec=load_spec("chinchilla"), scale=scale, runs=runs, sampler_config=config, metric=metric,
-        info={"fit_seconds": 1.5, "runs_hash": "0" * 64, "versions": {"bayescale": bayescale.__version__}},
-        options=options, families=names, run_names=list(dict.fromkeys(runs["run"])),
+        idata=idata, model=Model("chinchilla", parts=parts), scale=scale, runs=runs, sampler_config=config,
+        metric=metric, info={"fit_seconds": 1.5, "runs_hash": "0" * 64, "versions": {"bayescale": bayescale.__version__}},
+        families=names, run_names=list(dict.fromkeys(runs["run"])),
     )
 
 
@@ -308,7 +308,7 @@ def test_band_widths_match_predict_exactly(single):
     assert sweep["compute"].max() >= 3 * table["compute"].max() * 0.999
 
 
-def test_prior_draws_follow_the_spec(single):
+def test_prior_draws_follow_the_model(single):
     draws = compute.prior_draws(single, ["E", "sigma"], draws=4000, seed=1)
     assert draws["E"].shape == (4000,)
     assert np.median(draws["E"]) == pytest.approx(np.exp(0.5), rel=0.08)  # LogNormal(mu=0.5)

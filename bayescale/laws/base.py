@@ -13,7 +13,10 @@ coefficients (``A``, ``B``) are recovered as deterministic transforms, see
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..parts.base import Default
 
 _REGISTRY: dict[str, type["ScalingLaw"]] = {}
 
@@ -30,7 +33,7 @@ class ScalingLaw:
     equation: ClassVar[str]
     sampled: ClassVar[tuple[str, ...]]
     published_names: ClassVar[tuple[str, ...]]
-    #: Sampled parameters that stay one value for every family under ``pooling="family"``
+    #: Sampled parameters that stay one value for every family under family pooling
     #: (shape parameters of the functional form rather than properties of a family).
     shared: ClassVar[tuple[str, ...]] = ()
 
@@ -39,6 +42,10 @@ class ScalingLaw:
         if getattr(cls, "lookup_name", None):
             _REGISTRY[cls.lookup_name] = cls
 
+    def priors(self) -> dict[str, "Default"]:
+        """Default priors of the sampled parameters (``{name: Default(Prior, provenance)}``)."""
+        raise NotImplementedError
+
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
         """Expected metric at centred size ``n = N/N0`` and tokens ``d = D/D0``."""
         raise NotImplementedError
@@ -46,6 +53,12 @@ class ScalingLaw:
     def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
         """Coefficients in the paper's convention (uncentred N and D)."""
         raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.equation})"

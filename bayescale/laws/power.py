@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..parts.base import Default, default
 from .base import ScalingLaw
 
 FLOP_PER_PARAM_TOKEN = 6.0
@@ -36,6 +37,23 @@ class Chinchilla(ScalingLaw):
     equation = "L = E + A*N^-alpha + B*D^-beta"
     sampled = ("E", "a", "b", "alpha", "beta")
     published_names = ("E", "A", "B", "alpha", "beta")
+
+    def priors(self) -> dict[str, Default]:
+        return {
+            "E": default("LogNormal", "Irreducible loss in nats. Published fits: 1.69 (Hoffmann et al. 2022), 1.82 "
+                         "(Besiroglu et al. 2024). Median e^0.5 = 1.65 nats, 90% prior mass in [0.48, 5.7] so other "
+                         "tokenisers and evaluation sets fit too.", mu=0.5, sigma=0.75),
+            "a": default("LogNormal", "Size of the model-size term at the ladder's centre, nats. Ladders in the "
+                         "literature span 0.05-2 nats between their smallest and largest models; 90% prior mass in "
+                         "[0.03, 4.3].", mu=-1.0, sigma=1.5),
+            "b": default("LogNormal", "Size of the data term at the ladder's centre, nats; same reasoning as `a`.",
+                         mu=-1.0, sigma=1.5),
+            "alpha": default("LogNormal", "Model-size exponent. Published values 0.28-0.37 for this form (Hoffmann "
+                             "2022: 0.34; Besiroglu 2024: 0.35); median 0.30, 90% prior mass in [0.11, 0.81].",
+                             mu=-1.2, sigma=0.6),
+            "beta": default("LogNormal", "Data exponent. Published values 0.28-0.37 (Hoffmann 2022: 0.28; Besiroglu "
+                            "2024: 0.37); same prior as alpha.", mu=-1.2, sigma=0.6),
+        }
 
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
         return theta["E"] + theta["a"] * n ** (-theta["alpha"]) + theta["b"] * d ** (-theta["beta"])
@@ -94,6 +112,12 @@ class Kaplan(ScalingLaw):
     published_names = ("E", "A", "B", "alpha", "beta", "q")
     shared = ("q",)
 
+    def priors(self) -> dict[str, Default]:
+        return {**Chinchilla().priors(), "q": default(
+            "Beta", "Sharpness of the combination, 0 < q <= 1: q = 1 is Chinchilla's additive law, small q lets the "
+            "larger term take over (Kaplan et al. 2020 fit 0.095 without an irreducible term). Beta(2, 1.5): mean "
+            "0.57, 90% in [0.16, 0.94], leaving both regimes open.", alpha=2.0, beta=1.5)}
+
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
         q = theta["q"]
         xp = _backend(q, n, d, theta["a"])
@@ -123,6 +147,17 @@ class Compute(ScalingLaw):
     equation = "L = E + A*C^-gamma, C = 6*N*D"
     sampled = ("E", "a", "gamma")
     published_names = ("E", "A", "gamma")
+
+    def priors(self) -> dict[str, Default]:
+        return {
+            "E": default("LogNormal", "Irreducible loss in nats; as in the chinchilla law (published 1.69-1.82), 90% "
+                         "prior mass in [0.48, 5.7].", mu=0.5, sigma=0.75),
+            "a": default("LogNormal", "Reducible loss at the ladder's centre compute C0 = 6 N0 D0, nats; 90% prior "
+                         "mass in [0.05, 7].", mu=-0.5, sigma=1.5),
+            "gamma": default("LogNormal", "Compute exponent. Kaplan et al. 2020 report 0.05 (no irreducible term), "
+                             "fits with an irreducible term give 0.1-0.2; median 0.15, 90% prior mass in [0.05, 0.40].",
+                             mu=-1.9, sigma=0.6),
+        }
 
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
         return theta["E"] + theta["a"] * (n * d) ** (-theta["gamma"])

@@ -25,7 +25,6 @@ import pandas as pd
 import xarray as xr
 
 from ..laws import FLOP_PER_PARAM_TOKEN
-from ..likelihoods import LIKELIHOODS
 from ..runs import ACC_PREFIX, LOSS
 from . import rcparams
 
@@ -68,7 +67,7 @@ def parameter_unit(name: str) -> str:
 # ----------------------------------------------------------------------------- basics
 def check_fit(fit: Any) -> None:
     """Raise TypeError unless ``fit`` looks like a :class:`~bayescale.ScalingFit`."""
-    missing = [a for a in ("idata", "spec", "scale", "runs", "sampler_config") if not hasattr(fit, a)]
+    missing = [a for a in ("idata", "model", "scale", "runs", "sampler_config") if not hasattr(fit, a)]
     if missing:
         raise TypeError(
             f"expected a bayescale ScalingFit (from bayescale.fit or bayescale.load_fit), got "
@@ -131,19 +130,20 @@ def families(fit: Any) -> list[str]:
 
 def noise_names(fit: Any) -> list[str]:
     """Noise parameters of the fit's likelihood (e.g. ``sigma``, ``nu``)."""
-    return list(LIKELIHOODS[fit.spec.likelihood].noise_params)
+    return list(fit.model.noise.noise_params)
 
 
 def sampled_names(fit: Any) -> list[str]:
-    """Parameters with a prior in the spec that the posterior holds under that name.
+    """Parameters with a prior in the model that the posterior holds under that name.
 
     The law's sampled parameters first, then the noise parameters, then any others (run
-    spread, schedule term, ...), in the spec's order.
+    spread, schedule term, ...), in the model's order.
     """
     post = fit.idata.posterior
-    first = list(fit.spec.law.sampled) + noise_names(fit)
-    ordered = first + [n for n in fit.spec.priors if n not in first]
-    return [n for n in ordered if n in fit.spec.priors and n in post.data_vars]
+    priors = fit.model.priors
+    first = list(fit.model.law.sampled) + noise_names(fit)
+    ordered = first + [n for n in priors if n not in first]
+    return [n for n in ordered if n in priors and n in post.data_vars]
 
 
 def population_name(fit: Any, name: str) -> str | None:
@@ -159,7 +159,7 @@ def is_mcmc(fit: Any) -> bool:
 
 
 def downstream_metrics(fit: Any) -> list[str]:
-    """Accuracy metrics (``acc:<task>``) fitted jointly with the loss (``downstream=...``)."""
+    """Accuracy metrics (``acc:<task>``) fitted jointly with the loss (a downstream part)."""
     acc = getattr(fit, "acc_rows", None)
     if acc is None or len(acc) == 0:
         return []
@@ -169,18 +169,19 @@ def downstream_metrics(fit: Any) -> list[str]:
 def link_bands(fit: Any, metric: str, loss_grid: np.ndarray, hdi_prob: float) -> pd.DataFrame:
     """Posterior band of one task's link, accuracy against loss, on ``loss_grid`` (nats).
 
-    With ``link_scale="log_reducible"`` the loss is mapped through each draw's ``E`` (the
+    With the link's ``scale="log_reducible"`` the loss is mapped through each draw's ``E`` (the
     mean over families when E is per family: the links are shared by the families)."""
     from ..downstream import link, task_table, to_link_scale
 
     tasks = task_table(fit.acc_rows)
     j = tasks["task"].tolist().index(metric)
     slope, midpoint, ceiling = (fit.posterior_draws(p)[:, j][:, None] for p in ("slope", "midpoint", "ceiling"))
-    scale = getattr(fit.options, "link_scale", "loss")
+    part = fit.model.part("downstream")
+    scale = part.scale
     E = fit.posterior_draws("E")
     E = E.reshape(len(E), -1).mean(axis=1)[:, None]
     x = to_link_scale(scale, loss_grid[None, :], E)
-    acc = link(fit.options.downstream, x, float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
+    acc = link(part.link, x, float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
     lo, hi = np.quantile(acc, [(1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2], axis=0)
     return pd.DataFrame({"loss": loss_grid, "median": np.median(acc, axis=0), "lower": lo, "upper": hi})
 
@@ -371,7 +372,7 @@ def noise_scale(fit: Any) -> float | None:
 def prior_draws(
     fit: Any, names: list[str] | None = None, draws: int = 2000, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Draws from the spec's priors, ``{name: array of shape (draws, *dim sizes)}``.
+    """Draws from the model's priors, ``{name: array of shape (draws, *dim sizes)}``.
 
     Each ``pymc_extras`` Prior creates its variable inside a fresh ``pm.Model`` whose
     coords are the posterior's (so hierarchical priors with ``dims=("family",)`` get the
@@ -383,7 +384,8 @@ def prior_draws(
     post = fit.idata.posterior
     coords = {d: post[d].to_numpy() for d in post.dims if d not in ("chain", "draw")}
     with pm.Model(coords=coords):
-        variables = [fit.spec.priors[name].create_variable(name) for name in names]
+        priors = fit.model.priors
+        variables = [priors[name].create_variable(name) for name in names]
         values = pm.draw(variables, draws=draws, random_seed=seed)
     if len(variables) == 1:
         values = [values]

@@ -427,11 +427,11 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
                          prior_draws: int = 4000) -> Figure:
     """Prior against posterior density of each sampled parameter.
 
-    Priors are drawn from the spec's ``pymc_extras`` Prior objects (see
+    Priors are drawn from the model's ``pymc_extras`` Prior objects (see
     :func:`bayescale.plotting.compute.prior_draws`).  Positive parameters are shown on a
     log axis with densities per log10 unit.  With a ``family`` dim, one posterior per
     family in the family's colour, and the population's (``<name>_pop``, which the
-    spec's prior describes) in the neutral posterior colour; otherwise one shared
+    model's prior describes) in the neutral posterior colour; otherwise one shared
     posterior.
     """
     names = cp.sampled_names(fit) if var_names is None else list(var_names)

@@ -29,7 +29,6 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from ..likelihoods import LIKELIHOODS
 from ..plotting import compute as cp
 from ..plotting import figures as figs
 from ..plotting import rcparams
@@ -54,9 +53,9 @@ MAX_RUN_ROWS = 40
 PREDICTION_COLUMNS = ("params", "tokens", "metric", "median", "lower", "upper")
 
 LIKELIHOOD_WORDS = {
-    "student_t_log": "Student-t on ln(loss), with scale σ and degrees of freedom ν: a few outlying runs are "
+    "student_t": "Student-t on ln(loss), with scale σ and degrees of freedom ν: a few outlying runs are "
     "down-weighted instead of bending the law.",
-    "normal_log": "Normal on ln(loss) with scale σ: a relative scatter of the same size at every loss.",
+    "normal": "Normal on ln(loss) with scale σ: a relative scatter of the same size at every loss.",
 }
 
 
@@ -266,35 +265,34 @@ class ReportBuilder:
 
     def model(self) -> dict[str, Any]:
         fit = self.fit
-        spec = fit.spec
-        law = spec.law
+        model = fit.model
+        law = model.law
         doc = (type(law).__doc__ or "").strip().splitlines()
         used = set(cp.sampled_names(fit))
         if cp.has_family_dim(fit):
-            options = getattr(fit, "options", None)
-            used.add("family_var" if getattr(options, "family_prior", "") == "student_t" else "family_sd")
+            pooling = model.part("family_pooling")
+            used.add("family_var" if pooling is not None and pooling.prior == "student_t" else "family_sd")
         priors, unused = [], []
-        for name, prior in spec.priors.items():
-            entry = {"name": name, "prior": _prior_text(prior), "provenance": spec.provenance.get(name, "")}
+        provenance = model.provenance
+        for name, prior in model.priors.items():
+            entry = {"name": name, "prior": _prior_text(prior), "provenance": provenance.get(name, "")}
             (priors if name in used else unused).append(entry)
-        structure = []
-        options = getattr(fit, "options", None)
-        if options is not None and hasattr(options, "to_dict"):
-            structure = [(k, str(v)) for k, v in options.to_dict().items()]
+        structure = [(f"part {p.lookup_name}", ", ".join(f"{k}={v!r}" for k, v in p.to_dict().items() if k != "part")
+                      or "(defaults)") for p in model.parts]
         figure = self.figure(
             "prior_posterior",
-            "Grey: the spec's prior; coloured: the posterior. Where the posterior is much narrower than the prior, "
+            "Grey: the model's prior; coloured: the posterior. Where the posterior is much narrower than the prior, "
             "the data, not the prior, set the parameter.",
             "Prior against posterior density of each parameter",
         )
         return {
-            "name": spec.name,
+            "name": model.name,
             "law": law.lookup_name,
             "equation": law.equation,
-            "description": spec.description or (doc[0] if doc else ""),
-            "likelihood": spec.likelihood,
-            "likelihood_words": LIKELIHOOD_WORDS.get(spec.likelihood, ""),
-            "noise": list(LIKELIHOODS[spec.likelihood].noise_params),
+            "description": model.description or (doc[0] if doc else ""),
+            "likelihood": model.noise.likelihood,
+            "likelihood_words": LIKELIHOOD_WORDS.get(model.noise.likelihood, ""),
+            "noise": list(model.noise.noise_params),
             "scale": [("N0", sci(fit.scale.N0)), ("D0", sci(fit.scale.D0))],
             "priors": priors,
             "unused_priors": unused,
@@ -386,7 +384,7 @@ class ReportBuilder:
         likelihood = ("Beta-Binomial (n_items, per-task precision)" if "phi" in posterior else "Binomial (n_items)") \
             if binomial else "Beta"
         return {"metrics": cp.downstream_metrics(self.fit), "figure": figure, "tasks": tasks,
-                "link": self.fit.options.downstream, "likelihood": likelihood}
+                "link": self.fit.model.part("downstream").link, "likelihood": likelihood}
 
     def uncertainty(self) -> dict[str, Any]:
         table = cp.band_width_table(self.fit, self.targets, self.hdi_prob)
@@ -416,7 +414,7 @@ class ReportBuilder:
         created = fit.idata.posterior.attrs.get("created_at", "")
         facts = [
             ("runs data hash (SHA-256)", Markup(f'<code class="hash">{escape(info.get("runs_hash", "–"))}</code>')),
-            ("model spec", Markup(f'{escape(fit.spec.name)}, hash <code class="hash">{escape(fit.spec.hash())}</code>')),
+            ("model", Markup(f'{escape(fit.model.name)}, hash <code class="hash">{escape(fit.model.hash())}</code>')),
             ("random seed", str(sampler.get("random_seed", "–"))),
             ("fit wall time", _seconds(info.get("fit_seconds"))),
             ("posterior created", str(created) or "–"),
@@ -427,7 +425,7 @@ class ReportBuilder:
             "facts": facts,
             "sampler": [(k, "–" if v is None else str(v)) for k, v in sampler.items()],
             "versions": sorted((str(k), str(v)) for k, v in (info.get("versions") or {}).items()),
-            "spec_json": json.dumps(fit.spec.to_dict(), indent=2, sort_keys=True, default=str),
+            "spec_json": json.dumps(fit.model.to_dict(), indent=2, sort_keys=True, default=str),
         }
 
     # ------------------------------------------------------------------ all
@@ -447,7 +445,7 @@ class ReportBuilder:
         sections = [{"id": sid, "title": title} for sid, title in SECTIONS if sid in parts]
         runs = fit.runs
         subtitle = (
-            f"{fit.spec.name} law ({fit.spec.law.equation}) fitted to {runs['run'].nunique()} runs "
+            f"model {fit.model.name} ({fit.model.law.equation}) fitted to {runs['run'].nunique()} runs "
             f"({len(runs)} rows) of {fit.metric}"
         )
         return {"title": self.title, "subtitle": subtitle, "sections": sections, **parts}
@@ -488,7 +486,7 @@ def render_report(fit: Any, targets=None, title: str | None = None, hdi_prob: fl
     dpi = rcparams.get("report.dpi", dpi)
     given = targets is not None
     table = read_targets(targets) if given else default_targets(fit)
-    title = title or f"Scaling-law posterior: {fit.spec.name} on {fit.runs['run'].nunique()} runs"
+    title = title or f"Scaling-law posterior: {fit.model.name} on {fit.runs['run'].nunique()} runs"
     if not isinstance(figures, bool):
         figures = frozenset(figures)
         unknown = sorted(figures - set(figs.FIGURES))
@@ -521,7 +519,7 @@ def write_report(fit: Any, path, targets=None, title: str | None = None, hdi_pro
         Default: one target 10x the ladder's largest run in both N and D (see
         :func:`default_targets`); the Uncertainty section then is left out.
     title
-        Page title (default names the spec and the number of runs).
+        Page title (default names the model and the number of runs).
     hdi_prob
         Probability mass of every band (default ``rcParams["hdi_prob"]``, 0.9).
     dpi

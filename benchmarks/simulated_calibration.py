@@ -1,9 +1,9 @@
 """Coverage experiments on simulated ladders with known truth.
 
 Used by the test suite (one small replicate in the default tier, 20 in the slow tier) and
-by ``benchmarks/calibration.py`` (hierarchical ladders, issue #3) and
-``benchmarks/downstream_calibration.py`` (task accuracies, issue #4); kept in the package so
-users can check a model structure on a ladder shaped like their own before trusting it.
+by ``benchmarks/calibration.py`` (hierarchical ladders) and
+``benchmarks/downstream_calibration.py`` (task accuracies).  A development tool of this
+repository, not part of the package's API.
 
 Every interval here is equal-tailed (the 5% and 95% quantiles of the draws for 90%), for
 parameters and for predictive bands alike, so the nominal level means the same thing for
@@ -20,9 +20,19 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from .fitting import fit
-from .schedules import Schedule
-from .simulate import simulate_ladder
+from bayescale import Model, fit
+from bayescale.parts import AR1Residuals, Checkpoints, Downstream, FamilyPooling, RunEffect, ScheduleTerm
+from bayescale.schedules import Schedule
+from bayescale.simulate import simulate_ladder
+
+
+def hierarchical_model(residuals: str = "ar1", run_effect: bool = True, family_prior: str = "student_t") -> Model:
+    """The checkpoint model the hierarchical replicates fit: pooled families, every checkpoint,
+    the runs table's cosine schedule, and optionally AR(1) residuals and run offsets."""
+    parts = [FamilyPooling(prior=family_prior), Checkpoints(), ScheduleTerm(source="table")]
+    parts += [AR1Residuals()] if residuals == "ar1" else []
+    parts += [RunEffect()] if run_effect else []
+    return Model("chinchilla", parts=parts, name=f"hierarchical ({residuals}, run effect {run_effect})")
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,7 @@ def hierarchical_replicate(
 
     The model and sampler defaults are what the default ladder needs to converge: its three
     families hardly pin the spreads between families, so the families' deviations get the
-    Student-t prior (``family_prior="student_t"``: no spread to sample, no funnel); each
+    Student-t prior (``FamilyPooling(prior="student_t")``: no spread to sample, no funnel); each
     family's ``E``, ``a`` and ``alpha`` are correlated at 0.9-0.95, which nutpie's low-rank
     mass matrix follows with a cutoff of 3 (its default of 100 ignores them); target_accept
     0.99 and 2 x 2,000 draws give bulk ESS >= 400 in most replicates (see
@@ -122,8 +132,8 @@ def hierarchical_replicate(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(runs[fitted], checkpoints="all", residuals=residuals, run_effect=run_effect,
-                     family_prior=family_prior, draws=draws, tune=tune, chains=chains,
+        result = fit(runs[fitted], hierarchical_model(residuals, run_effect, family_prior), draws=draws, tune=tune,
+                     chains=chains,
                      target_accept=target_accept, mass_matrix=mass_matrix,
                      low_rank_cutoff=low_rank_cutoff if mass_matrix == "low_rank" else None,
                      random_seed=seed, progressbar=False)
@@ -254,7 +264,7 @@ def draw_tasks(rng: np.random.Generator, design: DownstreamDesign, losses: np.nd
     final losses are ``losses`` (nats): midpoints spread evenly (with jitter) from the ladder's
     lowest loss minus 0.3 nats to its 70th percentile, so some tasks are near their ceiling at
     the held-out sizes and some still leave chance there."""
-    from .simulate import Task
+    from bayescale.simulate import Task
 
     lo, hi = float(np.min(losses)) - 0.3, float(np.quantile(losses, 0.7))
     k = design.n_tasks
@@ -302,7 +312,8 @@ def downstream_replicate(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(runs[fitted], downstream=link, draws=draws, tune=tune, chains=chains,
+        result = fit(runs[fitted], Model("chinchilla", parts=[Downstream(link=link)], name=f"downstream ({link})"),
+                     draws=draws, tune=tune, chains=chains,
                      target_accept=target_accept, random_seed=seed, progressbar=False)
     seconds = time.perf_counter() - start
     diag = result.diagnostics()

@@ -1,0 +1,34 @@
+"""The parts a model is built from; each module owns one part (see :mod:`.base`).
+
+>>> from bayescale.parts import available_parts
+>>> sorted(available_parts())[:3]
+['ar1_residuals', 'checkpoints', 'downstream']
+"""
+
+from .base import BuildContext, Default, ModelError, Part, PredictContext, available_parts, get_part
+from .checkpoints import Checkpoints
+from .downstream import Downstream
+from .drift import Drift
+from .noise import Noise
+from .pooling import FamilyPooling
+from .residuals import AR1Residuals
+from .run_effect import RunEffect
+from .schedule import ScheduleTerm
+
+__all__ = [
+    "AR1Residuals",
+    "BuildContext",
+    "Checkpoints",
+    "Default",
+    "Downstream",
+    "Drift",
+    "FamilyPooling",
+    "ModelError",
+    "Noise",
+    "Part",
+    "PredictContext",
+    "RunEffect",
+    "ScheduleTerm",
+    "available_parts",
+    "get_part",
+]

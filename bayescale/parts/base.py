@@ -1,0 +1,234 @@
+"""What a model part is, and the two contexts its PyMC build and numpy prediction work in.
+
+A part is one piece of the generative model (family pooling, run effects, a schedule term,
+the noise, ...).  Each part is a frozen dataclass whose fields are its options, and owns,
+side by side in its module:
+
+- ``priors()``: its default priors, ``{name: Default(Prior, provenance)}``;
+- ``check(model)``: the combinations with other parts it cannot live with, and
+  ``validate(rows)``: what it needs from the data (both raise :class:`ModelError`
+  naming the part);
+- ``build(ctx)``: its piece of the PyMC graph (a :class:`BuildContext`);
+- ``predict(ctx)``: the same piece in numpy over posterior draws (a :class:`PredictContext`);
+- ``variables(model)``: the posterior variables it adds that diagnostics should watch;
+- ``lookup_name`` and ``to_dict``/``from_dict``, so a model is data (TOML, saved fits).
+
+Parts run in ascending ``order``: pooling (0) sets the law's parameters, noise (10) its
+scales, the schedule term (20) the law's mean, run effects (30) and drift (40) add to ln
+loss, the downstream link (50) observes accuracies, AR(1) residuals (60) condition each row
+on the previous one; the noise part then observes ln loss.
+
+Example
+-------
+>>> from bayescale.parts import Drift, get_part
+>>> Drift(clock="fraction").to_dict()
+{'part': 'drift', 'clock': 'fraction'}
+>>> get_part({'part': 'drift', 'clock': 'fraction'})
+Drift(clock='fraction')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pymc_extras.prior import Prior
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import Model
+
+_REGISTRY: dict[str, type["Part"]] = {}
+
+
+class ModelError(ValueError):
+    """A model's parts do not fit together, or do not fit the data; the message names the part."""
+
+
+@dataclass(frozen=True)
+class Default:
+    """A part's default prior for one parameter, with where it comes from."""
+
+    prior: Prior
+    provenance: str
+
+
+def default(dist: str, why: str, **kwargs: float) -> Default:
+    """Shorthand for a :class:`Default`: ``default("HalfNormal", "why...", sigma=0.1)``."""
+    return Default(Prior(dist, **kwargs), why)
+
+
+def choice(part: str, name: str, value: Any, allowed: tuple) -> None:
+    """Raise a one-line :class:`ModelError` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ModelError(f"{part}: {name}={value!r} is not one of {allowed}")
+
+
+@dataclass(frozen=True)
+class Part:
+    """Base class of model parts (see the module docstring)."""
+
+    lookup_name: ClassVar[str]
+    order: ClassVar[int]
+    #: At most one part per slot (e.g. one schedule term).
+    slot: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "lookup_name" in cls.__dict__:
+            _REGISTRY[cls.lookup_name] = cls
+
+    # ------------------------------------------------------------- description
+    def priors(self) -> dict[str, Default]:
+        """Default priors of the parameters this part adds."""
+        return {}
+
+    def check(self, model: "Model") -> None:
+        """Raise :class:`ModelError` if this part cannot live with the model's other parts."""
+
+    def validate(self, rows: pd.DataFrame) -> None:
+        """Raise :class:`ModelError` if the fitted rows lack what this part needs."""
+
+    def resolve(self, rows: pd.DataFrame) -> "Part":
+        """This part with any data-dependent option settled (default: unchanged)."""
+        return self
+
+    def variables(self, model: "Model") -> list[str]:
+        """Posterior variables to summarise and diagnose (scales, populations; not latents)."""
+        return list(self.priors())
+
+    # ------------------------------------------------------------- the model
+    def build(self, ctx: "BuildContext") -> None:
+        """Add this part to the PyMC model being built."""
+
+    def predict(self, ctx: "PredictContext") -> None:
+        """Apply this part to the numpy prediction at ``ctx.targets``."""
+
+    # ------------------------------------------------------------- data form
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"part": self.lookup_name}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Part":
+        data = {k: v for k, v in data.items() if k != "part"}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"{cls.lookup_name}: unknown option(s) {unknown}; options are {sorted(known)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**data)
+
+
+def get_part(entry: "str | dict[str, Any] | Part") -> Part:
+    """A part from its lookup name, a dict (``{"part": name, **options}``) or a part."""
+    if isinstance(entry, Part):
+        return entry
+    if isinstance(entry, str):
+        entry = {"part": entry}
+    name = entry.get("part")
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown part {name!r}; available: {sorted(_REGISTRY)}")
+    return _REGISTRY[name].from_dict(entry)
+
+
+def available_parts() -> dict[str, str]:
+    """``{lookup_name: first line of the part's docstring}``."""
+    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(_REGISTRY.items())}
+
+
+# ============================================================================ contexts
+@dataclass
+class BuildContext:
+    """State shared by the parts while one PyMC model is built (inside ``with pm.Model()``).
+
+    ``where`` is ``"obs"`` (the fitted loss rows, dim ``obs``) or ``"acc"`` (accuracy rows,
+    dim ``acc_obs``).  ``x[where]`` holds the numpy design arrays (see
+    :func:`bayescale.design.design`), ``theta[where]`` the law's parameters at each row,
+    ``mu[where]`` the ln of the latent loss at each row (parts add to it), ``sigma`` the
+    residual scale of each loss row and ``noise`` the likelihood's other parameters.
+    """
+
+    model: "Model"
+    rows: pd.DataFrame
+    acc_rows: pd.DataFrame | None
+    scale: Any
+    families: list[str]
+    runs: list[str]
+    x: dict[str, dict[str, np.ndarray]]
+    theta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    theta_family: dict[str, Any] = field(default_factory=dict)
+    mu: dict[str, Any] = field(default_factory=dict)
+    sigma: Any = None
+    noise: dict[str, Any] = field(default_factory=dict)
+    kappa: Any = None
+    ln_value: Any = None
+    store: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wheres(self) -> tuple[str, ...]:
+        return ("obs", "acc") if self.acc_rows is not None else ("obs",)
+
+    def data(self, name: str, where: str = "obs"):
+        """``pm.Data`` of the design array ``name`` (registered once per model)."""
+        import pymc as pm
+
+        key = name if where == "obs" else f"acc_{name}"
+        if key not in self.store:
+            dims = "obs" if where == "obs" else "acc_obs"
+            source = {"family_index": "family", "run_index": "run"}.get(name, name)
+            self.store[key] = pm.Data(key, self.x[where][source], dims=dims)
+        return self.store[key]
+
+    def size_factor(self, where: str = "obs"):
+        """``(N/N0)^-kappa`` with the noise part's ``by_size``, else 1 (scales shrink with size)."""
+        return 1.0 if self.kappa is None else self.data("n", where) ** (-self.kappa)
+
+
+@dataclass
+class PredictContext:
+    """State shared by the parts while predicting at ``targets`` from posterior draws.
+
+    Arrays are (S, T): S posterior draws (chains x draws, stacked), T targets.  ``known``
+    marks targets naming a fitted run; ``new_draws`` asks for what a new measurement adds
+    (a new seed's offset, the drift still ahead, the noise: ``kind="observation"``).
+    """
+
+    fit: Any  # the fit's structure: model, scale, families, run_names, rows, acc_rows
+    idata: Any
+    targets: pd.DataFrame
+    x: dict[str, np.ndarray]
+    family_labels: pd.Series
+    run_labels: pd.Series
+    known: np.ndarray
+    new_draws: bool
+    rng: np.random.Generator
+    theta: dict[str, np.ndarray] = field(default_factory=dict)
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    metrics: pd.Series | None = None
+    values: np.ndarray | None = None
+    store: dict[str, Any] = field(default_factory=dict)
+
+    def draws(self, name: str) -> np.ndarray:
+        """Posterior draws of ``name`` stacked over chains: shape (S, ...)."""
+        if name not in self.store:
+            self.store[name] = (self.idata.posterior[name].stack(sample=("chain", "draw"))
+                                .transpose("sample", ...).to_numpy())
+        return self.store[name]
+
+    @property
+    def n_draws(self) -> int:
+        return self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
+
+    def size_factor(self, params=None) -> np.ndarray:
+        """``(N/N0)^-kappa`` per draw and target (1 without a size-scaled noise part)."""
+        params = self.targets["params"] if params is None else params
+        n = np.asarray(params, dtype=float)[None, :] / self.fit.scale.N0
+        if "kappa" not in self.idata.posterior or not self.fit.model.part("noise").by_size:
+            return np.ones((self.n_draws, n.shape[1]))
+        return n ** -self.draws("kappa")[:, None]

@@ -1,0 +1,35 @@
+"""The README's worked examples run exactly as written and print the model they fitted."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+MARKER = re.compile(r"<!-- readme-example: (\w+) -->\s*```python\n(.*?)```", re.S)
+
+
+def examples() -> dict[str, str]:
+    return dict(MARKER.findall(README.read_text()))
+
+
+def test_readme_has_the_three_worked_examples():
+    assert list(examples()) == ["final_losses", "checkpoint_ladder", "downstream"]
+
+
+@pytest.mark.parametrize("name", ["final_losses", "checkpoint_ladder", "downstream"])
+def test_readme_example_runs_as_written(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(examples()[name], f"README.md:{name}", "exec"), {"__name__": "__readme__"})
+    text = out.getvalue()
+    preset = {"final_losses": "chinchilla", "checkpoint_ladder": "checkpoints", "downstream": "downstream"}[name]
+    assert f"model '{preset}'" in text and "law    chinchilla" in text, text[:500]
+    assert "median" in text
