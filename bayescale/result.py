@@ -207,8 +207,8 @@ class ScalingFit:
                 raise ValueError(f"family {family!r} is not one of the fitted families {self.families}")
             column = self.families.index(family)
         params = [self.posterior_draws(k) for k in ("E", "A", "B", "alpha", "beta")]
-        if column is not None:
-            params = [p[:, column] for p in params]
+        if column is not None:  # parameters shared by the families have no family dim
+            params = [p[:, column] if p.ndim == 2 else p for p in params]
         draws = optimal_allocation_draws(*params, compute=budgets)
         rows = []
         for quantity, values in draws.items():

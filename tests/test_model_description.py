@@ -200,3 +200,21 @@ def test_a_file_of_an_older_format_is_refused_naming_its_writer(saved_fit, tmp_p
     idata.to_netcdf(str(older))
     with pytest.raises(ValueError, match=r"written by bayescale 0\.1\.0 in file format 1; this version reads format 2"):
         bayescale.load_fit(older)
+
+
+def test_pooling_parameters_must_be_the_laws():
+    with pytest.raises(ModelError) as err:
+        Model("compute", parts=[FamilyPooling(parameters=("beta",))])
+    assert "family_pooling" in one_line(err) and "beta" in str(err.value)
+    with pytest.raises(ModelError, match="pools nothing"):
+        FamilyPooling(parameters=())
+
+
+def test_allocation_with_a_shared_exponent_per_family(tmp_path):
+    runs, _ = bayescale.simulate_ladder(seed=0, families=2)
+    model = Model("chinchilla", parts=[FamilyPooling(parameters=("a", "b"))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, model, method="map", progressbar=False)
+        table = fit.optimal_allocation([1e21], family="family1")
+    assert set(table["quantity"]) == {"params", "tokens", "loss"} and (table["median"] > 0).all()

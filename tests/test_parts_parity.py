@@ -139,3 +139,12 @@ PART_VARIANTS = [
 @pytest.mark.parametrize("parts", PART_VARIANTS, ids=lambda ps: "+".join(p.lookup_name for p in ps))
 def test_every_part_option_graph_matches_numpy(parts, ladder):
     _check(bayescale.Model("chinchilla", parts=parts), ladder)
+
+
+def test_pooling_only_some_parameters_graph_matches_numpy(ladder):
+    """Families differing only in their data term: b and beta per family, the rest shared."""
+    model = bayescale.Model("chinchilla", parts=[FamilyPooling(parameters=("b", "beta")), Checkpoints(), RunEffect()])
+    _check(model, ladder)
+    pm_model, *_ = _prepare(model, ladder)
+    assert pm_model.named_vars_to_dims.get("b") == ("family",) and "E" in pm_model.named_vars
+    assert not pm_model.named_vars_to_dims.get("E")

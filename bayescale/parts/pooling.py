@@ -40,14 +40,21 @@ class FamilyPooling(Part):
         multivariate Student-t, with no spread to sample and no funnel; see
         :func:`pooled_parameter`).  With few families the data hardly pin the spread;
         compare both when a fit does not converge.
+    parameters
+        The law parameters that differ between families (default: all but the law's
+        ``shared`` ones); the others are one value for every family.  For example
+        ``("b", "beta")`` when families differ only in their data term.
     """
 
     lookup_name = "family_pooling"
     order = 0
     prior: str = "half_normal"
+    parameters: tuple[str, ...] | None = None
 
     def __post_init__(self):
         choice(self.lookup_name, "prior", self.prior, PRIORS)
+        if self.parameters is not None and not self.parameters:
+            raise ModelError("family_pooling: parameters=() pools nothing; leave the part out instead")
 
     def priors(self) -> dict[str, Default]:
         if self.prior == "half_normal":
@@ -63,6 +70,8 @@ class FamilyPooling(Part):
             "families leave a funnel, with a lighter upper tail.", alpha=2.0, beta=0.02)}
 
     def pooled(self, model) -> list[str]:
+        if self.parameters is not None:
+            return list(self.parameters)
         return [p for p in model.law.sampled if p not in model.law.shared]
 
     def variables(self, model) -> list[str]:
@@ -70,6 +79,10 @@ class FamilyPooling(Part):
         return [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
 
     def check(self, model) -> None:
+        unknown = sorted(set(self.pooled(model)) - set(model.law.sampled))
+        if unknown:
+            raise ModelError(f"family_pooling: parameters {unknown} are not parameters of the {model.law.lookup_name} "
+                             f"law ({', '.join(model.law.sampled)})")
         for p in self.pooled(model):
             if model.priors[p].distribution != "LogNormal":
                 raise ModelError(f"family_pooling: pools on the log scale and needs a LogNormal prior for {p!r}, "
@@ -79,15 +92,17 @@ class FamilyPooling(Part):
     def build(self, ctx: BuildContext) -> None:
         model = ctx.model
         law = model.law
-        theta_f = {p: model.priors[p].create_variable(p) if p in law.shared
-                   else pooled_parameter(model.priors, p, len(ctx.families), self.prior) for p in law.sampled}
+        pooled = self.pooled(model)
+        theta_f = {p: pooled_parameter(model.priors, p, len(ctx.families), self.prior) if p in pooled
+                   else model.priors[p].create_variable(p) for p in law.sampled}
         ctx.theta_family = theta_f
         for where in ctx.wheres:
             fam = ctx.data("family_index", where)
-            ctx.theta[where] = {p: v if p in law.shared else v[fam] for p, v in theta_f.items()}
+            ctx.theta[where] = {p: v[fam] if p in pooled else v for p, v in theta_f.items()}
+        every = pt.ones(len(ctx.families))
         for p, value in law.to_published(theta_f, ctx.scale.N0, ctx.scale.D0).items():
             if p not in theta_f:
-                pm.Deterministic(p, value, dims="family")
+                pm.Deterministic(p, value * every, dims="family")
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
@@ -96,8 +111,9 @@ class FamilyPooling(Part):
         new = sorted({f for f in ctx.family_labels if f not in index})
         lookup = {**index, **{f: len(index) + i for i, f in enumerate(new)}}
         columns = [lookup[f] for f in ctx.family_labels]
+        pooled = self.pooled(ctx.fit.model)
         for p in law.sampled:
-            if p in law.shared:
+            if p not in pooled:
                 ctx.theta[p] = ctx.draws(p)[:, None]
                 continue
             per_family = ctx.draws(p)  # (S, F)
