@@ -47,7 +47,7 @@ def _prepare(model, table):
     acc = part.select(table, rows, model.part("checkpoints")) if part is not None else None
     families, runs = sorted(rows["family"].unique()), list(dict.fromkeys(rows["run"]))
     term = model.part("schedule")
-    schedule = default_schedule(rows) if term is not None and term.source == "table" else None
+    schedule = default_schedule(rows) if term is not None and getattr(term, "source", None) == "table" else None
     scale = Scale.from_runs(rows)
     pm_model = build_model(model, rows, scale, families, runs, schedule, acc, record_mean=True)
     with pm_model:
@@ -117,6 +117,11 @@ def _check_log_density(model, pm_model, idata, structure, rows, mu):
 def test_every_preset_graph_matches_numpy(name, ladder):
     model = bayescale.load_model(name)
     table = ladder
+    if model.part("multi_power") is not None:  # a ladder with a learning rate on every row
+        from test_multi_power import simulate_wsd
+
+        table = read_runs(simulate_wsd(seed=1, sizes=(3e7, 1e8), rows_per_run=12).assign(
+            family=lambda df: np.where(df["params"] > 5e7, "big", "small")))
     if model.part("downstream") is not None and model.part("downstream").tasks == ("acc:avg",):
         acc = ladder[ladder["metric"].str.startswith("acc:")]
         avg = acc.groupby(["family", "run", "params", "tokens", "total_tokens"], as_index=False).agg(

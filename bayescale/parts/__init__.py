@@ -9,6 +9,7 @@ from .base import BuildContext, Default, ModelError, Part, PredictContext, avail
 from .checkpoints import Checkpoints
 from .downstream import Downstream
 from .drift import Drift
+from .multi_power import MultiPowerSchedule
 from .noise import Noise
 from .pooling import FamilyPooling
 from .residuals import AR1Residuals
@@ -24,6 +25,7 @@ __all__ = [
     "Drift",
     "FamilyPooling",
     "ModelError",
+    "MultiPowerSchedule",
     "Noise",
     "Part",
     "PredictContext",
