@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of the simulated ladder and the sampler (default: %(default)s)")
-    p.add_argument("--draws", type=_positive_int, default=500, metavar="N", help="draws per chain (default: %(default)s)")
+    p.add_argument("--draws", type=_positive_int, default=1000, metavar="N", help="draws per chain (default: %(default)s)")
     p.add_argument("--tune", type=_positive_int, default=500, metavar="N", help="tuning steps per chain (default: %(default)s)")
     p.add_argument("--chains", type=_positive_int, default=4, metavar="N", help="chains (default: %(default)s)")
     p.add_argument(

@@ -11,7 +11,7 @@ import pytest
 
 import bayescale
 from bayescale import Model, ModelError
-from bayescale.parts import Checkpoints, FamilyPooling, MultiPowerSchedule, Noise, RunEffect
+from bayescale.parts import Checkpoints, MultiPowerSchedule, Noise
 from bayescale.parts.multi_power import summed_rates
 from conftest import require_sampled
 
