@@ -15,14 +15,14 @@ and with the stored seed it gives the same numbers after save and load.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .build import RECORD_ORDER, design_arrays
+from .build import MEAN_ORDER, RECORD_ORDER, design_arrays
 from .model import Model
 from .parts import PredictContext
 from .runs import RunsTableError, Scale, _rows
@@ -43,7 +43,6 @@ class Structure:
     schedule: Schedule | None
     rows: pd.DataFrame  # the fitted rows, in model order
     acc_rows: pd.DataFrame | None = None  # fitted accuracy rows (downstream)
-    cache: dict = field(default_factory=dict, repr=False)
 
     def design(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """The design arrays of ``rows`` (targets or fitted rows) as the fit's model sees them."""
@@ -108,7 +107,7 @@ def run_parts(ctx: PredictContext, below: int | None = None) -> None:
     for part in model.parts:
         if below is not None and part.order >= below:
             break
-        if part.order > 20 and ctx.mu is None:
+        if part.order > MEAN_ORDER and ctx.mu is None:
             _plain_law_mean(ctx)
         part.predict(ctx)
     if ctx.mu is None:
