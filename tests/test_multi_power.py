@@ -109,7 +109,7 @@ def wsd_fit():
     model = Model("chinchilla", parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule(), Noise()], name="wsd")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, model, draws=1000, tune=1000, chains=2, target_accept=0.95, random_seed=3,
+        fit = bayescale.fit(runs, model, draws=600, tune=600, chains=2, target_accept=0.95, random_seed=3,
                             progressbar=False)
     return fit, runs
 
