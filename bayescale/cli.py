@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
             "name from 'bayescale models' or a model TOML file), save the fit (NetCDF) and print "
             "the model, the parameter summary and the convergence verdict."
         ),
-        epilog=("examples:\n  bayescale fit runs.csv --out fit.nc                       # auto: chinchilla on final losses\n"
+        epilog=("examples:\n  bayescale fit runs.csv --out fit.nc                       # auto: from the table's shape\n"
                 "  bayescale fit runs.csv --model checkpoints --out fit.nc --draws 1000 --chains 4\n"
                 "  bayescale fit runs.csv --model my_model.toml --out fit.nc"),
     )
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="auto",
         metavar="NAME|FILE.toml",
-        help="a preset (see 'bayescale models') or a model TOML file; auto: the chinchilla preset on final "
-             "losses, with family pooling and run effects when the table has several families or seeds "
+        help="a preset (see 'bayescale models') or a model TOML file; auto: multi_power when the table has an lr "
+             "column, else the chinchilla preset on final losses, with family pooling and run effects when the "
+             "table has several families or seeds "
              "(default: %(default)s)",
     )
     p.add_argument("--out", required=True, metavar="FIT.nc", help="where to write the fit (NetCDF)")

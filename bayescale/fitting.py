@@ -45,9 +45,11 @@ def fit(
     model
         A preset name (``bayescale.available_models()``: ``"chinchilla"`` for final losses,
         ``"checkpoints"``, ``"downstream"``, ...), a path to a model TOML file, or a
-        :class:`~bayescale.model.Model`.  ``"auto"`` (default): the ``chinchilla`` preset
-        with family pooling when the table has several families and run effects when a
-        configuration has several seeds (see :func:`bayescale.model.auto_model`).
+        :class:`~bayescale.model.Model`.  ``"auto"`` (default): from the table's
+        shape (see :func:`bayescale.model.auto_model`): ``multi_power`` when the rows give
+        each checkpoint's learning rate (an ``lr`` column), else the ``chinchilla`` preset
+        on final losses, with family pooling when the table has several families and run
+        effects when a configuration has several seeds.
     metric
         Which metric's rows are the loss the law describes (default ``"loss"``).
     priors

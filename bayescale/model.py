@@ -297,13 +297,30 @@ def available_models() -> dict[str, str]:
 
 
 def auto_model(table: pd.DataFrame) -> Model:
-    """The preset ``fit(runs)`` uses when no model is named: ``"chinchilla"`` (each run's
-    final loss), with :class:`~bayescale.parts.FamilyPooling` when the table has several
-    families and a :class:`~bayescale.parts.RunEffect` when some configuration (family,
-    params, total tokens) has several runs (seeds).
+    """The preset ``fit(runs)`` uses when no model is named, from the table's shape.
+
+    * A table with an ``lr`` column (the learning rate at each checkpoint) whose runs have
+      several checkpoints: ``"multi_power"``, the only preset that reads the schedule from
+      the rows (without family pooling when there is one family).
+    * Otherwise ``"chinchilla"`` (each run's final loss), with
+      :class:`~bayescale.parts.FamilyPooling` when the table has several families and a
+      :class:`~bayescale.parts.RunEffect` when some configuration (family, params, total
+      tokens) has several runs (seeds).
+
+    Example
+    -------
+    >>> import bayescale
+    >>> runs, _ = bayescale.simulate_ladder(seed=0)
+    >>> auto_model(bayescale.read_runs(runs)).name
+    'chinchilla'
     """
     from .parts import FamilyPooling, RunEffect
 
+    if "lr" in table and table.groupby("run")["tokens"].nunique().max() > 1:
+        model = load_model("multi_power")
+        if table["family"].nunique() > 1:
+            return model
+        return replace(model.with_parts(drop=("family_pooling",)), name="multi_power - family_pooling")
     model = load_model("chinchilla")
     extra = []
     if table["family"].nunique() > 1:

@@ -145,3 +145,19 @@ def test_a_planned_run_is_predicted_from_its_own_schedule(wsd_fit):
     truth = true_loss(targets, fit.scale.N0, fit.scale.D0)
     ends = targets.groupby("run").tail(1).index
     np.testing.assert_allclose(pred["median"].to_numpy()[ends], truth[ends], rtol=0.01)
+
+
+def test_fit_without_a_model_uses_the_multi_power_preset_when_the_table_gives_the_schedule():
+    """``model="auto"``: a checkpoint table with an ``lr`` column gets the multi-power law (the
+    only preset that reads it), without family pooling for one family; final losses keep
+    the Chinchilla preset even with an ``lr`` column."""
+    from bayescale.model import auto_model
+
+    runs = bayescale.read_runs(simulate_wsd(seed=0))
+    one_family = auto_model(runs)
+    assert isinstance(one_family.part("schedule"), MultiPowerSchedule)
+    assert one_family.part("family_pooling") is None and one_family.name == "multi_power - family_pooling"
+    two = runs.assign(family=np.where(runs["params"] > 5e7, "big", "small"))
+    assert auto_model(two) == bayescale.load_model("multi_power")
+    finals = runs.sort_values("tokens").groupby("run").tail(1)
+    assert auto_model(finals).part("schedule") is None
