@@ -86,6 +86,8 @@ def fit(
     >>> print(result.model)  # doctest: +SKIP
     >>> result.predict({"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
     """
+    check_settings_used(method, draws=draws, tune=tune, chains=chains, target_accept=target_accept, cores=cores,
+                        mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff)
     table = read_runs(runs)
     metric_rows = table[table["metric"] == metric].reset_index(drop=True)
     if metric_rows.empty:
@@ -138,3 +140,26 @@ def fit(
     )
     result.diagnostics().warn("fit")
     return result
+
+
+#: Sampler settings each non-NUTS method leaves unused.
+UNUSED_BY_METHOD = {
+    "map": ("draws", "tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
+    "advi": ("tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
+}
+
+
+def check_settings_used(method: str, **given: Any) -> None:
+    """Refuse NUTS settings passed to a method that would ignore them (``method="map"`` with
+    ``draws=...``), rather than silently dropping them.
+
+    >>> check_settings_used("map", draws=None, tune=None)
+    >>> check_settings_used("map", draws=500)
+    Traceback (most recent call last):
+    ...
+    ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out or fit with method='nuts'
+    """
+    unused = [name for name in UNUSED_BY_METHOD.get(method, ()) if given.get(name) is not None]
+    if unused:
+        raise ValueError(f"method={method!r} does not use {', '.join(unused)} (sampler settings of method='nuts'); "
+                         "leave them out or fit with method='nuts'")

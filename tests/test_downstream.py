@@ -165,7 +165,8 @@ def _fit_with_and_without(runs, reduced: Downstream, names, **sampler):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, model in zip(names, (shipped, shipped.with_parts(reduced))):
-            settings = {"draws": 2000, "tune": 800, "chains": 2, "mass_matrix": "low_rank", **sampler}
+            nuts = {"draws": 2000, "tune": 800, "chains": 2, "mass_matrix": "low_rank"}
+            settings = sampler if sampler.get("method", "nuts") != "nuts" else {**nuts, **sampler}
             fits[name] = bayescale.fit(runs, model, progressbar=False, **settings)
     return fits
 

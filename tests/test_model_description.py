@@ -39,6 +39,16 @@ def test_old_structure_options_cannot_be_written(option):
         bayescale.fit(runs, **{option: "x"})
 
 
+@pytest.mark.parametrize(("method", "setting"), [("map", {"draws": 500}), ("map", {"mass_matrix": "low_rank"}),
+                                                  ("advi", {"chains": 4}), ("advi", {"target_accept": 0.95})])
+def test_sampler_settings_a_method_would_ignore_are_refused(method, setting):
+    """``method="map"`` used to drop ``draws`` (and every NUTS setting) without a word."""
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with pytest.raises(ValueError, match=f"method='{method}' does not use {next(iter(setting))}") as err:
+        bayescale.fit(runs, "chinchilla", method=method, progressbar=False, **setting)
+    one_line(err)
+
+
 def test_compute_law_with_size_scaled_noise_builds():
     """``law="compute", noise="size"`` used to die with KeyError 'kappa': the noise part owns kappa."""
     runs, _ = bayescale.simulate_ladder(seed=0)
