@@ -14,7 +14,7 @@ from .parts.checkpoints import select_rows
 from .parts.schedule import default_schedule
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
-from .sampling import SamplerConfig, check_sampler, run_inference
+from .sampling import SamplerConfig, check_sampler, check_settings_used, run_inference
 from .versions import versions
 
 
@@ -141,25 +141,3 @@ def fit(
     result.diagnostics().warn("fit")
     return result
 
-
-#: Sampler settings each non-NUTS method leaves unused.
-UNUSED_BY_METHOD = {
-    "map": ("draws", "tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
-    "advi": ("tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
-}
-
-
-def check_settings_used(method: str, **given: Any) -> None:
-    """Refuse NUTS settings passed to a method that would ignore them (``method="map"`` with
-    ``draws=...``), rather than silently dropping them.
-
-    >>> check_settings_used("map", draws=None, tune=None)
-    >>> check_settings_used("map", draws=500)
-    Traceback (most recent call last):
-    ...
-    ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out or fit with method='nuts'
-    """
-    unused = [name for name in UNUSED_BY_METHOD.get(method, ()) if given.get(name) is not None]
-    if unused:
-        raise ValueError(f"method={method!r} does not use {', '.join(unused)} (sampler settings of method='nuts'); "
-                         "leave them out or fit with method='nuts'")

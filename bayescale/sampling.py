@@ -92,6 +92,29 @@ def check_sampler(sampler: str, method: str, mass_matrix: str = "diag", low_rank
         )
 
 
+#: Sampler settings each non-NUTS method leaves unused.
+UNUSED_BY_METHOD = {
+    "map": ("draws", "tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
+    "advi": ("tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
+}
+
+
+def check_settings_used(method: str, **given: Any) -> None:
+    """Refuse NUTS settings passed to a method that would ignore them (``method="map"`` with
+    ``draws=...``), rather than silently dropping them.
+
+    >>> check_settings_used("map", draws=None, tune=None)
+    >>> check_settings_used("map", draws=500)
+    Traceback (most recent call last):
+    ...
+    ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out or fit with method='nuts'
+    """
+    unused = [name for name in UNUSED_BY_METHOD.get(method, ()) if given.get(name) is not None]
+    if unused:
+        raise ValueError(f"method={method!r} does not use {', '.join(unused)} (sampler settings of method='nuts'); "
+                         "leave them out or fit with method='nuts'")
+
+
 _NUTPIE_CACHE: dict[str, Any] = {}
 
 
