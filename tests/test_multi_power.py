@@ -147,6 +147,22 @@ def test_a_planned_run_is_predicted_from_its_own_schedule(wsd_fit):
     np.testing.assert_allclose(pred["median"].to_numpy()[ends], truth[ends], rtol=0.01)
 
 
+def test_a_planned_run_given_by_its_last_rows_alone_is_refused(wsd_fit):
+    """The summed learning rate of a run is read from its rows from the start: a planned run
+    given only near its end would be summed as a ramp to its last rate, so it is refused."""
+    fit, _ = wsd_fit
+    N, total = 1e8, 2e9
+    tokens = np.array([0.9, 0.95, 1.0]) * total
+    late = pd.DataFrame({"params": N, "tokens": tokens, "total_tokens": total, "family": "sim", "run": "plan-late",
+                         "lr": wsd_lr(tokens, total, 0.5)})
+    with pytest.raises(ModelError, match="run 'plan-late' of the targets has 90% of its tokens before its first row"):
+        fit.predict(late)
+    runs = simulate_wsd(rows_per_run=3)  # rows at 5%, 52% and 100% of each run
+    with pytest.raises(ModelError, match="multi_power: run .* of the runs table has 48% of its tokens between"):
+        bayescale.fit(runs, Model("chinchilla", parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule()]),
+                      progressbar=False)
+
+
 def test_fit_without_a_model_uses_the_multi_power_preset_when_the_table_gives_the_schedule():
     """``model="auto"``: a checkpoint table with an ``lr`` column gets the multi-power law (the
     only preset that reads it), without family pooling for one family; final losses keep

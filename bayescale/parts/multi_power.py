@@ -21,7 +21,9 @@ trapezoid sum over consecutive rows; the area before a run's first row is a line
 from zero to it (``lr_first * tokens_first / 2``), or, when the table has a
 ``warmup_tokens`` column, a linear warmup to ``peak_lr`` over those tokens followed by the
 first row's rate.  A decay between rows k-1 and k is placed at row k.  Summed learning rates
-are in units of ``D0`` tokens at the peak rate.  Rows every 128 steps reproduce per-step
+are in units of ``D0`` tokens at the peak rate.  Rows of a run may be at most a quarter of
+the run apart (``MAX_GAP_FRACTION``, counted from the warmup's end before the first row);
+sparser runs are refused rather than summed wrongly.  Rows every 128 steps reproduce per-step
 sums to 0.02% of the loss (mean relative error) on Luo et al.'s schedules.
 
 Prediction targets give the schedule of the run they belong to: target rows sharing a run
@@ -105,7 +107,9 @@ class MultiPowerSchedule(Part):
     # ------------------------------------------------------------------ the sums
     def inputs(self, rows: pd.DataFrame, fallback=None) -> dict[str, np.ndarray]:
         """``d_eff`` (summed learning rate in tokens at the peak rate) and ``u`` (0) per row."""
-        check_lr(rows, "targets" if "value" not in rows else "runs table")
+        what = "targets" if "value" not in rows else "runs table"
+        check_lr(rows, what)
+        check_spacing(rows, what)
         sums = summed_rates(rows, self.peak_lr or float(rows["lr"].max()), 1.0)
         return {"d_eff": sums["S1"], "u": np.zeros(len(rows))}
 
@@ -171,6 +175,38 @@ def check_lr(rows: pd.DataFrame, what: str) -> None:
                          f"{rows.index[bad].tolist()[:8]}")
     if not (lr > 0).any():
         raise ModelError(f"multi_power: column 'lr' of the {what} is zero everywhere")
+
+
+#: Largest gap between a run's consecutive rows (or between its warmup and its first row),
+#: as a fraction of its last row's tokens, that the trapezoid sums accept.
+MAX_GAP_FRACTION = 0.25
+
+
+def check_spacing(rows: pd.DataFrame, what: str) -> None:
+    """Refuse runs whose rows are too far apart to read the schedule's integrals from them
+    (a planned run given by its final row alone would get a summed rate from a linear ramp to
+    that row's rate: a silent wrong answer).
+
+    >>> rows = pd.DataFrame({"run": "plan", "tokens": [9e9, 1e10], "lr": [1e-4, 3e-5]})
+    >>> check_spacing(rows, "targets")
+    Traceback (most recent call last):
+    ...
+    bayescale.parts.base.ModelError: multi_power: run 'plan' of the targets has 90% of its tokens before its first row (at most 25%): give the run's rows from its start (the lr column is its schedule)
+    """
+    tokens = rows["tokens"].to_numpy(dtype=float)
+    warmup = rows["warmup_tokens"].to_numpy(dtype=float) if "warmup_tokens" in rows else np.zeros(len(rows))
+    runs = rows["run"].astype(str).to_numpy() if "run" in rows else np.zeros(len(rows), dtype=str)
+    for run in pd.unique(runs):
+        idx = np.flatnonzero(runs == run)
+        t = np.sort(tokens[idx])
+        w = warmup[idx][np.argmin(tokens[idx])]
+        start = w if np.isfinite(w) and 0 < w <= t[0] else 0.0
+        gaps = np.r_[t[0] - start, np.diff(t)] / t[-1]
+        worst = int(np.argmax(gaps))
+        if gaps[worst] > MAX_GAP_FRACTION:
+            where = "before its first row" if worst == 0 else f"between its rows at {t[worst - 1]:.4g} and {t[worst]:.4g} tokens"
+            raise ModelError(f"multi_power: run {run!r} of the {what} has {gaps[worst]:.0%} of its tokens {where} (at most "
+                             f"{MAX_GAP_FRACTION:.0%}): give the run's rows from its start (the lr column is its schedule)")
 
 
 def summed_rates(rows: pd.DataFrame, peak_lr: float, unit: float) -> dict[str, np.ndarray]:
