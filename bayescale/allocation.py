@@ -17,7 +17,8 @@ from .laws import FLOP_PER_PARAM_TOKEN
 
 
 def optimal_allocation_draws(
-    E: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: np.ndarray, beta: np.ndarray, compute: np.ndarray
+    E: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
+    compute: np.ndarray
 ) -> dict[str, np.ndarray]:
     """N*, D*, loss* for each draw (arrays of shape (S,)) and budget (shape (K,)).
 

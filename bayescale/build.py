@@ -15,6 +15,8 @@ drift on ln loss, the downstream link, the AR(1) conditioning; the noise part ob
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import pandas as pd
 import pymc as pm
@@ -25,16 +27,20 @@ from .model import Model
 from .parts import BuildContext
 from .runs import Scale
 
+if TYPE_CHECKING:
+    from .parts import MultiPowerSchedule, ScheduleTerm
+
 #: Order at which the law's mean is evaluated (the schedule term's order).
 MEAN_ORDER = 20
 #: ``record_mean`` records the mean before the parts from this order on (downstream, AR(1)).
 RECORD_ORDER = 50
 
 
-def design_arrays(model: Model, rows: pd.DataFrame, scale: Scale, families: list[str], runs: list[str] | None,
-                  schedule=None) -> dict[str, np.ndarray]:
+def design_arrays(model: Model, rows: pd.DataFrame, scale: Scale, families: list[str],
+                  runs: list[str] | None, schedule=None) -> dict[str, np.ndarray]:
     """:func:`bayescale.design.design` with the model's schedule term's effective tokens."""
-    term = model.part("schedule")
+    # the "schedule" slot holds one of the two schedule terms
+    term = cast("ScheduleTerm | MultiPowerSchedule | None", model.part("schedule"))
     inputs = term.inputs(rows, schedule) if term is not None else None
     return design(rows, scale, families, runs, inputs)
 
@@ -78,16 +84,17 @@ def build_model(
     families = families or sorted(rows["family"].unique())
     runs = runs or list(dict.fromkeys(rows["run"]))
     has_acc = model.part("downstream") is not None and acc_rows is not None and len(acc_rows) > 0
+    fitted_acc = acc_rows if has_acc else None
     x = {"obs": design_arrays(model, rows, scale, families, runs, schedule)}
-    if has_acc:
-        x["acc"] = design_arrays(model, acc_rows, scale, families, runs, schedule)
-    coords = {"obs": np.arange(len(rows))}
+    if fitted_acc is not None:
+        x["acc"] = design_arrays(model, fitted_acc, scale, families, runs, schedule)
+    coords: dict[str, Any] = {"obs": np.arange(len(rows))}
     if model.part("family_pooling") is not None:
         coords["family"] = families
-    if has_acc:
-        coords["acc_obs"] = np.arange(len(acc_rows))
+    if fitted_acc is not None:
+        coords["acc_obs"] = np.arange(len(fitted_acc))
     with pm.Model(coords=coords) as pm_model:
-        ctx = BuildContext(model=model, rows=rows, acc_rows=acc_rows if has_acc else None, scale=scale,
+        ctx = BuildContext(model=model, rows=rows, acc_rows=fitted_acc, scale=scale,
                            families=families, runs=runs, x=x, store={"record_mean": record_mean})
         ctx.ln_value = pm.Data("ln_value", np.log(rows["value"].to_numpy(dtype=float)), dims="obs")
         if model.part("family_pooling") is None:
@@ -128,18 +135,22 @@ def _shared_law_parameters(ctx: BuildContext) -> None:
 
 
 def _plain_law_mean(ctx: BuildContext) -> None:
-    """ln of the law at each row (no schedule term)."""
+    """Ln of the law at each row (no schedule term)."""
     for where in ctx.wheres:
-        ctx.mu[where] = pt.log(ctx.model.law.mean(ctx.theta[where], ctx.data("n", where), ctx.data("d", where)))
+        ctx.mu[where] = pt.log(ctx.model.law.mean(ctx.theta[where], ctx.data("n", where),
+                                                  ctx.data("d", where)))
 
 
 def structure_key(model: Model, pm_model: pm.Model) -> str:
-    """What determines the compiled graph: the model description and every dim length except
-    ``obs`` (and ``obs`` too when a free variable has that dim, e.g. the drift's ``z_walk``).
+    """What determines the compiled graph: the model description and the dims' lengths.
+
+    Every dim length except ``obs`` counts (and ``obs`` too when a free variable has that dim,
+    e.g. the drift's ``z_walk``).
 
     Two PyMC models with the same key differ only in their ``pm.Data`` values, so a compiled
     sampler can be reused with new data.
     """
-    free_obs = any("obs" in (pm_model.named_vars_to_dims.get(v.name) or ()) for v in pm_model.free_RVs)
+    free_obs = any("obs" in (pm_model.named_vars_to_dims.get(v.name) or ())
+                   for v in pm_model.free_RVs)
     dims = sorted((k, len(v)) for k, v in pm_model.coords.items() if k != "obs" or free_obs)
     return f"{model.hash()}|{dims}"

@@ -4,8 +4,10 @@ Every subcommand has ``--help``.  Errors in the input (a bad runs table, a missi
 a bad model file or option, a missing optional sampler) print one line
 ``bayescale: error: ...`` on stderr and exit with status 2; an unexpected internal error
 prints one line and exits with status 1 (``--debug`` shows the traceback instead).  A fit
-that fails its convergence checks prints ``WARNING: NOT CONVERGED: ...`` on stderr (and in
-the summary) but still exits 0.
+that fails its convergence checks is sampled once more with longer tuning (``--no-retry``
+keeps the first attempt); if it still fails, it prints ``WARNING: NOT CONVERGED: ...`` once
+(in the summary on stdout, or on stderr where there is no summary) and exits 0, or with
+``fit --strict`` exits with status 3 without writing the fit.
 
 Examples
 --------
@@ -31,22 +33,24 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import pandas as pd
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 PROG = "bayescale"
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # The demo: a simulated ladder with two families (data mixes), two seeds per configuration,
 # every checkpoint under a cosine schedule and one downstream task, fitted with a preset.
 DEMO_MODEL = "checkpoints_downstream"
 DEMO_FAMILIES = ("web", "code")
 DEMO_SIZES = (3e7, 1e8, 3e8)
-DEMO_TASK = {"name": "qa", "chance": 0.25, "slope": 3.0, "midpoint": 3.0, "n_items": 1000}
+DEMO_TASK: dict[str, Any] = {"name": "qa", "chance": 0.25, "slope": 3.0, "midpoint": 3.0,
+                             "n_items": 1000}
 # Target scales beyond the ladder (largest run: 3e8 params x 6e9 tokens), per family.
 DEMO_TARGET_SCALES = ((1.4e9, 2.8e10), (7e9, 1.4e11))
 PREDICTION_COLUMNS = ("metric", "mean", "median", "lower", "upper", "extrapolation")
@@ -75,7 +79,7 @@ def _number(text: str) -> float:
 
 
 def _int_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
+    """Argparse type: an integer >= ``minimum``."""
 
     def parse(text: str) -> int:
         try:
@@ -107,7 +111,7 @@ def _probability(text: str) -> float:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``bayescale: error: <what>; see '<prog> --help'``."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):  # argparse API
         sys.stderr.write(f"{PROG}: error: {message}; see '{self.prog} --help'\n")
         self.exit(EXIT_USAGE)
 
@@ -126,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .predict import KINDS
     from .sampling import MASS_MATRICES, METHODS, SAMPLERS
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # the subcommands' parsers are _Parser: so are their parents
     common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="show the full traceback on errors"
     )
 
     parser = _Parser(
@@ -141,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  bayescale demo --out demo_out                      # offline: simulate, fit, report\n"
+            "  bayescale demo --out demo_out                      "
+            "# offline: simulate, fit, report\n"
             "  bayescale models                                   # the model presets\n"
             "  bayescale fit runs.csv --model checkpoints --out fit.nc\n"
             "  bayescale summary fit.nc\n"
@@ -153,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=_Parser)
 
     # models ---------------------------------------------------------------------------
     p = sub.add_parser(
@@ -182,47 +190,73 @@ def build_parser() -> argparse.ArgumentParser:
             "name from 'bayescale models' or a model TOML file), save the fit (NetCDF) and print "
             "the model, the parameter summary and the convergence verdict."
         ),
-        epilog=("examples:\n  bayescale fit runs.csv --out fit.nc                       # auto: from the table's shape\n"
-                "  bayescale fit runs.csv --model checkpoints --out fit.nc --draws 1000 --chains 4\n"
+        epilog=("examples:\n"
+                "  bayescale fit runs.csv --out fit.nc                       "
+                "# auto: from the table's shape\n"
+                "  bayescale fit runs.csv --model checkpoints --out fit.nc --draws 1000 "
+                "--chains 4\n"
                 "  bayescale fit runs.csv --model my_model.toml --out fit.nc"),
     )
-    p.add_argument("runs", metavar="RUNS.csv", help="runs table: columns params, tokens, value (+ optional ones)")
+    p.add_argument("runs", metavar="RUNS.csv",
+                   help="runs table: columns params, tokens, value (+ optional ones)")
     p.add_argument(
         "--model",
         default="auto",
         metavar="NAME|FILE.toml",
-        help="a preset (see 'bayescale models') or a model TOML file; auto: multi_power when the table has an lr "
-             "column, else the chinchilla preset on final losses, with family pooling and run effects when the "
-             "table has several families or seeds "
+        help="a preset (see 'bayescale models') or a model TOML file; auto: multi_power when the "
+             "table has an lr column, else the chinchilla preset on final losses, with family "
+             "pooling and run effects when the table has several families or seeds "
              "(default: %(default)s)",
     )
     p.add_argument("--out", required=True, metavar="FIT.nc", help="where to write the fit (NetCDF)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="nutpie", help="NUTS implementation (default: %(default)s)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="nutpie",
+                   help="NUTS implementation (default: %(default)s)")
     p.add_argument(
-        "--method", choices=METHODS, default="nuts", help="nuts, or map/advi for a quick preview (default: %(default)s)"
+        "--method", choices=METHODS, default="nuts",
+        help="nuts, or map/advi for a quick preview (default: %(default)s)"
     )
-    p.add_argument("--draws", type=_positive_int, metavar="N", help="posterior draws per chain (default: the model's)")
-    p.add_argument("--tune", type=_positive_int, metavar="N", help="tuning steps per chain (default: the model's)")
-    p.add_argument("--chains", type=_positive_int, metavar="N", help="number of chains (default: the model's)")
-    p.add_argument("--target-accept", type=_probability, metavar="P", help="NUTS target acceptance (default: the model's)")
+    p.add_argument("--draws", type=_positive_int, metavar="N",
+                   help="posterior draws per chain (default: the model's)")
+    p.add_argument("--tune", type=_positive_int, metavar="N",
+                   help="tuning steps per chain (default: the model's)")
+    p.add_argument("--chains", type=_positive_int, metavar="N",
+                   help="number of chains (default: the model's)")
+    p.add_argument("--target-accept", type=_probability, metavar="P",
+                   help="NUTS target acceptance (default: the model's)")
     p.add_argument(
         "--mass-matrix", choices=MASS_MATRICES,
-        help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) (default: the model's, else diag)",
+        help="NUTS mass matrix: diag, or low_rank (nutpie only; faster on ridged posteriors) "
+             "(default: the model's, else diag)",
     )
     p.add_argument(
         "--low-rank-cutoff", type=float, metavar="C",
-        help="with --mass-matrix low_rank: correct directions whose scaled variance is C times above or below 1 "
-             "(nutpie's mass_matrix_eigval_cutoff; default: the model's, else 100)",
+        help="with --mass-matrix low_rank: correct directions whose scaled variance is C times "
+             "above or below 1 (nutpie's mass_matrix_eigval_cutoff; default: the model's, else "
+             "100)",
     )
-    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: %(default)s)")
-    p.add_argument("--metric", default="loss", help="which metric's rows to fit (default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N",
+                   help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--no-retry", dest="retry", action="store_false",
+        help="keep the first posterior even if it fails its convergence checks (default: sample "
+             "once more with twice the tuning and a higher target acceptance)",
+    )
+    p.add_argument(
+        "--strict", action="store_true",
+        help="fail (exit status 3, no fit written) instead of warning when the posterior fails its "
+             "convergence checks after the retry",
+    )
+    p.add_argument("--metric", default="loss",
+                   help="which metric's rows to fit (default: %(default)s)")
     p.add_argument(
         "--drop-invalid",
         action="store_true",
         help="drop rows that fail validation (with a warning) instead of stopping",
     )
-    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="HDI mass in the summary (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P",
+                   help="HDI mass in the summary (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: shown on a terminal)")
     p.set_defaults(handler=_cmd_fit)
 
     # predict --------------------------------------------------------------------------
@@ -246,16 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
-    p.add_argument("--params", type=_number, nargs="+", metavar="N", help="target model size(s), parameters")
+    p.add_argument("--params", type=_number, nargs="+", metavar="N",
+                   help="target model size(s), parameters")
     p.add_argument("--tokens", type=_number, nargs="+", metavar="D", help="target training tokens")
-    p.add_argument("--family", help="family of the --params/--tokens targets (a fitted one, or a new name)")
-    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets: params, tokens[, family, run, total_tokens]")
-    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
+    p.add_argument("--family",
+                   help="family of the --params/--tokens targets (a fitted one, or a new name)")
+    p.add_argument("--targets", metavar="TARGETS.csv",
+                   help="CSV of targets: params, tokens[, family, run, total_tokens]")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P",
+                   help="band mass (default: %(default)s)")
     p.add_argument(
         "--kind",
         choices=KINDS,
         default="observation",
-        help="observation: a new run's measured value (law + noise); mean: the law itself (default: %(default)s)",
+        help="observation: a new run's measured value (law + noise); mean: the law itself "
+             "(default: %(default)s)",
     )
     p.add_argument("--out", metavar="PREDS.csv", help="also write the table to this CSV")
     p.set_defaults(handler=_cmd_predict)
@@ -266,11 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=_formatter,
         help="parameter table and convergence diagnostics of a fit",
-        description=_wrap("Print the posterior summary (mean, sd, HDI, R-hat, ESS) of every law parameter and the diagnostics."),
+        description=_wrap("Print the posterior summary (mean, sd, HDI, R-hat, ESS) of every law "
+                          "parameter and the diagnostics."),
         epilog="example:\n  bayescale summary fit.nc --hdi 0.9",
     )
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
-    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="HDI mass (default: %(default)s)")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P",
+                   help="HDI mass (default: %(default)s)")
     p.set_defaults(handler=_cmd_summary)
 
     # allocate -------------------------------------------------------------------------
@@ -286,9 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  bayescale allocate fit.nc --compute 1e21 5.76e23 --out allocation.csv",
     )
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
-    p.add_argument("--compute", type=_number, nargs="+", required=True, metavar="C", help="FLOP budget(s)")
+    p.add_argument("--compute", type=_number, nargs="+", required=True, metavar="C",
+                   help="FLOP budget(s)")
     p.add_argument("--family", help="with family pooling: which family's law (default: the first)")
-    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P",
+                   help="band mass (default: %(default)s)")
     p.add_argument("--out", metavar="ALLOCATION.csv", help="also write the table to this CSV")
     p.set_defaults(handler=_cmd_allocate)
 
@@ -298,14 +341,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=_formatter,
         help="write a self-contained HTML report of a fit",
-        description=_wrap("Write a self-contained HTML report (figures inlined) of a fit, optionally with predictions at targets."),
+        description=_wrap("Write a self-contained HTML report (figures inlined) of a fit, "
+                          "optionally with predictions at targets."),
         epilog="example:\n  bayescale report fit.nc --out report.html --targets targets.csv",
     )
     p.add_argument("fit", metavar="FIT.nc", help="a fit written by 'bayescale fit'")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
-    p.add_argument("--targets", metavar="TARGETS.csv", help="CSV of targets (params, tokens) to predict in the report")
+    p.add_argument("--targets", metavar="TARGETS.csv",
+                   help="CSV of targets (params, tokens) to predict in the report")
     p.add_argument("--title", help="report title")
-    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P", help="band mass (default: %(default)s)")
+    p.add_argument("--hdi", type=_probability, default=0.9, metavar="P",
+                   help="band mass (default: %(default)s)")
     p.set_defaults(handler=_cmd_report)
 
     # demo -----------------------------------------------------------------------------
@@ -317,24 +363,30 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Fully offline: simulate a seeded ladder with a known law (two families, two seeds per "
             "configuration, every checkpoint under a cosine schedule, one downstream task), fit it "
-            f"with the {DEMO_MODEL!r} preset on nutpie, predict loss and accuracy beyond the ladder "
-            "next to the truth, and write DIR/runs.csv, DIR/fit.nc, DIR/predictions.csv, "
+            f"with the {DEMO_MODEL!r} preset on nutpie, predict loss and accuracy beyond the "
+            "ladder next to the truth, and write DIR/runs.csv, DIR/fit.nc, DIR/predictions.csv, "
             "DIR/figures/ and DIR/report.html."
         ),
-        epilog="examples:\n  bayescale demo --out demo_out\n  bayescale demo --out /tmp/smoke --quick",
+        epilog="examples:\n  bayescale demo --out demo_out\n"
+               "  bayescale demo --out /tmp/smoke --quick",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
-    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of the simulated ladder and the sampler (default: %(default)s)")
-    p.add_argument("--draws", type=_positive_int, default=1000, metavar="N", help="draws per chain (default: %(default)s)")
-    p.add_argument("--tune", type=_positive_int, default=500, metavar="N", help="tuning steps per chain (default: %(default)s)")
-    p.add_argument("--chains", type=_positive_int, default=4, metavar="N", help="chains (default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N",
+                   help="seed of the simulated ladder and the sampler (default: %(default)s)")
+    p.add_argument("--draws", type=_positive_int, default=1000, metavar="N",
+                   help="draws per chain (default: %(default)s)")
+    p.add_argument("--tune", type=_positive_int, default=500, metavar="N",
+                   help="tuning steps per chain (default: %(default)s)")
+    p.add_argument("--chains", type=_positive_int, default=4, metavar="N",
+                   help="chains (default: %(default)s)")
     p.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke test: {QUICK['draws']} draws, {QUICK['tune']} tune, {QUICK['chains']} chains "
         "(expect the convergence check to fail)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: shown on a terminal)")
     p.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -353,12 +405,15 @@ def _err(line: str) -> None:
 
 def _fmt(x: Any, spec: str = ".4g") -> str:
     try:
-        return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(float(x), spec)
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "nan"
+        return format(float(x), spec)
     except (TypeError, ValueError):
         return str(x)
 
 
-def _table(df: pd.DataFrame, formats: dict[str, str], default: str = ".4g", index: bool = False) -> str:
+def _table(df: pd.DataFrame, formats: dict[str, str], default: str = ".4g",
+           index: bool = False) -> str:
     """Plain-text table with per-column number formats."""
     formatters = {}
     for col in df.columns:
@@ -402,7 +457,8 @@ def _load(path: str):
         return load_fit(p)
     except (OSError, ValueError, KeyError) as err:
         raise CLIError(
-            f"cannot read fit file {p} (is it a file written by 'bayescale fit' with this version?): {_one_line(err)}"
+            f"cannot read fit file {p} (is it a file written by 'bayescale fit' with this "
+            f"version?): {_one_line(err)}"
         ) from err
 
 
@@ -433,7 +489,8 @@ def _read_targets_csv(path: str) -> pd.DataFrame:
         raise CLIError(f"invalid targets {p}: the file is empty") from None
     clash = [c for c in table.columns if c in PREDICTION_COLUMNS]
     if clash:
-        warnings.warn(f"ignoring column(s) {clash} of {p}: the prediction table computes them", UserWarning, stacklevel=2)
+        warnings.warn(f"ignoring column(s) {clash} of {p}: the prediction table computes them",
+                      UserWarning, stacklevel=2)
         table = table.drop(columns=clash)
     return table
 
@@ -447,12 +504,14 @@ def _verdict(fit, *, in_summary: bool) -> bool:
             _out(f"Diagnostics: {message}")
         return True
     if diag.passed is False:
-        line = f"WARNING: {message} -- do not trust the bands; refit with more --draws/--tune/--chains"
+        line = (f"WARNING: {message} -- do not trust the bands; refit with more "
+                "--draws/--tune/--chains")
     else:
         line = f"WARNING: {message} (use --method nuts for a posterior you can check)"
     if in_summary:
-        _out(line)
-    _err(line)
+        _out(line)  # once: the summary on stdout says it
+    else:
+        _err(line)
     return False
 
 
@@ -478,6 +537,8 @@ def _describe(fit, source: str) -> list[str]:
         f"{len(families)} famil{'y' if len(families) == 1 else 'ies'}"
         + (f", sha256 {data_hash}" if data_hash else ""),
         f"  sampler  {how}, seed {cfg.random_seed}{took}",
+        *([f"  retried  once: the first attempt was {info['retry']['first_attempt']}"]
+          if info.get("retry") else []),
     ]
 
 
@@ -487,11 +548,12 @@ def _selection_note(fit, n_metric_rows: int) -> None:
     dropped = int(selection.get("dropped_rows", 0) or 0)
     if dropped:
         line = (
-            f"{PROG}: note: fitted {len(fit.runs)} of {n_metric_rows} {fit.metric!r} rows; {dropped} left out "
-            f"({selection.get('reason', 'selection')})"
+            f"{PROG}: note: fitted {len(fit.runs)} of {n_metric_rows} {fit.metric!r} rows; "
+            f"{dropped} left out ({selection.get('reason', 'selection')})"
         )
         if fit.model.part("checkpoints") is None:
-            line += "; a model with a checkpoints part fits every checkpoint (e.g. --model checkpoints)"
+            line += ("; a model with a checkpoints part fits every checkpoint (e.g. --model "
+                     "checkpoints)")
         _out(line, "")
         _err(line)
 
@@ -508,7 +570,8 @@ def _summary_lines(fit, hdi: float) -> list[str]:
 def _prediction_table(preds: pd.DataFrame) -> str:
     shown = preds.copy()
     if "extrapolation" in shown:
-        shown["extrapolation"] = [f"{v:.2g}x" if v < 10 else f"{v:,.0f}x" for v in shown["extrapolation"]]
+        shown["extrapolation"] = [f"{v:.2g}x" if v < 10 else f"{v:,.0f}x"
+                                  for v in shown["extrapolation"]]
     formats = {"params": ".3g", "tokens": ".3g"}
     for col in ("mean", "median", "lower", "upper", "truth"):
         formats[col] = ".4f"
@@ -522,7 +585,8 @@ def _write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return p
 
 
-def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | None, hdi: float = 0.9) -> Path:
+def _write_report(fit, path: Path, targets: pd.DataFrame | None, title: str | None,
+                  hdi: float = 0.9) -> Path:
     from .report import write_report  # imported lazily: pulls in the plotting stack
 
     return Path(write_report(fit, path, targets=targets, title=title, hdi_prob=hdi))
@@ -535,7 +599,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.name is None:
         presets = available_models()
         width = max(len(n) for n in presets)
-        _out("Model presets (bayescale fit RUNS --model NAME; 'bayescale models NAME' shows one in full):", "")
+        _out("Model presets (bayescale fit RUNS --model NAME; 'bayescale models NAME' shows one in "
+             "full):", "")
         _out(*[f"  {name:<{width}}  {text}" for name, text in presets.items()])
         return EXIT_OK
     model = load_model(args.name)
@@ -543,8 +608,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     provenance = model.provenance
     for name, prior in model.priors.items():
         kwargs = ", ".join(f"{k}={v:g}" for k, v in prior.parameters.items())
-        _out(*textwrap.wrap(f"{name} ~ {prior.distribution}({kwargs}): {provenance.get(name, '')}", width=100,
-                            initial_indent="  ", subsequent_indent="      "))
+        _out(*textwrap.wrap(f"{name} ~ {prior.distribution}({kwargs}): {provenance.get(name, '')}",
+                            width=100, initial_indent="  ", subsequent_indent="      "))
     if model.sampler:
         _out("", "Sampler defaults: " + ", ".join(f"{k}={v}" for k, v in model.sampler.items()))
     return EXIT_OK
@@ -555,12 +620,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .model import auto_model, load_model
     from .sampling import check_sampler
 
-    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")  # fails before any work; fit checks the cutoff
+    # fails before any work; fit checks the cutoff
+    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")
     model = None if args.model == "auto" else load_model(args.model)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
     if model is None:
         model = auto_model(runs[runs["metric"] == args.metric])
-    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting model {model.name!r} ...")
+    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting model "
+         f"{model.name!r} ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
         fit = fit_model(
@@ -577,6 +644,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             low_rank_cutoff=args.low_rank_cutoff,
             random_seed=args.seed,
             progressbar=_progress(args),
+            retry=args.retry,
+            strict=args.strict,
         )
     out = Path(args.out).expanduser()
     fit.save(out)
@@ -602,12 +671,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError("give either --targets or --params/--tokens, not both")
     if args.targets:
         if args.family:
-            raise CLIError("--family labels --params/--tokens targets; put a family column in the --targets CSV instead")
+            raise CLIError("--family labels --params/--tokens targets; put a family column in the "
+                           "--targets CSV instead")
         targets = _read_targets_csv(args.targets)
     elif args.params and args.tokens:
         n, d = len(args.params), len(args.tokens)
         if n != d and 1 not in (n, d):
-            raise CLIError(f"--params has {n} values and --tokens {d}: give the same number, or one of either")
+            raise CLIError(f"--params has {n} values and --tokens {d}: give the same number, or "
+                           "one of either")
         size = max(n, d)
         targets = pd.DataFrame(
             {
@@ -668,9 +739,10 @@ def _demo_ladder(seed: int):
     from .schedules import Schedule
     from .simulate import Task, simulate_ladder
 
-    return simulate_ladder(seed=seed, families=list(DEMO_FAMILIES), seeds=2, checkpoints=6, sizes=DEMO_SIZES,
-                           token_multipliers=(20.0,), schedule=Schedule("cosine"), family_spread=0.05,
-                           seed_spread=0.005, ar1=0.5, tasks=[Task(**DEMO_TASK)])
+    return simulate_ladder(seed=seed, families=list(DEMO_FAMILIES), seeds=2, checkpoints=6,
+                           sizes=DEMO_SIZES, token_multipliers=(20.0,), schedule=Schedule("cosine"),
+                           family_spread=0.05, seed_spread=0.005, ar1=0.5,
+                           tasks=[Task(**DEMO_TASK)])
 
 
 def _demo_targets(truth) -> pd.DataFrame:
@@ -680,8 +752,10 @@ def _demo_targets(truth) -> pd.DataFrame:
     for family in DEMO_FAMILIES:
         for params, tokens in DEMO_TARGET_SCALES:
             loss = float(truth.loss(params, tokens, family))
-            rows.append({"params": params, "tokens": tokens, "family": family, "metric": "loss", "truth": loss})
-            rows.append({"params": params, "tokens": tokens, "family": family, "metric": f"acc:{task.name}",
+            rows.append({"params": params, "tokens": tokens, "family": family, "metric": "loss",
+                         "truth": loss})
+            rows.append({"params": params, "tokens": tokens, "family": family,
+                         "metric": f"acc:{task.name}",
                          "truth": float(task.accuracy(loss, E=truth.families[family]["E"]))})
     return pd.DataFrame(rows)
 
@@ -689,7 +763,8 @@ def _demo_targets(truth) -> pd.DataFrame:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .fitting import fit as fit_model
 
-    draws, tune, chains = (QUICK["draws"], QUICK["tune"], QUICK["chains"]) if args.quick else (args.draws, args.tune, args.chains)
+    draws, tune, chains = ((QUICK["draws"], QUICK["tune"], QUICK["chains"]) if args.quick
+                           else (args.draws, args.tune, args.chains))
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a folder")
@@ -701,11 +776,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     pop = truth.population
     n_loss = int((runs["metric"] == "loss").sum())
     _out(
-        f"Simulated a ladder (seed {args.seed}): {runs['run'].nunique()} runs of {len(DEMO_FAMILIES)} families "
-        f"({', '.join(DEMO_FAMILIES)}), 2 seeds each, {n_loss} loss checkpoints under a cosine schedule and "
-        f"{len(runs) - n_loss} accuracy rows of task {DEMO_TASK['name']!r}, from the population law "
-        f"L = {pop['E']:g} + {pop['A']:g} N^-{pop['alpha']:g} + {pop['B']:g} D^-{pop['beta']:g}",
-        f"Fitting the {DEMO_MODEL!r} preset with nutpie: {chains} chains x {draws} draws ({tune} tune)"
+        f"Simulated a ladder (seed {args.seed}): {runs['run'].nunique()} runs of "
+        f"{len(DEMO_FAMILIES)} families ({', '.join(DEMO_FAMILIES)}), 2 seeds each, {n_loss} loss "
+        f"checkpoints under a cosine schedule and {len(runs) - n_loss} accuracy rows of task "
+        f"{DEMO_TASK['name']!r}, from the population law L = {pop['E']:g} + {pop['A']:g} "
+        f"N^-{pop['alpha']:g} + {pop['B']:g} D^-{pop['beta']:g}",
+        f"Fitting the {DEMO_MODEL!r} preset with nutpie: {chains} chains x {draws} draws ({tune} "
+        "tune)"
         + (" [--quick: a smoke test, expect the convergence check to fail]" if args.quick else "")
         + " ...",
     )
@@ -714,6 +791,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         fit = fit_model(
             runs, DEMO_MODEL, sampler="nutpie", draws=draws, tune=tune, chains=chains,
             random_seed=args.seed, progressbar=_progress(args),
+            retry=False,  # one attempt, to keep to 3 minutes; the summary gives the verdict
         )  # fmt: skip
     fit_path = out / "fit.nc"
     fit.save(fit_path)
@@ -728,7 +806,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     preds_path = _write_csv(preds, out / "predictions.csv")
 
     figures_dir, report_path, missing = out / "figures", out / "report.html", []
-    loss_targets = targets[targets["metric"] == "loss"].drop(columns=["truth", "metric"]).reset_index(drop=True)
+    loss_targets = (targets[targets["metric"] == "loss"].drop(columns=["truth", "metric"])
+                    .reset_index(drop=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
         warnings.filterwarnings("ignore", message=r".* beyond the ladder")
@@ -739,16 +818,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         else:
             save_figures(fit, figures_dir, targets=loss_targets)
         try:
-            _write_report(fit, report_path, loss_targets, "bayescale demo: a simulated ladder with a known law")
+            _write_report(fit, report_path, loss_targets,
+                          "bayescale demo: a simulated ladder with a known law")
         except ImportError as err:
-            if "bayescale.report" not in str(err) and getattr(err, "name", "") != "bayescale.report":
+            if ("bayescale.report" not in str(err)
+                    and getattr(err, "name", "") != "bayescale.report"):
                 raise
             missing.append(f"report skipped ({_one_line(err)})")
 
     _out("", *_describe(fit, str(fit_path)), "")
     _out(*_summary_lines(fit, 0.9))
     _verdict(fit, in_summary=True)
-    _out("", "Predictions beyond the ladder (a new run's observed value, 90% HDI), with the true values:")
+    _out("", "Predictions beyond the ladder (a new run's observed value, 90% HDI), with the true "
+             "values:")
     _out(_prediction_table(preds))
     _out("", f"Wrote (in {time.perf_counter() - started:.0f} s):")
     _out(f"  runs table    {runs_path}")
@@ -796,19 +878,22 @@ def _install_warning_printer(debug: bool) -> Callable[[], None]:
 
     def restore() -> None:
         warnings.showwarning = old_show
-        warnings.filters[:] = old_filters
+        filters = cast("list[Any]", warnings.filters)  # a list; typeshed says Sequence
+        filters[:] = old_filters
 
     return restore
 
 
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``bayescale`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the ``bayescale`` command with ``argv`` (default ``sys.argv[1:]``); return its status."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+        if isinstance(exc.code, int):
+            return exc.code
+        return EXIT_OK if exc.code is None else EXIT_USAGE
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         _err(f"{PROG}: error: choose a command; see '{PROG} --help'")
@@ -824,13 +909,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `bayescale summary fit.nc | head`: the reader left, not an error
         _silence_stdout()
         return EXIT_OK
-    except Exception as err:  # noqa: BLE001 - one readable line instead of a traceback
+    except Exception as err:  # one readable line instead of a traceback (unless --debug)
         if debug:
             raise
+        from .diagnostics import ConvergenceError
+
+        if isinstance(err, ConvergenceError):
+            _err(f"{PROG}: error: {_one_line(err)}")
+            return EXIT_NOT_CONVERGED
         user_error = isinstance(err, (CLIError, ValueError, ImportError, OSError))
         message = _one_line(err)
         if not user_error:
-            message = f"internal error {type(err).__name__}: {message} (rerun with --debug for the traceback)"
+            message = (f"internal error {type(err).__name__}: {message} (rerun with --debug for "
+                       "the traceback)")
         _err(f"{PROG}: error: {message}")
         return EXIT_USAGE if user_error else EXIT_INTERNAL
     finally:

@@ -40,7 +40,8 @@ def design(rows: pd.DataFrame, scale: Scale, families: list[str], runs: list[str
     d_eff = tokens if schedule_inputs is None else schedule_inputs["d_eff"]
     u = np.zeros(len(rows)) if schedule_inputs is None else schedule_inputs["u"]
     fam_lookup = {f: i for i, f in enumerate(families)}
-    fam_names = rows["family"].astype(str) if "family" in rows else pd.Series(families[:1] * len(rows))
+    fam_names = (rows["family"].astype(str) if "family" in rows
+                 else pd.Series(families[:1] * len(rows)))
     fam = np.array([fam_lookup.get(f, -1) for f in fam_names], dtype=int)
     run_lookup = {r: i for i, r in enumerate(runs or [])}
     run_names = rows["run"].astype(str).tolist() if "run" in rows else [""] * len(rows)
@@ -66,18 +67,20 @@ def design(rows: pd.DataFrame, scale: Scale, families: list[str], runs: list[str
 
 
 def latest_row_of_run(rows: pd.DataFrame, runs, tokens) -> np.ndarray:
-    """Index into ``rows`` (fitted rows, sorted by run then tokens) of each query's run's
-    latest row at or before the query's ``tokens`` (the run's first row if the query precedes
-    them all), shape (T,); -1 where the run has no fitted rows.
+    """Index into ``rows`` of each query's run's latest row at or before the query's ``tokens``.
+
+    ``rows`` are fitted rows, sorted by run then tokens.  The run's first row if the query
+    precedes them all; shape (T,); -1 where the run has no fitted rows.
 
     Example: the walk of a fitted run at a checkpoint is its walk at
     ``latest_row_of_run(rows, ["pythia-70m"], [3e10])``.
     """
     rows = rows.reset_index(drop=True)
-    by_run = {str(run): group.index.to_numpy() for run, group in rows.groupby(rows["run"].astype(str), sort=False)}
+    by_run = {str(run): group.index.to_numpy()
+              for run, group in rows.groupby(rows["run"].astype(str), sort=False)}
     fitted_tokens = rows["tokens"].to_numpy(dtype=float)
     out = np.full(len(tokens), -1, dtype=int)
-    for t, (run, token) in enumerate(zip(runs, np.asarray(tokens, dtype=float))):
+    for t, (run, token) in enumerate(zip(runs, np.asarray(tokens, dtype=float), strict=False)):
         own = by_run.get(str(run))
         if own is None:
             continue

@@ -21,6 +21,10 @@ class ConvergenceWarning(UserWarning):
     """The posterior failed a convergence check; its bands may be wrong."""
 
 
+class ConvergenceError(RuntimeError):
+    """Raised by ``fit(..., strict=True)`` when the posterior fails its convergence checks."""
+
+
 @dataclass(frozen=True)
 class Diagnostics:
     """Summary of convergence over the checked variables.
@@ -39,12 +43,14 @@ class Diagnostics:
     problems: tuple[str, ...]
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (:func:`dataclasses.asdict`)."""
         return asdict(self)
 
     def message(self) -> str:
         """One plain sentence for warnings and reports."""
         if self.passed is None:
-            return f"{self.method} is a preview: no convergence diagnostics, bands ignore most uncertainty"
+            return (f"{self.method} is a preview: no convergence diagnostics, bands ignore most "
+                    "uncertainty")
         if self.passed:
             return (
                 f"converged: max R-hat {self.max_rhat:.3f}, min bulk ESS {self.min_ess_bulk:.0f}, "
@@ -52,24 +58,24 @@ class Diagnostics:
             )
         return "NOT CONVERGED: " + "; ".join(self.problems)
 
-    def warn(self, where: str) -> None:
-        """Emit a :class:`ConvergenceWarning` if the verdict is not a pass."""
-        if self.passed is False:
-            warnings.warn(f"{where}: {self.message()}", ConvergenceWarning, stacklevel=3)
-        elif self.passed is None:
-            warnings.warn(f"{where}: {self.message()}", ConvergenceWarning, stacklevel=3)
+    def warn(self, where: str, note: str = "", stacklevel: int = 3) -> None:
+        """Emit a :class:`ConvergenceWarning` if the verdict is not a pass (``note`` appended)."""
+        if self.passed is not True:
+            warnings.warn(f"{where}: {self.message()}{note}", ConvergenceWarning,
+                          stacklevel=stacklevel)
 
 
 def diagnose(idata: az.InferenceData, var_names: list[str], method: str = "nuts") -> Diagnostics:
     """Compute R-hat, ESS and divergences of ``var_names`` and judge them."""
-    post = idata.posterior[var_names]
+    post = idata["posterior"][var_names]
     chains, draws = post.sizes["chain"], post.sizes["draw"]
     if method != "nuts":
         return Diagnostics(method, np.nan, np.nan, np.nan, 0, chains * draws, np.nan, None, ())
     rhat = float(az.rhat(post).to_array().max()) if chains > 1 else np.nan
     ess_bulk = float(az.ess(post, method="bulk").to_array().min())
     ess_tail = float(az.ess(post, method="tail").to_array().min())
-    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    stats = idata["sample_stats"]
+    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
     need = MIN_ESS_PER_CHAIN * chains
     problems = []
     if chains < 2:
@@ -82,4 +88,5 @@ def diagnose(idata: az.InferenceData, var_names: list[str], method: str = "nuts"
         problems.append(f"min tail ESS {ess_tail:.0f} < {need} (100 per chain)")
     if div > MAX_DIVERGENT_FRACTION * chains * draws:
         problems.append(f"{div} divergent transitions ({div / (chains * draws):.2%} of draws)")
-    return Diagnostics(method, rhat, ess_bulk, ess_tail, div, chains * draws, need, not problems, tuple(problems))
+    return Diagnostics(method, rhat, ess_bulk, ess_tail, div, chains * draws, need, not problems,
+                       tuple(problems))

@@ -125,16 +125,22 @@ def link(kind: str, loss, chance, ceiling, slope, midpoint, xp=np):
 
 
 def link_centred(kind: str, loss, chance, ceiling, slope, intercept, centre, xp=np):
-    """:func:`link` parametrised by ``intercept = slope (midpoint - centre)``, the negated
-    linear predictor at loss ``centre``: ``z = slope (loss - centre) - intercept``.  For the
-    sigmoid link ``intercept`` is the logit of the share of the range above chance reached at
-    ``centre``.  Finite for every slope, including 0 (where the midpoint is at infinity)."""
+    """:func:`link` parametrised by ``intercept = slope (midpoint - centre)``.
+
+    ``intercept`` is the negated linear predictor at loss ``centre``:
+    ``z = slope (loss - centre) - intercept``.  For the sigmoid link ``intercept`` is the logit
+    of the share of the range above chance reached at ``centre``.  Finite for every slope,
+    including 0 (where the midpoint is at infinity).
+    """
     return chance + (ceiling - chance) * _share(kind, slope * (loss - centre) - intercept, xp)
 
 
 def task_table(acc_rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per task metric: ``task`` (metric name), ``chance``, ``n_items`` (median over
-    rows, NaN if unknown), ``rows`` (count)."""
+    """One row per task metric: ``task``, ``chance``, ``n_items`` and ``rows``.
+
+    ``task`` is the metric name, ``n_items`` the median over rows (NaN if unknown) and
+    ``rows`` the count.
+    """
     grouped = acc_rows.groupby("metric", sort=True)
     table = pd.DataFrame(
         {
@@ -149,13 +155,18 @@ def task_table(acc_rows: pd.DataFrame) -> pd.DataFrame:
 
 def successes(acc_rows: pd.DataFrame) -> np.ndarray:
     """Correct answers per row (accuracy x n_items, rounded), for the Binomial likelihood."""
-    return np.round(acc_rows["value"].to_numpy(dtype=float) * acc_rows["n_items"].to_numpy(dtype=float))
+    return np.round(acc_rows["value"].to_numpy(dtype=float)
+                    * acc_rows["n_items"].to_numpy(dtype=float))
 
 
 def improvement_report(slope_draws: np.ndarray, tasks: list[str]) -> pd.DataFrame:
-    """Per task: posterior probability that accuracy improves as loss falls (slope > 0) and
-    a verdict: ``"improves"`` (P > 0.95), ``"flat or inverse"`` (P < 0.5), else ``"unclear"``."""
+    """Per task: posterior probability that accuracy improves as loss falls, and a verdict.
+
+    P is the posterior probability of slope > 0; the verdict is ``"improves"`` (P > 0.95),
+    ``"flat or inverse"`` (P < 0.5), else ``"unclear"``.
+    """
     p = (slope_draws > 0).mean(axis=0)
     verdict = np.where(p > 0.95, "improves", np.where(p < 0.5, "flat or inverse", "unclear"))
-    return pd.DataFrame({"task": tasks, "p_improves": p, "slope_median": np.median(slope_draws, axis=0),
+    return pd.DataFrame({"task": tasks, "p_improves": p,
+                         "slope_median": np.median(slope_draws, axis=0),
                          "verdict": verdict})

@@ -4,23 +4,97 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from .build import build_model, structure_key
+from .diagnostics import ConvergenceError
 from .model import Model, auto_model, load_model
 from .parts.checkpoints import select_rows
 from .parts.schedule import default_schedule
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
-from .sampling import SamplerConfig, check_sampler, check_settings_used, run_inference
+from .sampling import SamplerConfig, check_sampler, check_settings_used, retry_config, run_inference
 from .versions import versions
+
+if TYPE_CHECKING:
+    from .parts import Checkpoints, Downstream
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A runs table made ready for one model: what :func:`fit` builds and samples.
+
+    ``rows`` are the selected rows of the fitted metric (sorted by family, run and tokens),
+    ``acc_rows`` the accuracy rows of a downstream part (else None).  ``build()`` gives the
+    PyMC model; ``cache_key(pm_model)`` what identifies its compiled sampler.
+    """
+
+    model: Model
+    table: pd.DataFrame
+    rows: pd.DataFrame
+    dropped: dict[str, Any]
+    acc_rows: pd.DataFrame | None
+    families: list[str]
+    run_names: list[str]
+    schedule: Any
+    scale: Scale
+
+    def build(self, record_mean: bool = False):
+        """The ``pm.Model`` of these rows (see :func:`bayescale.build.build_model`)."""
+        return build_model(self.model, self.rows, self.scale, self.families, self.run_names,
+                           self.schedule, self.acc_rows, record_mean=record_mean)
+
+    def cache_key(self, pm_model) -> str:
+        """Key of the compiled sampler: the structure, and the accuracy rows.
+
+        The accuracy rows count because their counts are constants of the graph.
+        """
+        key = structure_key(self.model, pm_model)
+        return key if self.acc_rows is None else key + "|" + runs_hash(self.acc_rows)
+
+
+def prepare(runs: pd.DataFrame | str, model: str | os.PathLike | Model = "auto", *,
+            metric: str = "loss", priors: dict[str, Any] | None = None) -> Prepared:
+    """Validate ``runs``, choose and resolve the model, select its rows.
+
+    Everything :func:`fit` does before sampling.
+
+    >>> import bayescale
+    >>> ready = prepare(bayescale.simulate_ladder(seed=1)[0], "chinchilla")
+    >>> ready.model.name, len(ready.rows)
+    ('chinchilla', 20)
+    """
+    table = read_runs(runs)
+    metric_rows = table[table["metric"] == metric].reset_index(drop=True)
+    if metric_rows.empty:
+        raise ValueError(f"no rows with metric {metric!r}; metrics present: "
+                         f"{sorted(table['metric'].unique())}")
+    chosen = (auto_model(metric_rows) if isinstance(model, str) and model == "auto"
+              else load_model(model))
+    chosen = chosen.with_priors(priors).resolve(metric_rows)
+    # a part's lookup name fixes its class
+    checkpoints = cast("Checkpoints | None", chosen.part("checkpoints"))
+    rows, dropped = select_rows(metric_rows, checkpoints)
+    for part in chosen.parts:
+        part.validate(rows)
+    downstream = cast("Downstream | None", chosen.part("downstream"))
+    acc_rows = (downstream.select(table, rows, checkpoints) if downstream is not None
+                else None)
+    term = chosen.part("schedule")
+    sched = (default_schedule(rows) if term is not None and getattr(term, "source", None) == "table"
+             else None)
+    return Prepared(model=chosen, table=table, rows=rows, dropped=dropped, acc_rows=acc_rows,
+                    families=sorted(rows["family"].unique()),
+                    run_names=list(dict.fromkeys(rows["run"])),
+                    schedule=sched, scale=Scale.from_runs(rows))
 
 
 def fit(
     runs: pd.DataFrame | str,
-    model: "str | os.PathLike | Model" = "auto",
+    model: str | os.PathLike | Model = "auto",
     *,
     metric: str = "loss",
     priors: dict[str, Any] | None = None,
@@ -35,6 +109,8 @@ def fit(
     mass_matrix: str | None = None,
     low_rank_cutoff: float | None = None,
     progressbar: bool = True,
+    retry: bool = True,
+    strict: bool = False,
 ) -> ScalingFit:
     """Fit a model to a ladder of training runs.
 
@@ -73,40 +149,45 @@ def fit(
         from the model, else nutpie's 100); lower it (e.g. to 3) for correlations of 0.9-0.95.
     progressbar
         Show a progress bar.
+    retry
+        When the posterior fails its convergence checks (see :mod:`bayescale.diagnostics`),
+        sample once more with twice the tuning steps and the target acceptance halfway to 1
+        (:func:`bayescale.sampling.retry_config`); the fit keeps the second posterior and
+        records the first attempt's verdict in ``info["retry"]``.  ``False`` keeps the first.
+    strict
+        Raise :class:`~bayescale.diagnostics.ConvergenceError` when the posterior still fails
+        its checks (after the retry), instead of a :class:`ConvergenceWarning`.  Needs
+        ``method="nuts"``: a MAP or ADVI preview has no checks to pass.
 
     Returns
     -------
     ScalingFit
 
+    Raises
+    ------
+    ConvergenceError
+        With ``strict=True``, when R-hat, ESS or divergences fail their thresholds.
+
     Examples
     --------
     >>> import bayescale
     >>> runs, truth = bayescale.simulate_ladder(seed=1)
-    >>> result = bayescale.fit(runs, "chinchilla", draws=200, tune=200, chains=2, progressbar=False)  # doctest: +SKIP
+    >>> settings = dict(draws=200, tune=200, chains=2, progressbar=False)
+    >>> result = bayescale.fit(runs, "chinchilla", **settings)  # doctest: +SKIP
     >>> print(result.model)  # doctest: +SKIP
     >>> result.predict({"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
     """
-    check_settings_used(method, draws=draws, tune=tune, chains=chains, target_accept=target_accept, cores=cores,
-                        mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff)
-    table = read_runs(runs)
-    metric_rows = table[table["metric"] == metric].reset_index(drop=True)
-    if metric_rows.empty:
-        raise ValueError(f"no rows with metric {metric!r}; metrics present: {sorted(table['metric'].unique())}")
-    chosen = auto_model(metric_rows) if isinstance(model, str) and model == "auto" else load_model(model)
-    chosen = chosen.with_priors(priors).resolve(metric_rows)
+    check_settings_used(method, draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                        cores=cores, mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff)
+    if strict and method != "nuts":
+        raise ValueError(f"strict=True needs method='nuts': method={method!r} is a preview without "
+                         "convergence checks")
+    prepared = prepare(runs, model, metric=metric, priors=priors)
+    chosen, rows = prepared.model, prepared.rows
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":
         low_rank_cutoff = chosen.sampler.get("low_rank_cutoff")
     check_sampler(sampler, method, mass_matrix, low_rank_cutoff)
-    rows, dropped = select_rows(metric_rows, chosen.part("checkpoints"))
-    for part in chosen.parts:
-        part.validate(rows)
-    downstream = chosen.part("downstream")
-    acc_rows = downstream.select(table, rows, chosen.part("checkpoints")) if downstream is not None else None
-    families = sorted(rows["family"].unique())
-    run_names = list(dict.fromkeys(rows["run"]))
-    term = chosen.part("schedule")
-    sched = default_schedule(rows) if term is not None and getattr(term, "source", None) == "table" else None
     defaults = chosen.sampler
     config = SamplerConfig(
         sampler=sampler,
@@ -114,30 +195,44 @@ def fit(
         draws=int(draws if draws is not None else defaults.get("draws", 1000)),
         tune=int(tune if tune is not None else defaults.get("tune", 1000)),
         chains=int(chains if chains is not None else defaults.get("chains", 4)),
-        target_accept=float(target_accept if target_accept is not None else defaults.get("target_accept", 0.9)),
+        target_accept=float(target_accept if target_accept is not None
+                            else defaults.get("target_accept", 0.9)),
         random_seed=int(random_seed),
         cores=cores,
         mass_matrix=mass_matrix,
         low_rank_cutoff=None if low_rank_cutoff is None else float(low_rank_cutoff),
     )
-    scale = Scale.from_runs(rows)
-    pm_model = build_model(chosen, rows, scale, families, run_names, sched, acc_rows)
-    cache_key = structure_key(chosen, pm_model)
-    if acc_rows is not None:  # observed counts are constants of the graph
-        cache_key += "|" + runs_hash(acc_rows)
+    pm_model = prepared.build()
+    cache_key = prepared.cache_key(pm_model)
+    scale, families, run_names = prepared.scale, prepared.families, prepared.run_names
+    sched, acc_rows = prepared.schedule, prepared.acc_rows
     start = time.perf_counter()
     idata = run_inference(pm_model, config, progressbar=progressbar, cache_key=cache_key)
-    info = {
-        "fit_seconds": time.perf_counter() - start,
+    info: dict[str, Any] = {
         "runs_hash": runs_hash(rows),
-        "param_count": table.attrs.get("param_count", "as given"),
+        "param_count": prepared.table.attrs.get("param_count", "as given"),
         "versions": versions(),
-        "selection": dropped,
+        "selection": prepared.dropped,
     }
-    result = ScalingFit(
-        idata=idata, model=chosen, scale=scale, runs=rows, sampler_config=config, metric=metric, info=info,
-        families=families, run_names=run_names, schedule=sched, acc_rows=acc_rows,
-    )
-    result.diagnostics().warn("fit")
-    return result
 
+    def result_of(idata, config: SamplerConfig) -> ScalingFit:
+        return ScalingFit(
+            idata=idata, model=chosen, scale=scale, runs=rows, sampler_config=config, metric=metric,
+            info={**info, "fit_seconds": time.perf_counter() - start},
+            families=families, run_names=run_names, schedule=sched, acc_rows=acc_rows,
+        )
+
+    result = result_of(idata, config)
+    first = result.diagnostics()
+    if retry and first.passed is False:
+        config = retry_config(config)
+        idata = run_inference(pm_model, config, progressbar=progressbar, cache_key=cache_key)
+        info["retry"] = {"first_attempt": first.message(), "tune": config.tune,
+                         "target_accept": config.target_accept}
+        result = result_of(idata, config)
+    if strict and result.diagnostics().passed is False:
+        raise ConvergenceError(result.diagnostics().message()
+                               + ("" if "retry" not in info else " (also after one retry with tune="
+                                  f"{config.tune}, target_accept={config.target_accept})"))
+    result.warn_unconverged("fit")
+    return result

@@ -17,12 +17,12 @@ from pathlib import Path
 import arviz as az
 import xarray as xr
 
-from .result import ScalingFit
-from .schedules import Schedule
-from .runs import Scale
-from .sampling import SamplerConfig
 from .model import Model
 from .parts import ModelError
+from .result import ScalingFit
+from .runs import Scale
+from .sampling import SamplerConfig
+from .schedules import Schedule
 
 #: 2: models built from parts (``model``); 1: structure options and a spec (bayescale 0.1).
 FORMAT_VERSION = 2
@@ -47,7 +47,7 @@ def save_fit(fit: ScalingFit, path) -> Path:
         "run_names": fit.run_names,
         "schedule": fit.schedule.to_dict() if fit.schedule else None,
     }
-    idata.posterior.attrs[ATTR] = json.dumps(meta, default=str)
+    idata["posterior"].attrs[ATTR] = json.dumps(meta, default=str)
     runs = fit.runs.reset_index(drop=True).copy()
     runs.index.name = "row"
     with warnings.catch_warnings():
@@ -78,22 +78,27 @@ def load_fit(path) -> ScalingFit:
         idata = az.from_netcdf(str(path))
     raw = idata.posterior.attrs.get(ATTR)
     if raw is None:
-        raise ValueError(f"{path} is an InferenceData file but was not written by bayescale (no '{ATTR}' attribute)")
+        raise ValueError(f"{path} is an InferenceData file but was not written by bayescale (no "
+                         f"'{ATTR}' attribute)")
     meta = json.loads(raw)
     if meta.get("format_version") != FORMAT_VERSION:
-        writer = meta.get("written_by") or meta.get("info", {}).get("versions", {}).get("bayescale", "unknown")
-        raise ValueError(f"{path} was written by bayescale {writer} in file format {meta.get('format_version')}; "
-                         f"this version reads format {FORMAT_VERSION}: refit the model, or load the file with the "
-                         f"version that wrote it")
+        writer = (meta.get("written_by")
+                  or meta.get("info", {}).get("versions", {}).get("bayescale", "unknown"))
+        raise ValueError(f"{path} was written by bayescale {writer} in file format "
+                         f"{meta.get('format_version')}; this version reads format "
+                         f"{FORMAT_VERSION}: refit the model, or load the file with the version "
+                         "that wrote it")
     try:
         model = Model.from_dict(meta["model"], source=str(path))
     except ModelError as err:
         raise ValueError(f"{path}: the stored model cannot be rebuilt: {err}") from None
     if model.hash() != meta["model_hash"]:
-        raise ValueError(f"{path}: the stored model does not match its hash; the file may be corrupt")
+        raise ValueError(f"{path}: the stored model does not match its hash; the file may be "
+                         "corrupt")
     runs = _table(idata, "runs")
     acc_rows = _table(idata, "acc_runs") if "acc_runs" in idata.groups() else None
-    idata_clean = az.InferenceData(**{g: idata[g] for g in idata.groups() if g not in ("runs", "acc_runs")})
+    idata_clean = az.InferenceData(**{g: idata[g] for g in idata.groups()
+                                      if g not in ("runs", "acc_runs")})
     return ScalingFit(
         idata=idata_clean,
         model=model,

@@ -46,7 +46,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from pymc_extras.prior import Prior
@@ -85,7 +85,7 @@ class Model:
     name: str = "custom"
     description: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "law", get_law(self.law))
         except ValueError as err:
@@ -97,21 +97,24 @@ class Model:
         for p in parts:
             for key in {p.lookup_name, p.slot}:
                 if key is not None and key in seen:
-                    raise ModelError(f"model {self.name!r}: two parts fill {key!r} ({seen[key]} and {p.lookup_name})")
+                    raise ModelError(f"model {self.name!r}: two parts fill {key!r} ({seen[key]} "
+                                     f"and {p.lookup_name})")
                 if key is not None:
                     seen[key] = p.lookup_name
         object.__setattr__(self, "parts", tuple(sorted(parts, key=lambda p: p.order)))
-        overrides = {k: (v.to_dict() if isinstance(v, Prior) else dict(v)) for k, v in dict(self.prior_overrides).items()}
+        overrides = {k: (v.to_dict() if isinstance(v, Prior) else dict(v))
+                     for k, v in dict(self.prior_overrides).items()}
         object.__setattr__(self, "prior_overrides", overrides)
         object.__setattr__(self, "sampler", dict(self.sampler))
         unknown = sorted(set(self.sampler) - set(SAMPLER_KEYS))
         if unknown:
-            raise ModelError(f"model {self.name!r}: unknown sampler setting(s) {unknown}; known: {list(SAMPLER_KEYS)}")
+            raise ModelError(f"model {self.name!r}: unknown sampler setting(s) {unknown}; known: "
+                             f"{list(SAMPLER_KEYS)}")
         defaults = self._defaults()
         for name, entry in overrides.items():
             if name not in defaults:
-                raise ModelError(f"model {self.name!r}: a prior for {name!r}, which no part of the model has; its "
-                                 f"parameters are {sorted(defaults)}")
+                raise ModelError(f"model {self.name!r}: a prior for {name!r}, which no part of the "
+                                 f"model has; its parameters are {sorted(defaults)}")
             try:
                 _prior(entry)
             except Exception as err:  # noqa: BLE001 - pymc_extras raises several kinds
@@ -129,16 +132,18 @@ class Model:
 
     @property
     def noise(self) -> Noise:
-        return self.part("noise")
+        """The model's :class:`~bayescale.parts.Noise` part (every model has one)."""
+        return cast(Noise, self.part("noise"))  # __post_init__ adds one when none is given
 
-    def with_parts(self, *parts: Part, drop: tuple[str, ...] = ()) -> "Model":
-        """A copy with ``parts`` added (replacing parts of the same name or slot) and ``drop`` removed."""
+    def with_parts(self, *parts: Part, drop: tuple[str, ...] = ()) -> Model:
+        """A copy with ``parts`` added (replacing those of the same name or slot), less ``drop``."""
         new = [get_part(p) for p in parts]
         names = {n for p in new for n in (p.lookup_name, p.slot) if n} | set(drop)
-        kept = [p for p in self.parts if p.lookup_name not in names and (p.slot is None or p.slot not in names)]
+        kept = [p for p in self.parts if p.lookup_name not in names
+                and (p.slot is None or p.slot not in names)]
         return replace(self, parts=tuple(kept + new), name=f"{self.name} (modified)")
 
-    def with_priors(self, overrides: dict[str, Any] | None) -> "Model":
+    def with_priors(self, overrides: dict[str, Any] | None) -> Model:
         """A copy with some priors replaced (``{name: dict or Prior}``)."""
         if not overrides:
             return self
@@ -149,7 +154,7 @@ class Model:
             entries[name] = entry
         return replace(self, prior_overrides={**self.prior_overrides, **entries})
 
-    def resolve(self, rows: pd.DataFrame) -> "Model":
+    def resolve(self, rows: pd.DataFrame) -> Model:
         """The model with data-dependent choices made (e.g. a schedule term's ``source="auto"``)."""
         parts = tuple(p.resolve(rows) for p in self.parts)
         return self if parts == self.parts else replace(self, parts=parts)
@@ -172,7 +177,8 @@ class Model:
     def provenance(self) -> dict[str, str]:
         """``{parameter: where its prior comes from}``."""
         out = {k: d.provenance for k, d in self._defaults().items()}
-        out.update({k: v.get("provenance", "set by the user") for k, v in self.prior_overrides.items()})
+        out.update({k: v.get("provenance", "set by the user")
+                    for k, v in self.prior_overrides.items()})
         return out
 
     def variables(self) -> list[str]:
@@ -190,27 +196,32 @@ class Model:
             "name": self.name,
             "description": self.description,
             "law": self.law.lookup_name,
-            "parts": {p.lookup_name: {k: v for k, v in p.to_dict().items() if k != "part"} for p in self.parts},
+            "parts": {p.lookup_name: {k: v for k, v in p.to_dict().items() if k != "part"}
+                      for p in self.parts},
             "priors": copy.deepcopy(self.prior_overrides),
             "sampler": dict(self.sampler),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Model":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Model:
         """Rebuild a model from :meth:`to_dict` (or a preset file's table, ``extends`` resolved)."""
         if data.get("format") != FORMAT:
-            raise ModelError(f"{source}: model description format {data.get('format')!r}; this version of bayescale "
-                             f"reads format {FORMAT}")
-        unknown = sorted(set(data) - {"format", "name", "description", "law", "parts", "priors", "sampler", "extends",
+            raise ModelError(f"{source}: model description format {data.get('format')!r}; this "
+                             f"version of bayescale reads format {FORMAT}")
+        unknown = sorted(set(data) - {"format", "name", "description", "law", "parts", "priors",
+                                      "sampler", "extends",
                                       "drop"})
         if unknown:
             raise ModelError(f"{source}: unknown key(s) {unknown}")
-        parts = [get_part({"part": name, **(options or {})}) for name, options in data.get("parts", {}).items()]
-        return cls(law=data.get("law", "chinchilla"), parts=tuple(parts), prior_overrides=data.get("priors", {}),
+        parts = [get_part({"part": name, **(options or {})})
+                 for name, options in data.get("parts", {}).items()]
+        return cls(law=data.get("law", "chinchilla"), parts=tuple(parts),
+                   prior_overrides=data.get("priors", {}),
                    sampler=data.get("sampler", {}), name=data.get("name", Path(source).stem),
                    description=data.get("description", ""))
 
     def to_json(self) -> str:
+        """The canonical JSON of :meth:`to_dict` (sorted keys): what :meth:`hash` hashes."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def hash(self) -> str:
@@ -250,7 +261,8 @@ def _preset_path(name: str) -> Path:
         path = d / f"{name}.toml"
         if path.is_file():
             return path
-    raise ModelError(f"unknown model {name!r}; presets: {available_models()} (or give a path to a .toml file)")
+    raise ModelError(f"unknown model {name!r}; presets: {available_models()} (or give a path to a "
+                     ".toml file)")
 
 
 def _read_preset(path: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -266,8 +278,9 @@ def _read_preset(path: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     if parent_name is None:
         raw.pop("drop", None)
         return raw
-    parent = _read_preset(_preset_path(parent_name), chain + (str(path),))
-    merged = {**parent, **{k: v for k, v in raw.items() if k not in ("parts", "priors", "sampler", "drop")}}
+    parent = _read_preset(_preset_path(parent_name), (*chain, str(path)))
+    merged = {**parent,
+              **{k: v for k, v in raw.items() if k not in ("parts", "priors", "sampler", "drop")}}
     for key in ("parts", "priors", "sampler"):
         merged[key] = {**parent.get(key, {}), **raw.get(key, {})}
     for name in raw.get("drop", []):
@@ -277,8 +290,8 @@ def _read_preset(path: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     return merged
 
 
-def load_model(model: "str | os.PathLike | Model") -> Model:
-    """A model from a preset name (``"chinchilla"``, ``"checkpoints"`` ...), a TOML path or a Model."""
+def load_model(model: str | os.PathLike | Model) -> Model:
+    """A model from a preset name (``"chinchilla"``, ``"checkpoints"`` ...), TOML path or Model."""
     if isinstance(model, Model):
         return model
     text = str(model)
@@ -320,9 +333,10 @@ def auto_model(table: pd.DataFrame) -> Model:
         model = load_model("multi_power")
         if table["family"].nunique() > 1:
             return model
-        return replace(model.with_parts(drop=("family_pooling",)), name="multi_power - family_pooling")
+        return replace(model.with_parts(drop=("family_pooling",)),
+                       name="multi_power - family_pooling")
     model = load_model("chinchilla")
-    extra = []
+    extra: list[Part] = []
     if table["family"].nunique() > 1:
         extra.append(FamilyPooling())
     if (table.groupby(["family", "params", "total_tokens"])["run"].nunique() > 1).any():

@@ -25,7 +25,7 @@ import xarray as xr
 from .build import MEAN_ORDER, RECORD_ORDER, design_arrays
 from .model import Model
 from .parts import PredictContext
-from .runs import RunsTableError, Scale, _rows
+from .runs import RunsTableError, Scale, _numbers, _rows
 from .schedules import Schedule
 
 KINDS = ("observation", "mean")
@@ -46,48 +46,83 @@ class Structure:
 
     def design(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """The design arrays of ``rows`` (targets or fitted rows) as the fit's model sees them."""
-        return design_arrays(self.model, rows, self.scale, self.families, self.run_names, self.schedule)
+        return design_arrays(self.model, rows, self.scale, self.families, self.run_names,
+                             self.schedule)
 
     def structural_mean(self, ctx: PredictContext, rows: pd.DataFrame) -> np.ndarray:
-        """ln of the latent loss at fitted ``rows`` (law, schedule, run effects, drift: what the
-        graph records as ``mu_obs``) at the draws of ``ctx``, shape (S, len(rows))."""
+        """Ln of the latent loss at fitted ``rows`` at the draws of ``ctx``, shape (S, len(rows)).
+
+        Law, schedule, run effects and drift: what the graph records as ``mu_obs``.
+        """
         sub = PredictContext(fit=self, idata=ctx.idata, targets=rows, x=self.design(rows),
-                             family_labels=rows["family"].astype(str), run_labels=rows["run"].astype(str),
-                             known=np.ones(len(rows), dtype=bool), new_draws=False, rng=ctx.rng, store=ctx.store)
+                             family_labels=rows["family"].astype(str),
+                             run_labels=rows["run"].astype(str),
+                             known=np.ones(len(rows), dtype=bool), new_draws=False, rng=ctx.rng,
+                             store=ctx.store)
         run_parts(sub, below=RECORD_ORDER)
+        assert sub.mu is not None  # run_parts always sets the mean
         return sub.mu
 
 
 def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFrame:
-    """Validate prediction targets: ``params`` and ``tokens`` (> 0, finite); optional
-    ``total_tokens`` (default: ``tokens``, a finished run), ``family`` and ``run``.
+    """Validate prediction targets: ``params`` and ``tokens`` (> 0, finite), and options.
 
-    Accepts a DataFrame, a dict of columns or scalars, or a CSV path.
+    Optional columns: ``total_tokens`` (default: ``tokens``, a finished run), ``family`` and
+    ``run``.
+
+    Accepts a DataFrame, a dict of columns or scalars, or a CSV path.  The result keeps the
+    targets' rows in their order, indexed 0, 1, ...
+
+    Raises
+    ------
+    RunsTableError
+        Naming each bad column and its rows (the index labels of ``targets``).
+    TypeError
+        If ``targets`` is none of these.
     """
     if isinstance(targets, (str, os.PathLike)):
         targets = pd.read_csv(targets)
     if isinstance(targets, dict):  # scalars broadcast against lists
-        length = max(len(np.atleast_1d(v)) for v in targets.values())
-        targets = pd.DataFrame({k: np.broadcast_to(np.atleast_1d(v), (length,)) if np.ndim(v) == 0
-                                else np.atleast_1d(v) for k, v in targets.items()})
+        # dtype=object: numpy's own string dtype would drop trailing NUL characters.
+        columns = {k: np.asarray(v, dtype=object) for k, v in targets.items()}
+        flat = [f"column '{k}' of the targets must be a scalar or a list, got shape {a.shape}"
+                for k, a in columns.items() if a.ndim > 1]
+        lengths = {k: len(a) for k, a in columns.items() if a.ndim == 1}
+        if len(set(lengths.values())) > 1:
+            flat.append(f"the columns of the targets differ in length: {lengths}")
+        if flat:
+            raise RunsTableError(flat)
+        length = max(lengths.values(), default=1)
+        targets = pd.DataFrame({k: list(np.broadcast_to(a, (length,))) for k, a in columns.items()})
+    if not isinstance(targets, pd.DataFrame):
+        raise TypeError("read_targets expects a DataFrame, a dict of columns or a CSV path, got "
+                        f"{type(targets).__name__}")
+    labels = targets.index  # messages name the caller's labels
     df = targets.copy().reset_index(drop=True)
-    problems = [f"column '{c}' is required in prediction targets" for c in ("params", "tokens") if c not in df]
+    repeated = list(dict.fromkeys(df.columns[df.columns.duplicated()]))
+    if repeated:
+        raise RunsTableError([f"column '{c}' appears more than once in the targets"
+                              for c in repeated])
+    problems = [f"column '{c}' is required in prediction targets" for c in ("params", "tokens")
+                if c not in df]
     if problems:
         raise RunsTableError(problems)
     for col in ("params", "tokens", "total_tokens"):
         if col not in df:
             continue
-        num = pd.to_numeric(df[col], errors="coerce")
+        num = _numbers(df[col])  # as read_runs reads numbers: True or "abc" is not one
         bad = ~(np.isfinite(num) & (num > 0))
         if bad.any():
-            problems.append(f"column '{col}' of the targets must be a finite number > 0 at {_rows(df.index[bad])}")
-        df[col] = num.astype(float)
+            where = _rows(labels[bad.to_numpy()])
+            problems.append(f"column '{col}' of the targets must be a finite number > 0 at {where}")
+        df[col] = num
     if problems:
         raise RunsTableError(problems)
     if "total_tokens" in df:
         late = df["tokens"] > df["total_tokens"] * (1 + 1e-9)
         if late.any():
-            raise RunsTableError([f"column 'tokens' of the targets exceeds total_tokens at {_rows(df.index[late])}"])
+            raise RunsTableError(["column 'tokens' of the targets exceeds total_tokens at "
+                                  f"{_rows(labels[late.to_numpy()])}"])
     return df
 
 
@@ -116,7 +151,8 @@ def run_parts(ctx: PredictContext, below: int | None = None) -> None:
 
 def _plain_law_mean(ctx: PredictContext) -> None:
     mean = ctx.fit.model.law.mean(ctx.theta, ctx.x["n"][None, :], ctx.x["d"][None, :])
-    ctx.mu = np.log(np.broadcast_to(np.asarray(mean, dtype=float), (ctx.n_draws, len(ctx.targets))).copy())
+    ctx.mu = np.log(np.broadcast_to(np.asarray(mean, dtype=float),
+                                    (ctx.n_draws, len(ctx.targets))).copy())
 
 
 def predictive_draws(
@@ -142,30 +178,33 @@ def predictive_draws(
     runs = targets["run"].astype(str) if "run" in targets else pd.Series([""] * len(targets))
     # a run id the fit has not seen names a planned run: its rows are one new run (a new seed)
     known = runs.map(lambda r: r in run_index).to_numpy()
-    metrics = targets["metric"].astype(str) if "metric" in targets else pd.Series(["loss"] * len(targets))
+    metrics = (targets["metric"].astype(str) if "metric" in targets
+               else pd.Series(["loss"] * len(targets)))
     downstream = metrics.str.startswith(("acc:", "err:")).to_numpy()
     if downstream.any() and structure.model.part("downstream") is None:
-        raise ValueError("this fit has no downstream tasks: fit a model with a downstream part (e.g. the "
-                         "'downstream' preset)")
+        raise ValueError("this fit has no downstream tasks: fit a model with a downstream part "
+                         "(e.g. the 'downstream' preset)")
     ctx = PredictContext(fit=structure, idata=idata, targets=targets, x=structure.design(targets),
-                         family_labels=resolve_families(targets, structure), run_labels=runs, known=known,
-                         new_draws=kind == "observation", rng=np.random.default_rng([seed, 20_240_601]),
-                         metrics=metrics)
+                         family_labels=resolve_families(targets, structure), run_labels=runs,
+                         known=known, new_draws=kind == "observation",
+                         rng=np.random.default_rng([seed, 20_240_601]), metrics=metrics)
     run_parts(ctx)
     mu = ctx.mu
+    assert mu is not None  # run_parts always sets the mean
     if kind == "observation":
+        assert ctx.sigma is not None  # set by the noise part, which every model has
         mu = structure.model.noise.add_noise(ctx, mu, ctx.sigma)
     values = np.exp(mu)
     if "accuracy" in ctx.store:
         mask, accuracy = ctx.store["accuracy"]
         values[:, mask] = accuracy
-    chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    chains, draws = idata["posterior"].sizes["chain"], idata["posterior"].sizes["draw"]
     return xr.DataArray(
         values.reshape(chains, draws, -1),
         dims=("chain", "draw", "target"),
         coords={
-            "chain": idata.posterior["chain"].to_numpy(),
-            "draw": idata.posterior["draw"].to_numpy(),
+            "chain": idata["posterior"]["chain"].to_numpy(),
+            "draw": idata["posterior"]["draw"].to_numpy(),
             "target": np.arange(len(targets)),
         },
         name=kind,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import arviz as az
 import numpy as np
@@ -54,16 +54,19 @@ class ScalingFit:
     schedule: Schedule | None = None
     acc_rows: pd.DataFrame | None = None
     _diagnostics: Diagnostics | None = field(default=None, repr=False)
+    _warned: bool = field(default=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- parameters
     @property
     def law(self):
+        """The model's scaling law (:class:`~bayescale.laws.ScalingLaw`)."""
         return self.model.law
 
     @property
     def structure(self) -> Structure:
-        return Structure(self.model, self.scale, self.families, self.run_names, self.schedule, self.runs,
-                         self.acc_rows)
+        """What prediction needs of the fit: model, scale, families, runs, rows."""
+        return Structure(self.model, self.scale, self.families, self.run_names, self.schedule,
+                         self.runs, self.acc_rows)
 
     @property
     def tasks(self) -> list[str]:
@@ -75,27 +78,47 @@ class ScalingFit:
         from .downstream import improvement_report
 
         if not self.tasks:
-            raise ValueError("this fit has no downstream tasks (fit a model with a downstream part, e.g. the 'downstream' preset)")
+            raise ValueError("this fit has no downstream tasks (fit a model with a downstream "
+                             "part, e.g. the 'downstream' preset)")
         return improvement_report(self.posterior_draws("slope"), self.tasks)
 
     def _structure_names(self) -> list[str]:
         """The parts' variables present in the posterior (populations, spreads, scales)."""
         law = set(self.law.sampled)
-        return [n for n in self.model.variables() if n not in law and n in self.idata.posterior]
+        return [n for n in self.model.variables() if n not in law and n in self.idata["posterior"]]
 
     @property
     def parameter_names(self) -> list[str]:
-        """Law parameters in the paper's convention (per family when pooled), the
-        population and spread parameters, noise, run spread, schedule and AR terms."""
+        """Names of the law's parameters (paper's convention) and of the parts' parameters.
+
+        The law's are per family when pooled; then the population and spread parameters, noise,
+        run spread, schedule and AR terms.
+        """
         return list(self.law.published_names) + self._structure_names()
 
     def diagnostics(self) -> Diagnostics:
-        """R-hat, ESS and divergences of the population-, family- and noise-level
-        parameters, with a verdict."""
+        """R-hat, ESS and divergences of the population-, family- and noise-level parameters.
+
+        With a verdict (:class:`~bayescale.diagnostics.Diagnostics`).
+        """
         if self._diagnostics is None:
-            names = [n for n in self.model.variables() if n in self.idata.posterior]
+            names = [n for n in self.model.variables() if n in self.idata["posterior"]]
             self._diagnostics = diagnose(self.idata, names, method=self.sampler_config.method)
         return self._diagnostics
+
+    def warn_unconverged(self, where: str) -> None:
+        """Warn (:class:`~bayescale.diagnostics.ConvergenceWarning`) if the fit failed its checks.
+
+        Once per fit: the first of ``fit``, ``summary``, ``predict`` or ``optimal_allocation``
+        warns; the tables they return carry the verdict in ``.attrs["diagnostics"]`` every
+        time.
+        """
+        if not self._warned:
+            self._warned = True
+            retry = (self.info or {}).get("retry")
+            note = (f" (after one retry with tune={retry['tune']}, "
+                    f"target_accept={retry['target_accept']})" if retry else "")
+            self.diagnostics().warn(where, note, stacklevel=4)
 
     def summary(self, hdi_prob: float = 0.9) -> pd.DataFrame:
         """Posterior mean, sd, HDI, R-hat and ESS of every law parameter.
@@ -104,9 +127,12 @@ class ScalingFit:
         ``result.attrs["diagnostics"]``.
         """
         diag = self.diagnostics()
-        diag.warn("summary")
-        kind = "all" if self.idata.posterior.sizes["chain"] > 1 else "stats"
-        table = az.summary(self.idata, var_names=self.parameter_names, hdi_prob=hdi_prob, kind=kind)
+        self.warn_unconverged("summary")
+        several = self.idata["posterior"].sizes["chain"] > 1
+        kind: Literal["all", "stats"] = "all" if several else "stats"
+        # a DataFrame: az.summary returns an xarray Dataset only with fmt="xarray"
+        table = cast(pd.DataFrame, az.summary(self.idata, var_names=self.parameter_names,
+                                              hdi_prob=hdi_prob, kind=kind))
         table.attrs["diagnostics"] = diag.message()
         return table
 
@@ -114,7 +140,8 @@ class ScalingFit:
     def predict_draws(self, targets, kind: str = "observation") -> xr.DataArray:
         """Posterior draws at ``targets``: DataArray with dims ``("chain", "draw", "target")``."""
         table = read_targets(targets)
-        return predictive_draws(self.idata, self.structure, table, kind, self.sampler_config.random_seed)
+        return predictive_draws(self.idata, self.structure, table, kind,
+                                self.sampler_config.random_seed)
 
     def predict(self, targets, hdi_prob: float = 0.9, kind: str = "observation") -> pd.DataFrame:
         """Posterior predictive bands at target scales.
@@ -154,10 +181,12 @@ class ScalingFit:
             allowed |= {"err:" + m[4:] for m in allowed if m.startswith("acc:")}
             other = set(metrics) - allowed
             if other:
-                raise ValueError(f"targets ask for metric(s) {sorted(other)}; this fit predicts {sorted(allowed)}")
+                raise ValueError(f"targets ask for metric(s) {sorted(other)}; this fit predicts "
+                                 f"{sorted(allowed)}")
         diag = self.diagnostics()
-        diag.warn("predict")
-        draws = predictive_draws(self.idata, self.structure, table.assign(metric=metrics) if metrics is not None
+        self.warn_unconverged("predict")
+        draws = predictive_draws(self.idata, self.structure,
+                                 table.assign(metric=metrics) if metrics is not None
                                  else table, kind, self.sampler_config.random_seed)
         if "family" not in table and self.model.part("family_pooling") is not None:
             table["family"] = resolve_families(table, self.structure)
@@ -168,8 +197,8 @@ class ScalingFit:
         far = out["extrapolation"] > 1000
         if far.any():
             warnings.warn(
-                f"predict: {int(far.sum())} target(s) lie more than 1000x beyond the ladder's largest compute; "
-                "the band assumes the law holds that far",
+                f"predict: {int(far.sum())} target(s) lie more than 1000x beyond the ladder's "
+                "largest compute; the band assumes the law holds that far",
                 UserWarning,
                 stacklevel=2,
             )
@@ -181,9 +210,11 @@ class ScalingFit:
 
     def posterior_draws(self, name: str) -> np.ndarray:
         """Flattened draws of one posterior variable, shape (chain*draw, ...)."""
-        return self.idata.posterior[name].stack(sample=("chain", "draw")).transpose("sample", ...).to_numpy()
+        return (self.idata["posterior"][name].stack(sample=("chain", "draw"))
+                .transpose("sample", ...).to_numpy())
 
-    def optimal_allocation(self, compute, hdi_prob: float = 0.9, family: str | None = None) -> pd.DataFrame:
+    def optimal_allocation(self, compute, hdi_prob: float = 0.9,
+                           family: str | None = None) -> pd.DataFrame:
         """Compute-optimal N*, D* and loss at FLOP budgets ``compute``, with bands.
 
         Returns a DataFrame with one row per (compute, quantity) where quantity is
@@ -196,7 +227,7 @@ class ScalingFit:
                 f"optimal_allocation needs a law in N and D separately (e.g. 'chinchilla'); "
                 f"{self.law.lookup_name!r} depends on compute only"
             )
-        self.diagnostics().warn("optimal_allocation")
+        self.warn_unconverged("optimal_allocation")
         budgets = np.atleast_1d(np.asarray(compute, dtype=float))
         if not np.all(np.isfinite(budgets) & (budgets > 0)):
             raise ValueError(f"compute budgets must be finite and > 0, got {budgets}")
@@ -204,23 +235,27 @@ class ScalingFit:
         if self.model.part("family_pooling") is not None:
             family = family or self.families[0]
             if family not in self.families:
-                raise ValueError(f"family {family!r} is not one of the fitted families {self.families}")
+                raise ValueError(f"family {family!r} is not one of the fitted families "
+                                 f"{self.families}")
             column = self.families.index(family)
         params = [self.posterior_draws(k) for k in ("E", "A", "B", "alpha", "beta")]
         if column is not None:  # parameters shared by the families have no family dim
             params = [p[:, column] if p.ndim == 2 else p for p in params]
-        draws = optimal_allocation_draws(*params, compute=budgets)
+        E, A, B, alpha, beta = params
+        draws = optimal_allocation_draws(E, A, B, alpha, beta, compute=budgets)
         rows = []
         for quantity, values in draws.items():
             da = xr.DataArray(
-                values.T.reshape(len(budgets), self.idata.posterior.sizes["chain"], -1).transpose(1, 2, 0),
+                values.T.reshape(len(budgets), self.idata["posterior"].sizes["chain"], -1)
+                .transpose(1, 2, 0),
                 dims=("chain", "draw", "target"),
             )
             b = bands(da, hdi_prob)
             b.insert(0, "quantity", quantity)
             b.insert(0, "compute", budgets)
             rows.append(b)
-        return pd.concat(rows, ignore_index=True).sort_values(["compute", "quantity"], kind="stable").reset_index(drop=True)
+        return (pd.concat(rows, ignore_index=True)
+                .sort_values(["compute", "quantity"], kind="stable").reset_index(drop=True))
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -232,6 +267,7 @@ class ScalingFit:
     def __repr__(self) -> str:
         diag = self.diagnostics()
         return (
-            f"ScalingFit(model={self.model.name!r}, law={self.law.lookup_name!r}, metric={self.metric!r}, rows={len(self.runs)}, "
-            f"runs={self.runs['run'].nunique()}, {diag.message()})"
+            f"ScalingFit(model={self.model.name!r}, law={self.law.lookup_name!r}, "
+            f"metric={self.metric!r}, rows={len(self.runs)}, runs={self.runs['run'].nunique()}, "
+            f"{diag.message()})"
         )

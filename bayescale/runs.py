@@ -34,7 +34,7 @@ DEFAULT_FAMILY = "default"
 LOSS = "loss"
 ACC_PREFIX = "acc:"
 
-__all__ = ["RunsTableError", "read_runs", "runs_hash", "is_accuracy"]
+__all__ = ["RunsTableError", "UnitWarning", "is_accuracy", "read_runs", "runs_hash"]
 
 
 class RunsTableError(ValueError):
@@ -62,6 +62,26 @@ def _rows(index: Iterable, limit: int = 8) -> str:
 
 def _finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
+
+
+def _numbers(raw: pd.Series) -> pd.Series:
+    """``raw`` as float64 numbers (numbers written as strings may be padded with spaces).
+
+    NaN where a cell is empty or is not a number (``True``, ``"abc"``).
+    """
+    text = raw.astype(str).str.strip().where(raw.notna())
+    return pd.to_numeric(text, errors="coerce").astype(float)
+
+
+def _valid(series: pd.Series) -> pd.Series:
+    """``series`` where it is a finite number > 0, NaN elsewhere."""
+    return series.where(np.isfinite(series) & (series > 0))
+
+
+def _name(value: float) -> str:
+    """``value`` in 6 significant digits, in full where 6 digits would also name another number."""
+    text = f"{value:.6g}"
+    return text if float(text) == value else repr(float(value))
 
 
 def _whole(series: pd.Series) -> pd.Series:
@@ -97,8 +117,8 @@ def _schema() -> pa.DataFrameSchema:
         lambda df: ~(df["tokens"] > df["total_tokens"] * (1 + 1e-9)),
         "tokens: exceeds the run's total_tokens",
     )
-    one_size_per_run = _row_check(
-        lambda df: df.groupby("run")["params"].transform("nunique") <= 1,
+    one_size_per_run = _row_check(  # among valid sizes: a bad one is named by its own check
+        lambda df: _valid(df["params"]).groupby(df["run"]).transform("nunique") <= 1,
         "params: changes within one run (a run has one model size)",
     )
     chance_ok = _row_check(
@@ -125,31 +145,35 @@ def _schema() -> pa.DataFrameSchema:
             "n_items": pa.Column(float, nullable=True),
             "chance": pa.Column(float, nullable=True),
         },
-        checks=[loss_positive, acc_in_unit, tokens_le_total, one_size_per_run, chance_ok, n_items_ok, n_items_whole],
+        checks=[loss_positive, acc_in_unit, tokens_le_total, one_size_per_run, chance_ok,
+                n_items_ok, n_items_whole],
         strict=False,
     )
 
 
-def _coerce_numeric(df: pd.DataFrame, problems: list[str]) -> None:
+def _coerce_numeric(df: pd.DataFrame, labels: pd.Index, problems: list[str]) -> None:
     for col in NUMERIC:
         if col not in df:
             continue
         raw = df[col]
-        num = pd.to_numeric(raw.astype(str).str.strip().where(raw.notna()), errors="coerce")
+        num = _numbers(raw)
         bad = raw.notna() & num.isna()
         if bad.any():
             examples = ", ".join(repr(v) for v in raw[bad].head(3))
-            problems.append(f"column '{col}': not a number at {_rows(df.index[bad])} (e.g. {examples})")
-        df[col] = num.astype(float)
+            problems.append(
+                f"column '{col}': not a number at {_rows(labels[bad.to_numpy()])} (e.g. {examples})"
+            )
+        df[col] = num
 
 
 def _fill_defaults(df: pd.DataFrame) -> None:
     if "family" not in df:
         df["family"] = DEFAULT_FAMILY
-    df["family"] = df["family"].fillna(DEFAULT_FAMILY).astype(str)
+    # astype(object): a categorical column cannot take a new value such as the default
+    df["family"] = df["family"].astype(object).fillna(DEFAULT_FAMILY).astype(str)
     if "metric" not in df:
         df["metric"] = LOSS
-    df["metric"] = df["metric"].fillna(LOSS).astype(str).str.strip()
+    df["metric"] = df["metric"].astype(object).fillna(LOSS).astype(str).str.strip()
     for col in ("n_items", "chance"):
         if col not in df:
             df[col] = np.nan
@@ -161,19 +185,22 @@ def _fill_defaults(df: pd.DataFrame) -> None:
         df["run"] = (
             df["family"]
             + "|N="
-            + df["params"].map(lambda v: f"{v:.6g}")
+            + df["params"].map(_name)
             + "|D="
-            + df["total_tokens"].map(lambda v: f"{v:.6g}")
+            + df["total_tokens"].map(_name)
         )
-    largest = df["tokens"].groupby(df["run"]).transform("max")
+    largest = _valid(df["tokens"]).groupby(df["run"]).transform("max")
     if "total_tokens" not in df:
         df["total_tokens"] = largest
     df["total_tokens"] = df["total_tokens"].fillna(largest)
     df["run"] = df["run"].astype(str)
 
 
-def _failure_messages(err: pa.errors.SchemaErrors) -> list[str]:
-    """One line per failed check, naming the column and the rows (table index labels)."""
+def _failure_messages(err: pa.errors.SchemaErrors, labels: pd.Index) -> list[str]:
+    """One line per failed check, naming the column and the rows (table index labels).
+
+    The validated table is indexed by position; ``labels`` are the caller's index labels.
+    """
     cases = err.failure_cases.copy()
     cases["check"] = cases["check"].astype(str)
     wide = cases["check"].str.contains(":")
@@ -184,7 +211,7 @@ def _failure_messages(err: pa.errors.SchemaErrors) -> list[str]:
     out = []
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
         idx = group["index"].dropna()
-        where = _rows(idx.tolist()) if len(idx) else "the table"
+        where = _rows(labels.take(idx.astype(int))) if len(idx) else "the table"
         out.append(f"column '{column}': {check} at {where}")
     return out
 
@@ -213,7 +240,10 @@ def read_runs(
     Raises
     ------
     RunsTableError
-        Listing every problem with its column and the offending rows.
+        Listing every problem with its column and the offending rows (the index labels of
+        ``data``).
+    TypeError
+        If ``data`` is neither a DataFrame nor a path.
 
     Examples
     --------
@@ -223,29 +253,37 @@ def read_runs(
     >>> list(runs["metric"].unique())
     ['loss']
     """
-    df = pd.read_csv(data) if isinstance(data, (str, os.PathLike)) else data.copy()
-    if not isinstance(df, pd.DataFrame):
+    if not isinstance(data, (pd.DataFrame, str, os.PathLike)):
         raise TypeError(f"read_runs expects a DataFrame or a CSV path, got {type(data).__name__}")
+    df = pd.read_csv(data) if isinstance(data, (str, os.PathLike)) else data.copy()
     df.columns = [str(c).strip() for c in df.columns]
+    repeated = list(dict.fromkeys(df.columns[df.columns.duplicated()]))
+    if repeated:
+        raise RunsTableError([f"column '{c}' appears more than once (names are compared without "
+                              "surrounding spaces)" for c in repeated])
     missing = [c for c in REQUIRED if c not in df]
     if missing:
         raise RunsTableError(
-            [f"column '{c}' is required but missing (columns present: {list(df.columns)})" for c in missing]
+            [f"column '{c}' is required but missing (columns present: {list(df.columns)})"
+             for c in missing]
         )
     if len(df) == 0:
         raise RunsTableError(["the table has no rows"])
 
+    # Inside, rows are indexed by position (labels may repeat); messages name the labels.
+    labels = df.index
+    df = df.reset_index(drop=True)
     problems: list[str] = []
-    _coerce_numeric(df, problems)
+    _coerce_numeric(df, labels, problems)
     if problems:
         raise RunsTableError(problems)
 
-    untrained = df.index[df["tokens"] == 0]
+    untrained = labels[(df["tokens"] == 0).to_numpy()]
     if len(untrained) and not drop_invalid:
         raise RunsTableError(
             [
-                f"column 'tokens': 0 at {_rows(untrained)}: initialisation checkpoints (tokens = 0) "
-                "carry no scaling information; drop them with runs[runs['tokens'] > 0] or pass "
+                f"column 'tokens': 0 at {_rows(untrained)}: initialisation checkpoints (tokens = "
+                "0) carry no scaling information; drop them with runs[runs['tokens'] > 0] or pass "
                 "drop_invalid=True"
             ]
         )
@@ -256,20 +294,21 @@ def read_runs(
         _schema().validate(df, lazy=True)
     except pa.errors.SchemaErrors as err:
         if not drop_invalid:
-            raise RunsTableError(_failure_messages(err)) from None
-        bad_rows = err.failure_cases["index"].dropna().unique()
+            raise RunsTableError(_failure_messages(err, labels)) from None
+        bad_rows = err.failure_cases["index"].dropna().astype(int).unique()
         dropped = df.loc[df.index.isin(bad_rows)]
         df = df.loc[~df.index.isin(bad_rows)].copy()
         try:
             _schema().validate(df, lazy=True)
         except pa.errors.SchemaErrors as err2:
-            raise RunsTableError(_failure_messages(err2)) from None
+            raise RunsTableError(_failure_messages(err2, labels)) from None
 
     dup = df.duplicated(subset=["run", "tokens", "metric"], keep=False)
     if dup.any():
         if not drop_invalid:
             raise RunsTableError(
-                [f"columns 'run', 'tokens', 'metric': duplicated rows at {_rows(df.index[dup])}"]
+                ["columns 'run', 'tokens', 'metric': duplicated rows at "
+                 f"{_rows(labels.take(df.index[dup].to_numpy()))}"]
             )
         first = df.duplicated(subset=["run", "tokens", "metric"], keep="first")
         dropped = pd.concat([dropped, df.loc[first]])
@@ -277,13 +316,68 @@ def read_runs(
 
     if len(df) == 0:
         raise RunsTableError(["no valid rows remain after dropping invalid ones"])
-    out = df.sort_values(["family", "run", "metric", "tokens"], kind="stable").reset_index(drop=True)
+    for message in implausible_units(df, labels):
+        import warnings
+
+        warnings.warn(message, UnitWarning, stacklevel=2)
+    out = df.sort_values(["family", "run", "metric", "tokens"],
+                         kind="stable").reset_index(drop=True)
     out.attrs = dict(data.attrs) if isinstance(data, pd.DataFrame) else {}
     if len(dropped):
         import warnings
 
-        warnings.warn(f"read_runs dropped {len(dropped)} invalid rows: {_rows(dropped.index)}", stacklevel=2)
-        out.attrs["dropped"] = dropped.index.tolist()
+        dropped_labels = labels.take(dropped.index.to_numpy())
+        warnings.warn(f"read_runs dropped {len(dropped)} invalid rows: {_rows(dropped_labels)}",
+                      stacklevel=2)
+        out.attrs["dropped"] = dropped_labels.tolist()
+    return out
+
+
+class UnitWarning(UserWarning):
+    """A runs table's numbers look like they are in another unit than the contract's."""
+
+
+#: Smallest plausible parameter count: smaller values look like millions or billions.
+MIN_PARAMS = 1e4
+#: Smallest plausible tokens per parameter over a whole run: smaller looks like steps.
+MIN_TOKENS_PER_PARAM = 0.05
+#: Largest plausible loss in nats, ln(256,000): a uniform guess over any language model's
+#: vocabulary; larger looks like a perplexity.
+MAX_LOSS_NATS = 12.5
+
+
+def implausible_units(df: pd.DataFrame, labels: pd.Index | None = None) -> list[str]:
+    """Warnings for numbers that look like the wrong unit.
+
+    Parameters in millions or billions (``params`` < :data:`MIN_PARAMS`), a run's length
+    in steps (``total_tokens / params`` < :data:`MIN_TOKENS_PER_PARAM`), a perplexity given
+    as the loss (``value`` > :data:`MAX_LOSS_NATS` on a loss row).  A loss in bits (1.44
+    times the nats) cannot be told apart and is not flagged.  ``labels`` name the rows
+    (default: ``df.index``).
+
+    >>> [message] = implausible_units(pd.DataFrame({
+    ...     "params": [1.4, 7.0], "total_tokens": [2.8e10, 1.4e11], "metric": "loss",
+    ...     "value": 2.0}))
+    >>> message.split(": give")[0]
+    "column 'params': below 10,000 at rows 0, 1"
+    """
+    labels = df.index if labels is None else labels
+    checks = {
+        "params": (df["params"] < MIN_PARAMS, "below 10,000",
+                   "give the number of parameters (1.4e9), not millions or billions"),
+        "total_tokens": (df["total_tokens"] < MIN_TOKENS_PER_PARAM * df["params"],
+                         f"under {MIN_TOKENS_PER_PARAM} tokens per parameter",
+                         "tokens, not steps?"),
+        "value": ((df["metric"] == LOSS) & (df["value"] > MAX_LOSS_NATS),
+                  f"a loss above {MAX_LOSS_NATS} nats",
+                  "a perplexity? (12.5 = ln 256,000, a uniform guess over any vocabulary) "
+                  "give ln(perplexity)"),
+    }
+    out = []
+    for column, (mask, problem, hint) in checks.items():
+        if mask.any():
+            rows = _rows(labels.take(df.index[mask.to_numpy()].to_numpy()))
+            out.append(f"column '{column}': {problem} at {rows}: {hint}")
     return out
 
 
@@ -302,7 +396,7 @@ class Scale:
     D0: float
 
     @classmethod
-    def from_runs(cls, runs: pd.DataFrame) -> "Scale":
+    def from_runs(cls, runs: pd.DataFrame) -> Scale:
         return cls(
             N0=float(np.exp(np.log(runs["params"]).mean())),
             D0=float(np.exp(np.log(runs["tokens"]).mean())),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import arviz as az
@@ -58,16 +58,20 @@ class SamplerConfig:
     low_rank_cutoff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict."""
         return asdict(self)
 
 
-def check_sampler(sampler: str, method: str, mass_matrix: str = "diag", low_rank_cutoff: float | None = None) -> None:
-    """Raise a clear error for an unknown sampler/method/mass matrix or a missing optional dependency."""
+def check_sampler(sampler: str, method: str, mass_matrix: str = "diag",
+                  low_rank_cutoff: float | None = None) -> None:
+    """Raise a clear error for an unknown sampler/method/mass matrix or a sampler not installed."""
     if low_rank_cutoff is not None:
         if mass_matrix != "low_rank":
-            raise ValueError(f"low_rank_cutoff={low_rank_cutoff} needs mass_matrix='low_rank' (got {mass_matrix!r})")
+            raise ValueError(f"low_rank_cutoff={low_rank_cutoff} needs mass_matrix='low_rank' (got "
+                             f"{mass_matrix!r})")
         if not low_rank_cutoff > 1:
-            raise ValueError(f"low_rank_cutoff must be > 1 (an eigenvalue ratio), got {low_rank_cutoff}")
+            raise ValueError("low_rank_cutoff must be > 1 (an eigenvalue ratio), got "
+                             f"{low_rank_cutoff}")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if sampler not in SAMPLERS:
@@ -75,14 +79,15 @@ def check_sampler(sampler: str, method: str, mass_matrix: str = "diag", low_rank
     if mass_matrix not in MASS_MATRICES:
         raise ValueError(f"mass_matrix={mass_matrix!r} is not one of {MASS_MATRICES}")
     if mass_matrix == "low_rank" and method == "nuts" and sampler != "nutpie":
-        raise ValueError(f"mass_matrix='low_rank' needs sampler='nutpie' (got sampler={sampler!r}); "
-                         "use mass_matrix='diag' with the other samplers")
+        raise ValueError("mass_matrix='low_rank' needs sampler='nutpie' (got "
+                         f"sampler={sampler!r}); use mass_matrix='diag' with the other samplers")
     if method != "nuts":
         return
     if sampler == "blackjax":
         raise ValueError(
-            "sampler='blackjax' does not work with PyMC 5.28 and JAX 0.10: pymc's blackjax path fails inside "
-            "blackjax 1.6.2 and 1.7.1 ('cannot select an axis to squeeze out'); use sampler='numpyro' for JAX/GPU"
+            "sampler='blackjax' does not work with PyMC 5.28 and JAX 0.10: pymc's blackjax path "
+            "fails inside blackjax 1.6.2 and 1.7.1 ('cannot select an axis to squeeze out'); use "
+            "sampler='numpyro' for JAX/GPU"
         )
     missing = [pkg for pkg in _NEEDS.get(sampler, ()) if importlib.util.find_spec(pkg) is None]
     if missing:
@@ -100,26 +105,46 @@ UNUSED_BY_METHOD = {
 
 
 def check_settings_used(method: str, **given: Any) -> None:
-    """Refuse NUTS settings passed to a method that would ignore them (``method="map"`` with
-    ``draws=...``), rather than silently dropping them.
+    """Refuse NUTS settings passed to a method that would ignore them, rather than drop them.
+
+    For example ``method="map"`` with ``draws=...``.
 
     >>> check_settings_used("map", draws=None, tune=None)
     >>> check_settings_used("map", draws=500)
     Traceback (most recent call last):
     ...
-    ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out or fit with method='nuts'
+    ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out
+    or fit with method='nuts'
     """
     unused = [name for name in UNUSED_BY_METHOD.get(method, ()) if given.get(name) is not None]
     if unused:
-        raise ValueError(f"method={method!r} does not use {', '.join(unused)} (sampler settings of method='nuts'); "
-                         "leave them out or fit with method='nuts'")
+        raise ValueError(f"method={method!r} does not use {', '.join(unused)} (sampler settings of "
+                         "method='nuts'); leave them out or fit with method='nuts'")
+
+
+def retry_config(config: SamplerConfig) -> SamplerConfig:
+    """The settings of the one automatic retry after failed diagnostics.
+
+    Twice the tuning steps and the target acceptance halfway to 1 (0.9 -> 0.95, 0.95 ->
+    0.975); draws, chains, mass matrix and seed unchanged.
+
+    Longer tuning gives the step size and mass matrix time to adapt to a ridge; a higher
+    target acceptance takes smaller steps through the curved regions that cause divergences.
+
+    >>> retry_config(SamplerConfig(tune=1000, target_accept=0.9)).tune
+    2000
+    >>> retry_config(SamplerConfig(tune=1000, target_accept=0.9)).target_accept
+    0.95
+    """
+    return replace(config, tune=2 * config.tune,
+                   target_accept=round(1 - (1 - config.target_accept) / 2, 6))
 
 
 _NUTPIE_CACHE: dict[str, Any] = {}
 
 
 def nutpie_mass_matrix_kwargs(config: SamplerConfig) -> dict[str, Any]:
-    """nutpie's keyword arguments for ``config.mass_matrix`` and ``config.low_rank_cutoff``."""
+    """Nutpie's keyword arguments for ``config.mass_matrix`` and ``config.low_rank_cutoff``."""
     if config.mass_matrix != "low_rank":
         return {"low_rank_modified_mass_matrix": False}
     options: dict[str, Any] = {"low_rank_modified_mass_matrix": True}
@@ -132,9 +157,12 @@ def _data_values(model: pm.Model) -> dict[str, np.ndarray]:
     return {var.name: var.get_value() for var in model.data_vars}
 
 
-def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool, cache_key: str | None) -> az.InferenceData:
-    """NUTS with nutpie, reusing a compiled model of the same structure (compilation is
-    ~15 s, sampling a small ladder well under 1 s)."""
+def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
+                   cache_key: str | None) -> az.InferenceData:
+    """NUTS with nutpie, reusing a compiled model of the same structure.
+
+    Compilation takes ~15 s, sampling a small ladder well under 1 s.
+    """
     import nutpie
 
     compiled = _NUTPIE_CACHE.get(cache_key) if cache_key else None
@@ -183,7 +211,8 @@ def run_inference(
         elif config.method == "map":
             idata = _map(model, config, progressbar)
         elif config.method == "advi":
-            approx = pm.fit(n=30_000, method="advi", random_seed=config.random_seed, progressbar=progressbar)
+            approx = pm.fit(n=30_000, method="advi", random_seed=config.random_seed,
+                            progressbar=progressbar)
             idata = approx.sample(config.draws, random_seed=config.random_seed)
         else:
             with warnings.catch_warnings():
@@ -202,7 +231,8 @@ def run_inference(
         for group in [g for g in idata.groups() if g.startswith("warmup")]:
             delattr(idata, group)
         if "log_likelihood" not in idata.groups():
-            pm.compute_log_likelihood(idata, model=model, progressbar=False, extend_inferencedata=True)
+            pm.compute_log_likelihood(idata, model=model, progressbar=False,
+                                      extend_inferencedata=True)
     return idata
 
 

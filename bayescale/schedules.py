@@ -74,19 +74,25 @@ class Schedule:
         return np.where(f < self.warmup_fraction, 0.0, 1.0 - self.lr(f))
 
     def to_dict(self) -> dict:
+        """The schedule's fields as a plain dict."""
         return asdict(self)
 
 
 def schedules_of(runs: pd.DataFrame) -> list[Schedule] | None:
-    """Per-row schedules from the runs table's ``schedule``, ``warmup_fraction`` and
-    ``final_lr_fraction`` columns, or None when the table has no ``schedule`` column."""
+    """Per-row schedules of the runs table, or None when it has no ``schedule`` column.
+
+    From the ``schedule``, ``warmup_fraction`` and ``final_lr_fraction`` columns.
+    """
     if "schedule" not in runs:
         return None
-    warm = runs["warmup_fraction"] if "warmup_fraction" in runs else pd.Series(0.01, index=runs.index)
-    final = runs["final_lr_fraction"] if "final_lr_fraction" in runs else pd.Series(0.1, index=runs.index)
+    warm = (runs["warmup_fraction"] if "warmup_fraction" in runs
+            else pd.Series(0.01, index=runs.index))
+    final = (runs["final_lr_fraction"] if "final_lr_fraction" in runs
+             else pd.Series(0.1, index=runs.index))
     cache: dict[tuple, Schedule] = {}
     out = []
-    for kind, w, m in zip(runs["schedule"].astype(str), warm.astype(float), final.astype(float)):
+    for kind, w, m in zip(runs["schedule"].astype(str), warm.astype(float), final.astype(float),
+                          strict=True):
         key = (kind, w, m)
         if key not in cache:
             cache[key] = Schedule(kind, w, m)

@@ -24,8 +24,10 @@ N_REF, D_REF = 1e8, 2e9  # where family differences in the coefficients are set
 
 @dataclass(frozen=True)
 class Task:
-    """A synthetic downstream task: accuracy = chance + (1 - chance) * sigmoid(-slope (x - midpoint)),
-    with ``x`` the loss L (``scale="loss"``) or ``ln(L - E)`` (``scale="log_reducible"``).
+    """A synthetic downstream task: accuracy a sigmoid in the loss above chance.
+
+    accuracy = chance + (1 - chance) * sigmoid(-slope (x - midpoint)), with ``x`` the loss L
+    (``scale="loss"``) or ``ln(L - E)`` (``scale="log_reducible"``).
 
     Observed correct answers are Binomial(n_items, accuracy); with ``phi`` set, the accuracy
     of each row is first drawn from Beta(accuracy phi, (1 - accuracy) phi) (Beta-Binomial
@@ -41,12 +43,16 @@ class Task:
     scale: str = "loss"
 
     def accuracy(self, loss: np.ndarray, E: float | None = None) -> np.ndarray:
-        """Accuracy at ``loss`` (nats); with ``scale="log_reducible"`` the sigmoid is in
-        ``ln(loss - E)`` (slope and midpoint on that scale) and ``E`` is required."""
+        """Accuracy at ``loss`` (nats).
+
+        With ``scale="log_reducible"`` the sigmoid is in ``ln(loss - E)`` (slope and midpoint
+        on that scale) and ``E`` is required.
+        """
         from .downstream import to_link_scale
 
         if self.scale != "loss" and E is None:
-            raise ValueError(f"task {self.name!r} with scale={self.scale!r} needs the irreducible loss E")
+            raise ValueError(f"task {self.name!r} with scale={self.scale!r} needs the irreducible "
+                             "loss E")
         x = to_link_scale(self.scale, np.asarray(loss, dtype=float), E)
         return self.chance + (1 - self.chance) / (1 + np.exp(self.slope * (x - self.midpoint)))
 
@@ -195,14 +201,16 @@ def simulate_ladder(
                     offset = seed_spread * rng.standard_normal()
                     out.run_offsets[run] = offset
                     # drawn only when asked for, so the default keeps every other draw unchanged
-                    ds_offset = downstream_run_spread * rng.standard_normal() if downstream_run_spread else 0.0
+                    ds_offset = (downstream_run_spread * rng.standard_normal()
+                                 if downstream_run_spread else 0.0)
                     if out.tasks:
                         out.downstream_offsets[run] = ds_offset
                     total = m * N
                     tokens = fractions * total
                     eps = _ar1_noise(rng, len(tokens), noise, ar1)
-                    walk = 0.0
-                    if drift:  # drawn only when asked for, so the default keeps every other draw unchanged
+                    walk: float | np.ndarray = 0.0
+                    if drift:
+                        # drawn only when asked for, so the default keeps every other draw unchanged
                         clock = np.maximum(fractions, drift_start)
                         clock = clock if drift_clock == "fraction" else np.log(clock)
                         start = drift_start if drift_clock == "fraction" else np.log(drift_start)
@@ -214,15 +222,19 @@ def simulate_ladder(
                     if schedule is not None:
                         d_eff = tokens * schedule.lr_area(fractions) / schedule.lr_area(1.0)
                         unannealed = schedule.annealing(1.0) - schedule.annealing(fractions)
-                    latent = p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * d_eff ** -p["beta"] + anneal * unannealed
+                    latent = (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * d_eff ** -p["beta"]
+                              + anneal * unannealed)
                     loss = latent * np.exp(offset + eps)
                     base = dict(family=fam, run=run, seed=s, params=N, total_tokens=total)
                     if schedule is not None:
-                        base.update(schedule=schedule.kind, warmup_fraction=schedule.warmup_fraction,
+                        base.update(schedule=schedule.kind,
+                                    warmup_fraction=schedule.warmup_fraction,
                                     final_lr_fraction=schedule.final_lr_fraction)
-                    rows += [dict(base, tokens=t, metric="loss", value=v) for t, v in zip(tokens, loss)]
+                    rows += [dict(base, tokens=t, metric="loss", value=v)
+                             for t, v in zip(tokens, loss, strict=True)]
                     for task in out.tasks:
-                        # the run's drift moves its tasks too (the AR(1) noise is the loss metric's own)
+                        # the run's drift moves its tasks too
+                        # (the AR(1) noise is the loss metric's own)
                         acc = task.accuracy(latent * np.exp(offset + walk + ds_offset), E=p["E"])
                         if task.phi is not None:
                             acc = rng.beta(acc * task.phi, (1 - acc) * task.phi)
@@ -230,7 +242,7 @@ def simulate_ladder(
                         rows += [
                             dict(base, tokens=t, metric=f"acc:{task.name}", value=h / task.n_items,
                                  n_items=task.n_items, chance=task.chance)
-                            for t, h in zip(tokens, hits)
+                            for t, h in zip(tokens, hits, strict=True)
                         ]
     return pd.DataFrame(rows), out
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("bayescale", "pymc", "pytensor", "arviz", "nutpie", "numpyro", "jax", "numpy", "pandas", "xarray")
+PACKAGES = ("bayescale", "pymc", "pytensor", "arviz", "nutpie", "numpyro", "jax", "numpy", "pandas",
+            "xarray")
 
 
 def versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ Run::
 
     python benchmarks/chinchilla_speed.py                 # the full benchmark, ~3-4 min on 2 cores
     python benchmarks/chinchilla_speed.py --skip-pymc     # nutpie and bootstrap only
-    python benchmarks/chinchilla_speed.py --draws 200 --tune 200 --chains 2 --bootstrap 20   # quick check
+    python benchmarks/chinchilla_speed.py --draws 200 --tune 200 --chains 2 --bootstrap 20  # quick
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ TARGET_ESS = 400
 # Initialisations of (a, b, e, alpha, beta) for each least-squares fit: a 2^5 corner grid
 # inside Hoffmann et al.'s grid (a, b in 0..25, e in -1..1, alpha, beta in 0..2).
 GRIDS = {
-    "small": {"a": (5.0, 15.0), "b": (5.0, 15.0), "e": (-0.5, 0.5), "alpha": (0.5, 1.0), "beta": (0.5, 1.0)},
+    "small": {"a": (5.0, 15.0), "b": (5.0, 15.0), "e": (-0.5, 0.5), "alpha": (0.5, 1.0),
+              "beta": (0.5, 1.0)},
     "tiny": {"a": (5.0, 15.0), "b": (5.0, 15.0), "e": (0.5,), "alpha": (0.5,), "beta": (0.5, 1.0)},
 }
 
@@ -83,9 +84,12 @@ def _children_cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def wait_for_quiet(max_wait_s: float, threshold: float = 0.1, window_s: float = 5.0) -> float | None:
-    """Wait until other processes use under ``threshold`` of the machine over ``window_s``
-    (at most ``max_wait_s``); returns the last measured busy share (None without /proc)."""
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.1,
+                   window_s: float = 5.0) -> float | None:
+    """Wait until other processes use under ``threshold`` of the machine over ``window_s``.
+
+    Waits at most ``max_wait_s``; returns the last measured busy share (None without /proc).
+    """
     ncpu = os.cpu_count() or 1
     deadline = time.monotonic() + max_wait_s
     while True:
@@ -109,14 +113,16 @@ def run_stage(name: str, worker_args: list[str]) -> dict:
     """Run one stage in a fresh Python process; return its JSON result plus interference."""
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *worker_args, "--result", str(result_file)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *worker_args, "--result",
+               str(result_file)]
         busy0, child0, load0 = _busy_cpu_seconds(), _children_cpu_seconds(), os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
         busy1, child1 = _busy_cpu_seconds(), _children_cpu_seconds()
         if proc.returncode != 0:
-            raise RuntimeError(f"stage {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"stage {name} failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-4000:]}")
         result = json.loads(result_file.read_text())
     own = child1 - child0
     other = None if busy0 is None else max(0.0, (busy1 - busy0) - own)
@@ -131,7 +137,7 @@ def run_stage(name: str, worker_args: list[str]) -> dict:
     return result
 
 
-# ============================================================================ (a), (b): Bayesian fits
+# ========================================================================== (a), (b): Bayesian fits
 def _posterior_metrics(fit, wall: float) -> dict:
     import arviz as az
 
@@ -158,12 +164,14 @@ def _posterior_metrics(fit, wall: float) -> dict:
         "ess_per_s": min_ess / wall,
         "median": {k: float(post[k].median()) for k in PARAMETERS},
         "hdi90": intervals,
-        "epoch_in_hdi90": {k: intervals[k][0] <= EPOCH_2024[k] <= intervals[k][1] for k in PARAMETERS},
+        "epoch_in_hdi90": {k: intervals[k][0] <= EPOCH_2024[k] <= intervals[k][1]
+                           for k in PARAMETERS},
         "package_verdict": diag.message(),
     }
 
 
 def worker_bayes(sampler: str, draws: int, tune: int, chains: int, repeat: int, seed: int) -> dict:
+    """Stages (a), (b): ``repeat`` fits with ``sampler``; timings and posterior metrics."""
     import warnings
 
     t0 = time.perf_counter()
@@ -198,7 +206,7 @@ def worker_bayes(sampler: str, draws: int, tune: int, chains: int, repeat: int, 
 
 # ============================================================================ (c): bootstrap
 def _huber_lse(p: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta: float):
-    """Huber loss (divided by delta) of LSE(a - alpha ln N, b - beta ln D, e) - ln L, and its gradient."""
+    """Huber loss (over delta) of LSE(a - alpha ln N, b - beta ln D, e) - ln L, and its gradient."""
     a, b, e, alpha, beta = p
     t = np.stack([a - alpha * ln_n, b - beta * ln_d, np.full_like(ln_n, e)])
     top = t.max(axis=0)
@@ -209,13 +217,15 @@ def _huber_lse(p: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarr
     f = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum() / delta
     g = np.where(small, r, delta * np.sign(r)) / delta
     gw = g * ex / total
-    grad = np.array([gw[0].sum(), gw[1].sum(), gw[2].sum(), -(gw[0] * ln_n).sum(), -(gw[1] * ln_d).sum()])
+    grad = np.array([gw[0].sum(), gw[1].sum(), gw[2].sum(), -(gw[0] * ln_n).sum(),
+                     -(gw[1] * ln_d).sum()])
     return f, grad
 
 
 def _grid(name: str) -> list[np.ndarray]:
     g = GRIDS[name]
-    return [np.array(x, dtype=float) for x in itertools.product(g["a"], g["b"], g["e"], g["alpha"], g["beta"])]
+    return [np.array(x, dtype=float)
+            for x in itertools.product(g["a"], g["b"], g["e"], g["alpha"], g["beta"])]
 
 
 def fit_huber(ln_n, ln_d, ln_l, starts, delta: float = 1e-3) -> np.ndarray:
@@ -238,6 +248,7 @@ def _bootstrap_chunk(args) -> np.ndarray:
 
 
 def worker_bootstrap(n_boot: int, grid: str, keep_outliers: bool, workers: int, seed: int) -> dict:
+    """Stage (c): the Huber point fit and its percentile bootstrap; timings, intervals."""
     t0 = time.perf_counter()
     import pandas as pd
 
@@ -280,7 +291,8 @@ def worker_bootstrap(n_boot: int, grid: str, keep_outliers: bool, workers: int, 
         "point": {k: float(point[i]) for i, k in enumerate(PARAMETERS)},
         "median": {k: float(np.median(boot[:, i])) for i, k in enumerate(PARAMETERS)},
         "interval90": intervals,
-        "epoch_in_interval90": {k: intervals[k][0] <= EPOCH_2024[k] <= intervals[k][1] for k in PARAMETERS},
+        "epoch_in_interval90": {k: intervals[k][0] <= EPOCH_2024[k] <= intervals[k][1]
+                                for k in PARAMETERS},
         "failed_fits": int((~np.isfinite(boot).all(axis=1)).sum()),
         "pandas": pd.__version__,
     }
@@ -290,15 +302,18 @@ def worker_bootstrap(n_boot: int, grid: str, keep_outliers: bool, workers: int, 
 def _verdicts(nutpie_cold: dict) -> list[tuple[str, bool, str]]:
     m = nutpie_cold
     checks = [
-        (f"total wall <= {TARGET_WALL_S:.0f} s (cold, incl. compilation)", m["wall_s"] <= TARGET_WALL_S, f"{m['wall_s']:.1f} s"),
+        (f"total wall <= {TARGET_WALL_S:.0f} s (cold, incl. compilation)",
+         m["wall_s"] <= TARGET_WALL_S, f"{m['wall_s']:.1f} s"),
         (f"max R-hat <= {TARGET_RHAT}", m["max_rhat"] <= TARGET_RHAT, f"{m['max_rhat']:.4f}"),
-        (f"min bulk ESS >= {TARGET_ESS}", m["min_ess_bulk"] >= TARGET_ESS, f"{m['min_ess_bulk']:.0f}"),
+        (f"min bulk ESS >= {TARGET_ESS}", m["min_ess_bulk"] >= TARGET_ESS,
+         f"{m['min_ess_bulk']:.0f}"),
         ("no divergences", m["divergences"] == 0, f"{m['divergences']}"),
     ]
     for k in CHECKED:
         lo, hi = m["hdi90"][k]
         checks.append(
-            (f"Epoch's {k} = {EPOCH_2024[k]} in 90% HDI", m["epoch_in_hdi90"][k], f"[{lo:.4g}, {hi:.4g}]")
+            (f"Epoch's {k} = {EPOCH_2024[k]} in 90% HDI", m["epoch_in_hdi90"][k],
+             f"[{lo:.4g}, {hi:.4g}]")
         )
     return checks
 
@@ -307,17 +322,20 @@ def _row(label: str, m: dict, proc: dict) -> str:
     share = proc.get("other_processes_share")
     other = "n/a" if share is None else f"{100 * share:.0f}%"
     return (
-        f"{label:<22} {m['wall_s']:>8.1f} {m['cpu_s']:>7.1f} {m['max_rhat']:>8.4f} {m['min_ess_bulk']:>8.0f} {m['divergences']:>5d} "
-        f"{m['ess_per_s']:>8.1f} {m['hdi90']['alpha'][0]:>7.4f}-{m['hdi90']['alpha'][1]:<7.4f} "
-        f"{m['hdi90']['beta'][0]:>7.4f}-{m['hdi90']['beta'][1]:<7.4f} {m['hdi90']['E'][0]:>6.3f}-{m['hdi90']['E'][1]:<6.3f} "
-        f"{other:>6}"
+        f"{label:<22} {m['wall_s']:>8.1f} {m['cpu_s']:>7.1f} {m['max_rhat']:>8.4f} "
+        f"{m['min_ess_bulk']:>8.0f} {m['divergences']:>5d} {m['ess_per_s']:>8.1f} "
+        f"{m['hdi90']['alpha'][0]:>7.4f}-{m['hdi90']['alpha'][1]:<7.4f} "
+        f"{m['hdi90']['beta'][0]:>7.4f}-{m['hdi90']['beta'][1]:<7.4f} "
+        f"{m['hdi90']['E'][0]:>6.3f}-{m['hdi90']['E'][1]:<6.3f} {other:>6}"
     )
 
 
 def report(results: dict) -> None:
+    """Print the table of the stages and the verdict of each target."""
     cfg = results["config"]
     print(
-        f"\nChinchilla speed benchmark: {results['stages']['nutpie']['n_runs']} runs, {cfg['chains']} chains x "
+        f"\nChinchilla speed benchmark: {results['stages']['nutpie']['n_runs']} runs, "
+        f"{cfg['chains']} chains x "
         f"{cfg['draws']} draws ({cfg['tune']} tuning), {results['machine']['cpu_count']} CPUs"
     )
     header = (
@@ -337,35 +355,41 @@ def report(results: dict) -> None:
     share = b["process"].get("other_processes_share")
     iv = b["interval90"]
     print(
-        f"{'bootstrap ' + str(b['n_bootstrap']) + 'x' + str(b['starts_per_fit']):<22} {b['wall_s']:>8.1f} "
-        f"{b['cpu_s']:>7.1f} "
+        f"{'bootstrap ' + str(b['n_bootstrap']) + 'x' + str(b['starts_per_fit']):<22} "
+        f"{b['wall_s']:>8.1f} {b['cpu_s']:>7.1f} "
         f"{'':>8} {'':>8} {'':>5} {'':>8} {iv['alpha'][0]:>7.4f}-{iv['alpha'][1]:<7.4f} "
         f"{iv['beta'][0]:>7.4f}-{iv['beta'][1]:<7.4f} {iv['E'][0]:>6.3f}-{iv['E'][1]:<6.3f} "
         f"{'n/a' if share is None else f'{100 * share:.0f}%':>6}"
     )
     print(
         f"  (other% = CPU used by other processes during the stage, share of the machine; "
-        f"bootstrap: {b['n_runs']} runs{' (Epoch outliers excluded)' if b['outliers_excluded'] else ''}, "
-        f"{b['workers']} worker(s), point fit E={b['point']['E']:.3f} A={b['point']['A']:.1f} B={b['point']['B']:.1f} "
-        f"alpha={b['point']['alpha']:.4f} beta={b['point']['beta']:.4f})"
+        f"bootstrap: {b['n_runs']} "
+        f"runs{' (Epoch outliers excluded)' if b['outliers_excluded'] else ''}, {b['workers']} "
+        f"worker(s), point fit E={b['point']['E']:.3f} A={b['point']['A']:.1f} "
+        f"B={b['point']['B']:.1f} alpha={b['point']['alpha']:.4f} beta={b['point']['beta']:.4f})"
     )
     for name, stage in results["stages"].items():
         if "import_s" in stage:
-            print(f"  {name}: fresh process wall {stage['process']['wall_s']:.1f} s, of which imports {stage['import_s']:.1f} s")
+            print(f"  {name}: fresh process wall {stage['process']['wall_s']:.1f} s, of which "
+                  f"imports {stage['import_s']:.1f} s")
 
     r = results["ratios"]
     print("\nRatios")
     if r.get("ess_per_s_nutpie_over_pymc_cold") is not None:
-        print(f"  nutpie ESS/s / pymc ESS/s: {r['ess_per_s_nutpie_over_pymc_cold']:.2f} (cold)", end="")
+        print(f"  nutpie ESS/s / pymc ESS/s: {r['ess_per_s_nutpie_over_pymc_cold']:.2f} (cold)",
+              end="")
         if r.get("ess_per_s_nutpie_over_pymc_warm") is not None:
             print(f", {r['ess_per_s_nutpie_over_pymc_warm']:.2f} (warm)", end="")
         print()
         print(
-            f"  nutpie ESS/CPU-s / pymc ESS/CPU-s: {r['ess_per_cpu_s_nutpie_over_pymc_cold']:.2f} (cold)"
-            + (f", {r['ess_per_cpu_s_nutpie_over_pymc_warm']:.2f} (warm)" if "ess_per_cpu_s_nutpie_over_pymc_warm" in r else "")
+            f"  nutpie ESS/CPU-s / pymc ESS/CPU-s: {r['ess_per_cpu_s_nutpie_over_pymc_cold']:.2f} "
+            "(cold)"
+            + (f", {r['ess_per_cpu_s_nutpie_over_pymc_warm']:.2f} (warm)"
+               if "ess_per_cpu_s_nutpie_over_pymc_warm" in r else "")
             + "  (CPU time is less sensitive to other load than wall time)"
         )
-    print(f"  nutpie wall / bootstrap wall: {r['wall_nutpie_cold_over_bootstrap']:.2f} (cold)", end="")
+    print(f"  nutpie wall / bootstrap wall: {r['wall_nutpie_cold_over_bootstrap']:.2f} (cold)",
+          end="")
     if r.get("wall_nutpie_warm_over_bootstrap") is not None:
         print(f", {r['wall_nutpie_warm_over_bootstrap']:.2f} (warm)", end="")
     print()
@@ -384,27 +408,35 @@ def report(results: dict) -> None:
         if (s["process"].get("other_processes_share") or 0) > 0.1
     ]
     if noisy:
-        print(f"  NOTE: other processes used >10% of the machine during: {', '.join(noisy)}; timings are inflated")
+        print(f"  NOTE: other processes used >10% of the machine during: {', '.join(noisy)}; "
+              "timings are inflated")
 
 
 def main(argv=None) -> int:
+    """Run each stage in a fresh process (or, with ``--worker``, one stage); exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=2, help="fits per sampler process: 1 cold + (repeat-1) warm")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
-    parser.add_argument("--grid", choices=sorted(GRIDS), default="small", help="initialisations per least-squares fit")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap")
-    parser.add_argument("--keep-outliers", action="store_true", help="bootstrap all 245 runs (Epoch dropped 5)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="fits per sampler process: 1 cold + (repeat-1) warm")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="bootstrap resamples (default 200)")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="small",
+                        help="initialisations per least-squares fit")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the bootstrap")
+    parser.add_argument("--keep-outliers", action="store_true",
+                        help="bootstrap all 245 runs (Epoch dropped 5)")
     parser.add_argument("--skip-pymc", action="store_true")
     parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="before each stage, wait up to SECONDS for other processes to use <10%% of the machine",
+        help="before each stage, wait up to SECONDS for other processes to use <10%% of the "
+        "machine",
     )
     parser.add_argument("--out", type=Path, default=HERE / "out")
     # internal: one stage in a fresh process
@@ -415,7 +447,8 @@ def main(argv=None) -> int:
     if args.worker:
         kind = args.worker[0]
         if kind == "bootstrap":
-            out = worker_bootstrap(args.bootstrap, args.grid, args.keep_outliers, args.workers, args.seed)
+            out = worker_bootstrap(args.bootstrap, args.grid, args.keep_outliers, args.workers,
+                                   args.seed)
         else:
             out = worker_bayes(kind, args.draws, args.tune, args.chains, args.repeat, args.seed)
         args.result.write_text(json.dumps(out))
@@ -425,12 +458,14 @@ def main(argv=None) -> int:
     from bayescale.datasets import find_data_dir
 
     if find_data_dir("chinchilla_epoch") is None:
-        raise SystemExit("error: Chinchilla data not found: set $BAYESCALE_DATA or put it in ../shared/data/chinchilla_epoch")
+        raise SystemExit("error: Chinchilla data not found: set $BAYESCALE_DATA or put it in "
+                         "../shared/data/chinchilla_epoch")
     common = ["--draws", str(args.draws), "--tune", str(args.tune), "--chains", str(args.chains)]
     common += ["--seed", str(args.seed), "--repeat", str(args.repeat)]
     started = datetime.now(UTC)
     load_before = os.getloadavg()
-    boot_args = ["bootstrap", "--bootstrap", str(args.bootstrap), "--grid", args.grid, "--workers", str(args.workers)]
+    boot_args = ["bootstrap", "--bootstrap", str(args.bootstrap), "--grid", args.grid, "--workers",
+                 str(args.workers)]
     boot_args += ["--seed", str(args.seed)] + (["--keep-outliers"] if args.keep_outliers else [])
     plan = [("nutpie", "(a) nutpie", ["nutpie", *common])]
     if not args.skip_pymc:
@@ -451,10 +486,13 @@ def main(argv=None) -> int:
         pm_fits = stages["pymc"]["fits"]
         ratios["ess_per_s_nutpie_over_pymc_cold"] = nut[0]["ess_per_s"] / pm_fits[0]["ess_per_s"]
         ratios["wall_nutpie_over_pymc_cold"] = nut[0]["wall_s"] / pm_fits[0]["wall_s"]
-        ratios["ess_per_cpu_s_nutpie_over_pymc_cold"] = nut[0]["ess_per_cpu_s"] / pm_fits[0]["ess_per_cpu_s"]
+        ratios["ess_per_cpu_s_nutpie_over_pymc_cold"] = (nut[0]["ess_per_cpu_s"]
+                                                         / pm_fits[0]["ess_per_cpu_s"])
         if len(nut) > 1 and len(pm_fits) > 1:
-            ratios["ess_per_s_nutpie_over_pymc_warm"] = nut[1]["ess_per_s"] / pm_fits[1]["ess_per_s"]
-            ratios["ess_per_cpu_s_nutpie_over_pymc_warm"] = nut[1]["ess_per_cpu_s"] / pm_fits[1]["ess_per_cpu_s"]
+            ratios["ess_per_s_nutpie_over_pymc_warm"] = (nut[1]["ess_per_s"]
+                                                         / pm_fits[1]["ess_per_s"])
+            ratios["ess_per_cpu_s_nutpie_over_pymc_warm"] = (nut[1]["ess_per_cpu_s"]
+                                                             / pm_fits[1]["ess_per_cpu_s"])
     verdicts = _verdicts(nut[0])
     import bayescale.versions
 

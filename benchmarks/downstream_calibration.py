@@ -26,13 +26,16 @@ OUT = Path(__file__).parent / "out"
 def describe(out: dict) -> str:
     """One line per replicate, for logs."""
     marks = "".join("+" if v else "-" for v in out["heldout_covered"])
-    return (f"seed {out['seed']:>3} {out['seconds']:5.1f}s rhat {out['max_rhat']:.3f} ess {out['min_ess_bulk']:5.0f} "
-            f"div {out['divergences']:>3} | tasks {marks} | mean {sum(out['heldout_mean_covered'])}/"
-            f"{len(out['heldout_mean_covered'])} | err:avg {sum(out['err_avg_covered'])}/{len(out['err_avg_covered'])}")
+    return (f"seed {out['seed']:>3} {out['seconds']:5.1f}s rhat {out['max_rhat']:.3f} ess "
+            f"{out['min_ess_bulk']:5.0f} div {out['divergences']:>3} | tasks {marks} | mean "
+            f"{sum(out['heldout_mean_covered'])}/{len(out['heldout_mean_covered'])} | err:avg "
+            f"{sum(out['err_avg_covered'])}/{len(out['err_avg_covered'])}")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run the downstream replicates, print the coverage summary and write a JSON file."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replicates", type=int, default=10)
     p.add_argument("--first", type=int, default=0, help="first simulation seed")
     p.add_argument("--link", choices=("sigmoid", "exp", "gompertz"), default="sigmoid")
@@ -51,8 +54,10 @@ def main() -> None:
     print(", ".join(f"{k} {v:.3f}" for k, v in summary.items()), flush=True)
     print(f"total {time.perf_counter() - start:.0f} s", flush=True)
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"downstream_calibration{'_' + args.tag if args.tag else ''}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"design": asdict(design), "args": vars(args), "summary": summary.to_dict(),
+    tag = "_" + args.tag if args.tag else ""
+    path = OUT / f"downstream_calibration{tag}_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"design": asdict(design), "args": vars(args),
+                                "summary": summary.to_dict(),
                                 "replicates": reps}, indent=1, default=float))
     print(f"wrote {path}")
 

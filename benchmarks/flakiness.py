@@ -49,6 +49,7 @@ def verdicts(junit: Path) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
+    """Run the tier under each offset; 1 if a verdict depends on the seed or is never a pass."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--offsets", type=int, nargs="+", default=[1, 2, 3],
                         help="sampler seed offsets to run the tier under (default 1 2 3)")
@@ -60,12 +61,14 @@ def main(argv=None) -> int:
     table = {}
     for offset in args.offsets:
         junit = args.out / f"junit_offset{offset}.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--seed-offset={offset}",
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               f"--seed-offset={offset}",
                f"--junitxml={junit}", *args.pytest_args]
         print(f"[flakiness] offset {offset}: {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         rc = subprocess.run(cmd, cwd=REPO).returncode
-        print(f"[flakiness] offset {offset}: pytest exit status {rc}, {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"[flakiness] offset {offset}: pytest exit status {rc}, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
         if not junit.is_file():
             print(f"[flakiness] offset {offset}: no JUnit report written", flush=True)
             return 1
@@ -78,8 +81,10 @@ def main(argv=None) -> int:
     differs = ran[ran.nunique(axis=1) > 1]
     always_bad = ran[ran.isin(["failed", "error"]).all(axis=1)]
     print(f"\n[flakiness] {len(ran)} tests run under offsets {args.offsets}; "
-          f"{len(differs)} with a verdict that depends on the seed; {len(always_bad)} failing under every seed")
-    for title, part in (("verdict depends on the seed", differs), ("fails under every seed", always_bad)):
+          f"{len(differs)} with a verdict that depends on the seed; {len(always_bad)} failing "
+          "under every seed")
+    for title, part in (("verdict depends on the seed", differs),
+                        ("fails under every seed", always_bad)):
         if len(part):
             print(f"\n{title}:")
             print(part.to_string())

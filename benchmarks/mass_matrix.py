@@ -28,18 +28,21 @@ sys.path.insert(0, str(HERE.parent / "case_studies"))
 
 
 def parse_args(argv=None):
+    """The command-line options (``--help`` lists them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=("transfer", "full"), default="transfer")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--tune", type=int, default=2000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, default=None, help="data folder (default $BAYESCALE_DATA or ../shared/data)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data folder (default $BAYESCALE_DATA or ../shared/data)")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    """Fit with each mass matrix, print and save the comparison; exit status 0."""
     import pythia_checkpoints as pythia
     from _common import require_data
 
@@ -50,7 +53,8 @@ def main(argv=None) -> int:
     runs = load_pythia(require_data("pythia", args.data), tasks=None)
     rows = runs[runs["size"].isin(pythia.FIT_SIZES)].reset_index(drop=True)
     if args.scenario == "transfer":
-        rows = rows[(rows["family"] == "pile") | rows["size"].isin(pythia.TRANSFER_DEDUPED)].reset_index(drop=True)
+        rows = rows[(rows["family"] == "pile")
+                    | rows["size"].isin(pythia.TRANSFER_DEDUPED)].reset_index(drop=True)
     common = dict(sampler="nutpie", chains=args.chains, random_seed=args.seed, progressbar=False)
     model = bayescale.load_model(pythia.MODEL)
     results = {}
@@ -59,7 +63,8 @@ def main(argv=None) -> int:
         bayescale.fit(rows, model, draws=10, tune=10, **common)  # compile once; both fits reuse it
         for mass in ("diag", "low_rank"):
             start = time.perf_counter()
-            fit = bayescale.fit(rows, model, draws=args.draws, tune=args.tune, mass_matrix=mass, **common)
+            fit = bayescale.fit(rows, model, draws=args.draws, tune=args.tune, mass_matrix=mass,
+                                **common)
             wall = time.perf_counter() - start
             d = fit.diagnostics()
             n = d.n_draws
@@ -67,18 +72,22 @@ def main(argv=None) -> int:
                              "min_ess_tail": d.min_ess_tail, "divergences": d.divergences,
                              "ess_per_draw": d.min_ess_bulk / n, "ess_per_s": d.min_ess_bulk / wall,
                              "converged": bool(d.passed)}
-    print(f"Pythia {args.scenario} scenario, {args.chains} chains x ({args.tune} tune + {args.draws} draws), seed {args.seed}")
-    print(f"{'mass matrix':<12}{'wall s':>9}{'max R-hat':>11}{'bulk ESS':>10}{'tail ESS':>10}{'div':>5}"
-          f"{'ESS/draw':>10}{'ESS/s':>8}  converged")
+    print(f"Pythia {args.scenario} scenario, {args.chains} chains x ({args.tune} tune + "
+          f"{args.draws} draws), seed {args.seed}")
+    print(f"{'mass matrix':<12}{'wall s':>9}{'max R-hat':>11}{'bulk ESS':>10}{'tail ESS':>10}"
+          f"{'div':>5}{'ESS/draw':>10}{'ESS/s':>8}  converged")
     for mass, r in results.items():
         print(f"{mass:<12}{r['wall_s']:>9.1f}{r['max_rhat']:>11.4f}{r['min_ess_bulk']:>10.0f}{r['min_ess_tail']:>10.0f}"
-              f"{r['divergences']:>5d}{r['ess_per_draw']:>10.3f}{r['ess_per_s']:>8.2f}  {r['converged']}")
-    ratio = {k: results["low_rank"][k] / results["diag"][k] for k in ("ess_per_draw", "ess_per_s", "wall_s")}
+              f"{r['divergences']:>5d}{r['ess_per_draw']:>10.3f}{r['ess_per_s']:>8.2f}  "
+              f"{r['converged']}")
+    ratio = {k: results["low_rank"][k] / results["diag"][k]
+             for k in ("ess_per_draw", "ess_per_s", "wall_s")}
     print(f"ratios low_rank / diag: bulk ESS per draw {ratio['ess_per_draw']:.2f}, per second "
           f"{ratio['ess_per_s']:.2f}, wall {ratio['wall_s']:.2f}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"mass_matrix_{args.scenario}.json"
-    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                "results": results,
                                 "ratios": ratio}, indent=2))
     print(f"wrote {path}")
     return 0

@@ -21,18 +21,30 @@ import numpy as np
 import pandas as pd
 
 from bayescale import Model, fit
-from bayescale.parts import AR1Residuals, Checkpoints, Downstream, FamilyPooling, RunEffect, ScheduleTerm
+from bayescale.parts import (
+    AR1Residuals,
+    Checkpoints,
+    Downstream,
+    FamilyPooling,
+    RunEffect,
+    ScheduleTerm,
+)
 from bayescale.schedules import Schedule
 from bayescale.simulate import simulate_ladder
 
 
-def hierarchical_model(residuals: str = "ar1", run_effect: bool = True, family_prior: str = "student_t") -> Model:
-    """The checkpoint model the hierarchical replicates fit: pooled families, every checkpoint,
-    the runs table's cosine schedule, and optionally AR(1) residuals and run offsets."""
+def hierarchical_model(residuals: str = "ar1", run_effect: bool = True,
+                       family_prior: str = "student_t") -> Model:
+    """The checkpoint model the hierarchical replicates fit.
+
+    Pooled families, every checkpoint, the runs table's cosine schedule, and optionally AR(1)
+    residuals and run offsets.
+    """
     parts = [FamilyPooling(prior=family_prior), Checkpoints(), ScheduleTerm(source="table")]
     parts += [AR1Residuals()] if residuals == "ar1" else []
     parts += [RunEffect()] if run_effect else []
-    return Model("chinchilla", parts=parts, name=f"hierarchical ({residuals}, run effect {run_effect})")
+    return Model("chinchilla", parts=parts,
+                 name=f"hierarchical ({residuals}, run effect {run_effect})")
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,8 @@ class LadderDesign:
     @property
     def n_obs(self) -> int:
         """Rows the fit sees."""
-        return self.families * len(self.sizes) * len(self.multipliers) * self.seeds * self.checkpoints
+        return (self.families * len(self.sizes) * len(self.multipliers) * self.seeds
+                * self.checkpoints)
 
 
 def _equal_tailed(draws: np.ndarray, prob: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +111,7 @@ def hierarchical_replicate(
     mass_matrix: str | None = "low_rank",
     low_rank_cutoff: float | None = 3.0,
     prob: float = 0.9,
+    retry: bool = True,
 ) -> dict:
     """Fit one simulated ladder and score intervals and held-out predictive bands.
 
@@ -117,13 +131,16 @@ def hierarchical_replicate(
     """
     schedule = Schedule("cosine", 0.01, 0.1)
     kwargs = {
-        "families": design.families, "seeds": design.seeds, "checkpoints": design.checkpoints, "noise": design.noise,
-        "family_spread": design.family_spread, "seed_spread": design.seed_spread, "ar1": design.ar1, "schedule": schedule,
+        "families": design.families, "seeds": design.seeds, "checkpoints": design.checkpoints,
+        "noise": design.noise,
+        "family_spread": design.family_spread, "seed_spread": design.seed_spread, "ar1": design.ar1,
+        "schedule": schedule,
     }
     # One simulation holds fitted and held-out runs, so both share every family's truth.
     configs = set(design.sizes) | set(design.heldout_sizes)
     multipliers = tuple(sorted(set(design.multipliers) | set(design.heldout_multipliers)))
-    runs, truth = simulate_ladder(seed, sizes=tuple(sorted(configs)), token_multipliers=multipliers, **kwargs)
+    runs, truth = simulate_ladder(seed, sizes=tuple(sorted(configs)), token_multipliers=multipliers,
+                                  **kwargs)
     mult = runs["total_tokens"] / runs["params"]
     fitted = runs["params"].isin(design.sizes) & np.isclose(
         mult.to_numpy()[:, None], np.array(design.multipliers)[None, :]).any(axis=1)
@@ -132,21 +149,24 @@ def hierarchical_replicate(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(runs[fitted], hierarchical_model(residuals, run_effect, family_prior), draws=draws, tune=tune,
-                     chains=chains,
+        result = fit(runs[fitted], hierarchical_model(residuals, run_effect, family_prior),
+                     draws=draws, tune=tune, chains=chains,
                      target_accept=target_accept, mass_matrix=mass_matrix,
                      low_rank_cutoff=low_rank_cutoff if mass_matrix == "low_rank" else None,
-                     random_seed=seed, progressbar=False)
+                     random_seed=seed, progressbar=False, retry=retry)
     seconds = time.perf_counter() - start
     diag = result.diagnostics()
     stats = result.idata.sample_stats
     depth_name = next((k for k in ("depth", "tree_depth") if k in stats), None)
     depth = float(stats[depth_name].mean()) if depth_name else float("nan")
-    law_level = list(result.law.sampled) + [n for n in result._structure_names() if n.endswith(("_pop", "_sd"))]
+    law_level = list(result.law.sampled) + [n for n in result._structure_names()
+                                            if n.endswith(("_pop", "_sd"))]
     law_post = result.idata.posterior[law_level]
     out: dict = {
-        "seed": seed, "residuals": residuals, "family_prior": family_prior, "converged": bool(diag.passed),
-        "max_rhat": diag.max_rhat, "min_ess_bulk": diag.min_ess_bulk, "divergences": diag.divergences,
+        "seed": seed, "residuals": residuals, "family_prior": family_prior,
+        "converged": bool(diag.passed),
+        "max_rhat": diag.max_rhat, "min_ess_bulk": diag.min_ess_bulk,
+        "divergences": diag.divergences,
         "divergent_fraction": diag.divergences / diag.n_draws,
         # population- and family-level parameters alone (issue #3 asks bulk ESS >= 400 of these)
         "law_max_rhat": float(az.rhat(law_post).to_array().max()),
@@ -177,14 +197,17 @@ def hierarchical_replicate(
     values = finals["value"].to_numpy()
     out["heldout_covered"] = [bool(v) for v in (lo <= values) & (values <= hi)]
     out["heldout_width"] = float(((hi - lo) / median).mean())
-    out["heldout_z"] = ((np.log(values) - np.log(pred).mean(axis=0)) / np.log(pred).std(axis=0)).tolist()
+    out["heldout_z"] = ((np.log(values) - np.log(pred).mean(axis=0))
+                        / np.log(pred).std(axis=0)).tolist()
     out["heldout_params"] = finals["params"].tolist()
     # The law itself at the held-out runs (no seed offset, no residual) against its band.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         law = _draw_matrix(result.predict_draws(targets, kind="mean"))
     lo, hi = _equal_tailed(law, prob)
-    law_truth = np.array([truth.loss(n, d, f) for n, d, f in zip(finals["params"], finals["tokens"], finals["family"])])
+    law_truth = np.array([truth.loss(n, d, f)
+                          for n, d, f in zip(finals["params"], finals["tokens"], finals["family"],
+                                             strict=True)])
     out["heldout_law_covered"] = [bool(v) for v in (lo <= law_truth) & (law_truth <= hi)]
     out["heldout_law_width"] = float(((hi - lo) / np.median(law, axis=0)).mean())
     return out
@@ -208,8 +231,10 @@ def summarise(replicates: list[dict]) -> pd.Series:
         "converged": _pooled_rate(replicates, "converged"),
         # issue #3's bar: population and family level R-hat <= 1.01 and bulk ESS >= 400, and
         # divergent draws <= 0.1%
-        "law_level_converged": float(np.mean([r["law_max_rhat"] <= 1.01 and r["law_min_ess_bulk"] >= 400
-                                              and r["divergent_fraction"] <= 0.001 for r in replicates])),
+        "law_level_converged": float(np.mean([r["law_max_rhat"] <= 1.01
+                                              and r["law_min_ess_bulk"] >= 400
+                                              and r["divergent_fraction"] <= 0.001
+                                              for r in replicates])),
         "seconds": float(np.mean([r["seconds"] for r in replicates])),
     }
     out |= {f"{name}_converged": _pooled_rate(converged, key) for name, key in rates.items()}
@@ -222,15 +247,16 @@ def describe(out: dict) -> str:
         return "".join("+" if v else "-" for v in values)
 
     return (
-        f"seed {out['seed']:>3} {out['residuals']:<4} {out['seconds']:6.1f}s depth {out['tree_depth']:.1f} "
-        f"div {out['divergences']:>3} rhat {out['max_rhat']:.3f} ess {out['min_ess_bulk']:5.0f} "
-        f"(law {out['law_max_rhat']:.3f}, {out['law_min_ess_bulk']:4.0f}) "
-        f"| alpha {fmt(out['family_alpha_covered'])} z {np.round(out['family_alpha_z'], 1).tolist()} "
-        f"| beta {fmt(out['family_beta_covered'])} z {np.round(out['family_beta_z'], 1).tolist()} "
-        f"| sd_run {fmt([out['seed_spread_covered']])} {np.round(out['seed_spread_interval'], 4).tolist()} "
-        f"| heldout {fmt(out['heldout_covered'])} w {out['heldout_width']:.3f} "
-        f"z {np.round(out['heldout_z'], 1).tolist()} | law {fmt(out['heldout_law_covered'])} "
-        f"w {out['heldout_law_width']:.3f}"
+        f"seed {out['seed']:>3} {out['residuals']:<4} {out['seconds']:6.1f}s depth "
+        f"{out['tree_depth']:.1f} div {out['divergences']:>3} rhat {out['max_rhat']:.3f} ess "
+        f"{out['min_ess_bulk']:5.0f} (law {out['law_max_rhat']:.3f}, "
+        f"{out['law_min_ess_bulk']:4.0f}) | alpha {fmt(out['family_alpha_covered'])} z "
+        f"{np.round(out['family_alpha_z'], 1).tolist()} | beta {fmt(out['family_beta_covered'])} z "
+        f"{np.round(out['family_beta_z'], 1).tolist()} | sd_run "
+        f"{fmt([out['seed_spread_covered']])} {np.round(out['seed_spread_interval'], 4).tolist()} "
+        f"| heldout {fmt(out['heldout_covered'])} w {out['heldout_width']:.3f} z "
+        f"{np.round(out['heldout_z'], 1).tolist()} | law {fmt(out['heldout_law_covered'])} w "
+        f"{out['heldout_law_width']:.3f}"
     )
 
 
@@ -260,10 +286,12 @@ class DownstreamDesign:
 
 
 def draw_tasks(rng: np.random.Generator, design: DownstreamDesign, losses: np.ndarray) -> list:
-    """``design.n_tasks`` random :class:`~bayescale.simulate.Task` s for a ladder whose fitted
-    final losses are ``losses`` (nats): midpoints spread evenly (with jitter) from the ladder's
-    lowest loss minus 0.3 nats to its 70th percentile, so some tasks are near their ceiling at
-    the held-out sizes and some still leave chance there."""
+    """``design.n_tasks`` random :class:`~bayescale.simulate.Task` s for a ladder.
+
+    The ladder's fitted final losses are ``losses`` (nats): midpoints spread evenly (with
+    jitter) from the ladder's lowest loss minus 0.3 nats to its 70th percentile, so some tasks
+    are near their ceiling at the held-out sizes and some still leave chance there.
+    """
     from bayescale.simulate import Task
 
     lo, hi = float(np.min(losses)) - 0.3, float(np.quantile(losses, 0.7))
@@ -271,8 +299,9 @@ def draw_tasks(rng: np.random.Generator, design: DownstreamDesign, losses: np.nd
     midpoints = lo + (hi - lo) * (np.arange(k) + rng.uniform(0.2, 0.8, k)) / k
     ln_items = rng.uniform(np.log(design.n_items[0]), np.log(design.n_items[1]), k)
     chances = rng.choice([0.0, 0.25, 0.5], size=k, p=[0.2, 0.6, 0.2])
-    return [Task(f"t{i}", n_items=int(round(np.exp(ln_items[i]))), chance=float(chances[i]),
-                 slope=float(rng.uniform(2.0, 6.0)), midpoint=float(midpoints[i])) for i in range(k)]
+    return [Task(f"t{i}", n_items=round(float(np.exp(ln_items[i]))), chance=float(chances[i]),
+                 slope=float(rng.uniform(2.0, 6.0)), midpoint=float(midpoints[i]))
+            for i in range(k)]
 
 
 def downstream_replicate(
@@ -285,9 +314,9 @@ def downstream_replicate(
     chains: int = 2,
     target_accept: float | None = 0.95,
     prob: float = 0.9,
+    retry: bool = True,
 ) -> dict:
-    """Fit one simulated ladder jointly (loss + task accuracies) and score the held-out
-    tasks' predictive bands.
+    """Fit one simulated ladder (loss + task accuracies); score the held-out tasks' bands.
 
     Returns a dict with ``heldout_covered`` (one bool per held-out task accuracy: the
     simulated observation, with its Binomial noise, inside the ``prob`` observation band),
@@ -299,22 +328,28 @@ def downstream_replicate(
     convergence verdict and fit seconds.
     """
     rng = np.random.default_rng(10_000 + seed)
-    pilot, _ = simulate_ladder(seed, sizes=design.sizes, token_multipliers=design.multipliers, noise=0.0)
+    pilot, _ = simulate_ladder(seed, sizes=design.sizes, token_multipliers=design.multipliers,
+                               noise=0.0)
     tasks = draw_tasks(rng, design, pilot["value"].to_numpy())
     sizes = tuple(sorted(set(design.sizes) | set(design.heldout_sizes)))
     multipliers = tuple(sorted(set(design.multipliers) | set(design.heldout_multipliers)))
-    runs, truth = simulate_ladder(seed, sizes=sizes, token_multipliers=multipliers, noise=design.noise, tasks=tasks,
+    runs, truth = simulate_ladder(seed, sizes=sizes, token_multipliers=multipliers,
+                                  noise=design.noise, tasks=tasks,
                                   downstream_run_spread=design.downstream_run_spread)
     mult = (runs["total_tokens"] / runs["params"]).to_numpy()
-    fitted = runs["params"].isin(design.sizes) & np.isclose(mult[:, None], np.array(design.multipliers)).any(axis=1)
+    fitted = (runs["params"].isin(design.sizes)
+              & np.isclose(mult[:, None], np.array(design.multipliers)).any(axis=1))
     heldout = runs["params"].isin(design.heldout_sizes) & np.isclose(
         mult[:, None], np.array(design.heldout_multipliers)).any(axis=1)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(runs[fitted], Model("chinchilla", parts=[Downstream(link=link)], name=f"downstream ({link})"),
+        result = fit(runs[fitted],
+                     Model("chinchilla", parts=[Downstream(link=link)],
+                           name=f"downstream ({link})"),
                      draws=draws, tune=tune, chains=chains,
-                     target_accept=target_accept, random_seed=seed, progressbar=False)
+                     target_accept=target_accept, random_seed=seed,
+                     progressbar=False, retry=retry)
     seconds = time.perf_counter() - start
     diag = result.diagnostics()
     acc = runs[heldout & runs["metric"].str.startswith("acc:")].reset_index(drop=True)
@@ -328,7 +363,8 @@ def downstream_replicate(
         err = _draw_matrix(result.predict_draws(err_targets))
     by_name = {t.name: t for t in tasks}
     true_mean = np.array([by_name[m.removeprefix("acc:")].accuracy(truth.loss(n, d))
-                          for m, n, d in zip(acc["metric"], acc["params"], acc["tokens"])])
+                          for m, n, d in zip(acc["metric"], acc["params"], acc["tokens"],
+                                             strict=True)])
     lo, hi = _equal_tailed(obs, prob)
     lo_m, hi_m = _equal_tailed(mean, prob)
     values = acc["value"].to_numpy()
@@ -349,10 +385,12 @@ def downstream_replicate(
 
 
 def summarise_downstream(replicates: list[dict]) -> pd.Series:
-    """Pooled coverage over replicates, and how band width scales with the number of items:
+    """Pooled coverage over replicates, and how band width scales with the number of items.
+
     ``width_items_slope`` is the least-squares slope of ln(width / sqrt(p (1 - p))) on
     ln(n_items) over every held-out accuracy (about -0.5 where item sampling dominates the
-    band, 0 where it does not matter)."""
+    band, 0 where it does not matter).
+    """
     width = np.concatenate([r["width"] for r in replicates])
     p = np.clip(np.concatenate([r["accuracy"] for r in replicates]), 0.02, 0.98)
     items = np.concatenate([r["n_items"] for r in replicates])
@@ -362,6 +400,7 @@ def summarise_downstream(replicates: list[dict]) -> pd.Series:
         "heldout_mean": _pooled_rate(replicates, "heldout_mean_covered"),
         "err_avg": _pooled_rate(replicates, "err_avg_covered"),
         "cases": sum(len(r["heldout_covered"]) for r in replicates),
-        "width_items_slope": slope, "converged": float(np.mean([r["converged"] for r in replicates])),
+        "width_items_slope": slope,
+        "converged": float(np.mean([r["converged"] for r in replicates])),
         "seconds": float(np.mean([r["seconds"] for r in replicates])),
     })

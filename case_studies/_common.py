@@ -1,6 +1,7 @@
-"""Helpers shared by the case studies: locating the data, the common command-line
-options (``--small``, ``--out``, ``--data``, ``--seed``), posterior tables beside
-published values, and the optional HTML report.
+"""Helpers shared by the case studies.
+
+Locating the data, the common command-line options (``--small``, ``--out``, ``--data``,
+``--seed``), posterior tables beside published values, and the optional HTML report.
 
 The case studies are scripts (``python case_studies/<name>.py``), importable for tests
 with ``case_studies`` on ``sys.path``; each exposes ``main(argv=None)``.
@@ -29,28 +30,32 @@ SMALL = {"draws": 200, "tune": 200, "chains": 2}
 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     """An argument parser with the options every case study takes."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--small",
         action="store_true",
-        help="quick smoke run of every code path: few draws (and, where the case study says, fewer runs or "
-        "tasks); its numbers are not forecasts",
+        help="quick smoke run of every code path: few draws (and, where the case study says, fewer "
+             "runs or tasks); its numbers are not forecasts",
     )
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / default_out,
+                        help=f"output folder (default {default_out})")
     parser.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="data folder (default: $BAYESCALE_DATA, else ../shared/data relative to the repository root)",
+        help="data folder (default: $BAYESCALE_DATA, else ../shared/data relative to the "
+             "repository root)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the sampler (default 0)")
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     parser.add_argument("--progress", action="store_true", help="show the sampler's progress bar")
     return parser
 
 
 def sampler_settings(small: bool) -> dict[str, int]:
-    """draws / tune / chains for a full or a ``--small`` run."""
+    """Draws / tune / chains for a full or a ``--small`` run."""
     return dict(SMALL if small else FULL)
 
 
@@ -98,7 +103,8 @@ def posterior_table(fit, names: list[str], hdi_prob: float = 0.9) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def add_published(table: pd.DataFrame, label: str, values: dict[str, float], hdi_prob: float = 0.9) -> pd.DataFrame:
+def add_published(table: pd.DataFrame, label: str, values: dict[str, float],
+                  hdi_prob: float = 0.9) -> pd.DataFrame:
     """Add columns ``<label>`` (the published value) and ``<label>_in_hdi<pct>`` (bool)."""
     pct = round(100 * hdi_prob)
     out = table.copy()
@@ -149,8 +155,9 @@ def _jsonable(x):
 
 
 def write_report_if_available(fit, path: Path, **options) -> Path | None:
-    """Write the HTML report with :func:`bayescale.report.write_report` when that module
-    exists; print why not otherwise and return None.
+    """Write the HTML report with :func:`bayescale.report.write_report` if that module exists.
+
+    Otherwise print why not and return None.
 
     ``options`` (e.g. ``title``) are passed only if ``write_report`` accepts them.
     Errors raised inside an existing report module propagate.
@@ -160,7 +167,8 @@ def write_report_if_available(fit, path: Path, **options) -> Path | None:
     except ModuleNotFoundError as err:
         if err.name not in ("bayescale.report",):
             raise
-        print("HTML report skipped: bayescale.report is not available in this version of the package")
+        print("HTML report skipped: bayescale.report is not available in this version of the "
+              "package")
         return None
     write_report = getattr(module, "write_report", None)
     if write_report is None:

@@ -70,12 +70,13 @@ N_OUTLIERS = 5  # the runs Besiroglu et al. excluded: the 5 highest losses
 
 
 def parse_args(argv=None):
+    """The common case-study options plus ``--exclude-outliers``."""
     parser = base_parser(__doc__.split("\n\n")[0], "case_studies/out/chinchilla")
     parser.add_argument(
         "--exclude-outliers",
         action="store_true",
-        help=f"drop the {N_OUTLIERS} high-loss runs Epoch excluded (default: keep them; the Student-t likelihood "
-        "down-weights them)",
+        help=f"drop the {N_OUTLIERS} high-loss runs Epoch excluded (default: keep them; the "
+             "Student-t likelihood down-weights them)",
     )
     return parser.parse_args(argv)
 
@@ -90,7 +91,8 @@ def outlier_weights(fit, runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     mu = fit.predict_draws(runs[["params", "tokens"]], kind="mean")
     mu = mu.stack(sample=("chain", "draw")).transpose("sample", "target").to_numpy()
-    z = (np.log(runs["value"].to_numpy())[None, :] - np.log(mu)) / fit.posterior_draws("sigma")[:, None]
+    z = ((np.log(runs["value"].to_numpy())[None, :] - np.log(mu))
+         / fit.posterior_draws("sigma")[:, None])
     nu = fit.posterior_draws("nu")[:, None]
     weight = (nu / (nu + z**2)).mean(axis=0)
     return pd.DataFrame(
@@ -106,6 +108,7 @@ def outlier_weights(fit, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
+    """Fit, print the tables and write the outputs under ``--out``; exit status 0."""
     args = parse_args(argv)
     import bayescale
     from bayescale.allocation import optimal_allocation_draws
@@ -122,14 +125,17 @@ def main(argv=None) -> int:
 
     print(f"Chinchilla replication: {len(runs)} runs from {root / 'chinchilla_epoch'}")
     print(
-        f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws ({settings['tune']} tuning)"
+        f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws ({settings['tune']} "
+        "tuning)"
         + ("  [--small smoke run]" if args.small else "")
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", bayescale.ConvergenceWarning)  # the verdict is printed below
+        # the verdict is printed below
+        warnings.simplefilter("ignore", bayescale.ConvergenceWarning)
         fit = bayescale.fit(
-            runs, "chinchilla", sampler="nutpie", random_seed=args.seed, progressbar=args.progress, **settings
+            runs, "chinchilla", sampler="nutpie", random_seed=args.seed, progressbar=args.progress,
+            **settings
         )
     wall = time.perf_counter() - start
     diag = fit.diagnostics()
@@ -142,14 +148,16 @@ def main(argv=None) -> int:
     weights = outlier_weights(fit, runs)
     kept = sorted(outlier_ids & set(runs["run"]))
     if args.exclude_outliers:
-        handling = f"excluded: Epoch's {N_OUTLIERS} high-loss runs dropped ({len(runs)} runs fitted)"
+        handling = (f"excluded: Epoch's {N_OUTLIERS} high-loss runs dropped ({len(runs)} runs "
+                    "fitted)")
     elif not weights.empty:
         w_out = weights.loc[weights["run"].isin(kept), "weight"]
         w_rest = weights.loc[~weights["run"].isin(kept), "weight"]
         handling = (
-            f"kept ({len(runs)} runs): Student-t likelihood (nu median {np.median(fit.posterior_draws('nu')):.2f}) "
-            f"gives Epoch's {len(kept)} outliers mean weight {w_out.mean():.3f} vs median {w_rest.median():.2f} "
-            "for the other runs; --exclude-outliers drops them"
+            f"kept ({len(runs)} runs): Student-t likelihood (nu median "
+            f"{np.median(fit.posterior_draws('nu')):.2f}) gives Epoch's {len(kept)} outliers mean "
+            f"weight {w_out.mean():.3f} vs median {w_rest.median():.2f} for the other runs; "
+            "--exclude-outliers drops them"
         )
     else:
         handling = f"kept ({len(runs)} runs), no robust likelihood; --exclude-outliers drops them"
@@ -165,15 +173,16 @@ def main(argv=None) -> int:
     if not args.exclude_outliers and not weights.empty and kept:
         print_table(
             weights[weights["run"].isin(kept)].sort_values("loss", ascending=False),
-            "Epoch's excluded runs in this fit (residual in units of sigma, posterior median; weight 1 = a run on the law)",
+            "Epoch's excluded runs in this fit (residual in units of sigma, posterior median; "
+            "weight 1 = a run on the law)",
         )
 
     # ---------------------------------------------------------------- diagnostics
     print(f"\nDiagnostics: {diag.message()}")
     print(
-        f"  max R-hat {diag.max_rhat:.4f}, min bulk ESS {diag.min_ess_bulk:.0f}, min tail ESS {diag.min_ess_tail:.0f}, "
-        f"{diag.divergences} divergences in {diag.n_draws} draws; fit took {wall:.1f} s "
-        "(including compilation)"
+        f"  max R-hat {diag.max_rhat:.4f}, min bulk ESS {diag.min_ess_bulk:.0f}, min tail ESS "
+        f"{diag.min_ess_tail:.0f}, {diag.divergences} divergences in {diag.n_draws} draws; fit "
+        f"took {wall:.1f} s (including compilation)"
     )
 
     # ---------------------------------------------------------------- compute-optimal allocation
@@ -185,18 +194,20 @@ def main(argv=None) -> int:
             *(np.array([values[k]]) for k in PARAMETERS), compute=np.array([CHINCHILLA_FLOP])
         )
         alloc[label] = alloc["quantity"].map({q: float(v[0, 0]) for q, v in point.items()})
-    alloc["chinchilla_trained"] = alloc["quantity"].map({"params": CHINCHILLA_PARAMS, "tokens": CHINCHILLA_TOKENS})
+    alloc["chinchilla_trained"] = alloc["quantity"].map({"params": CHINCHILLA_PARAMS,
+                                                         "tokens": CHINCHILLA_TOKENS})
     print_table(
         alloc,
-        f"Compute-optimal allocation at C = {CHINCHILLA_FLOP:.3g} FLOP (posterior mean, median, {HDI_PROB:.0%} band; "
-        "published fits' point values; Chinchilla as trained)",
+        f"Compute-optimal allocation at C = {CHINCHILLA_FLOP:.3g} FLOP (posterior mean, median, "
+        f"{HDI_PROB:.0%} band; published fits' point values; Chinchilla as trained)",
     )
     n_row = alloc.set_index("quantity").loc["params"]
     d_row = alloc.set_index("quantity").loc["tokens"]
     print(
-        f"  N* = {fmt(n_row['median'] / 1e9, 3)}B params [{fmt(n_row['lower'] / 1e9, 3)}, {fmt(n_row['upper'] / 1e9, 3)}], "
-        f"D* = {fmt(d_row['median'] / 1e12, 3)}T tokens [{fmt(d_row['lower'] / 1e12, 3)}, {fmt(d_row['upper'] / 1e12, 3)}]"
-        f"; Chinchilla was trained with 70B and 1.4T"
+        f"  N* = {fmt(n_row['median'] / 1e9, 3)}B params [{fmt(n_row['lower'] / 1e9, 3)}, "
+        f"{fmt(n_row['upper'] / 1e9, 3)}], D* = {fmt(d_row['median'] / 1e12, 3)}T tokens "
+        f"[{fmt(d_row['lower'] / 1e12, 3)}, {fmt(d_row['upper'] / 1e12, 3)}]; Chinchilla was "
+        "trained with 70B and 1.4T"
     )
 
     # ---------------------------------------------------------------- outputs
@@ -234,8 +245,10 @@ def main(argv=None) -> int:
             "diagnostics": diag.to_dict(),
             "verdict": diag.message(),
             "hdi_prob": HDI_PROB,
-            "epoch_in_hdi": dict(zip(table["parameter"], table["epoch_2024_in_hdi90"].astype(bool))),
-            "hoffmann_in_hdi": dict(zip(table["parameter"], table["hoffmann_2022_in_hdi90"].astype(bool))),
+            "epoch_in_hdi": dict(zip(table["parameter"], table["epoch_2024_in_hdi90"].astype(bool),
+                                     strict=True)),
+            "hoffmann_in_hdi": dict(zip(table["parameter"],
+                                        table["hoffmann_2022_in_hdi90"].astype(bool), strict=True)),
             "files": {k: str(v) for k, v in files.items()},
         },
     )

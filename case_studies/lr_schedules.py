@@ -50,24 +50,33 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, print_table, require_data, write_json, write_report_if_available  # noqa: E402
+from _common import (
+    base_parser,
+    print_table,
+    require_data,
+    write_json,
+    write_report_if_available,
+)
 
 MODEL = "multi_power"
 HDI_PROB = 0.9
 FULL_SAMPLER = {"draws": 1000, "tune": 1000, "chains": 2}
-SMALL_SAMPLER = {"draws": 60, "tune": 60, "chains": 2}
+SMALL_SAMPLER = {"draws": 60, "tune": 60, "chains": 2, "retry": False}  # a smoke run: no retry
 SMALL_SIZES = (25, 100)
 COVERAGE_RANGE = (0.80, 0.95)
 TARGET_COLUMNS = ["params", "tokens", "total_tokens", "family", "run", "lr", "warmup_tokens"]
 
 
 def parse_args(argv=None):
+    """The common case-study options."""
     return base_parser(__doc__.split("\n\n")[0], "case_studies/out/lr_schedules").parse_args(argv)
 
 
 def curve_table(test: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
-    """Per predicted curve: rows, mean relative error, 90% coverage, mean band width, and the
-    published error of its size."""
+    """Per predicted curve: rows, mean relative error, 90% coverage, mean band width.
+
+    Also the published error of its size, and (second) the rows with their predictions.
+    """
     from bayescale.datasets import LUO_PUBLISHED_MRE
 
     rows = test.assign(median=preds["median"].to_numpy(), lower=preds["lower"].to_numpy(),
@@ -85,8 +94,11 @@ def curve_table(test: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def chain_spread(test: pd.DataFrame, per_chain) -> list[float]:
-    """Per curve (in ``curve_table``'s order): the range over chains of the mean relative
-    error of each chain's own median of the mean curve; ``per_chain`` is (chain, row)."""
+    """Per curve (in ``curve_table``'s order): the range over chains of the mean relative error.
+
+    The error is that of each chain's own median of the mean curve; ``per_chain`` is (chain,
+    row).
+    """
     value = test["value"].to_numpy()
     spreads = []
     for _, idx in test.groupby(["size", "lr_schedule"], sort=False).indices.items():
@@ -96,6 +108,7 @@ def chain_spread(test: pd.DataFrame, per_chain) -> list[float]:
 
 
 def main(argv=None) -> int:
+    """Fit the training schedules, predict the others and write the outputs; status 0."""
     args = parse_args(argv)
     t0 = time.perf_counter()
     import bayescale
@@ -108,38 +121,43 @@ def main(argv=None) -> int:
     settings = dict(SMALL_SAMPLER if args.small else FULL_SAMPLER)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"lr_schedules: fit {train['run'].nunique()} curves ({len(train)} rows), predict {test['run'].nunique()} "
-          f"curves ({len(test)} rows); model {MODEL!r}; nutpie {settings['chains']} chains x {settings['draws']} "
-          f"draws ({settings['tune']} tuning)" + ("  [--small smoke run]" if args.small else ""))
+    print(f"lr_schedules: fit {train['run'].nunique()} curves ({len(train)} rows), predict "
+          f"{test['run'].nunique()} curves ({len(test)} rows); model {MODEL!r}; nutpie "
+          f"{settings['chains']} chains x {settings['draws']} draws ({settings['tune']} tuning)"
+          + ("  [--small smoke run]" if args.small else ""))
 
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)  # the verdict is printed
-        fit = bayescale.fit(train, MODEL, sampler="nutpie", random_seed=args.seed, progressbar=args.progress,
-                            **settings)
+        fit = bayescale.fit(train, MODEL, sampler="nutpie", random_seed=args.seed,
+                            progressbar=args.progress, **settings)
         fit_seconds = time.perf_counter() - start
         preds = fit.predict(test[TARGET_COLUMNS], hdi_prob=HDI_PROB)
-        per_chain = fit.predict_draws(test[TARGET_COLUMNS], kind="mean").median("draw").to_numpy()  # (chain, row)
+        # (chain, row)
+        per_chain = fit.predict_draws(test[TARGET_COLUMNS], kind="mean").median("draw").to_numpy()
     diag = fit.diagnostics()
     print(fit.model)
     print(f"fit: {fit_seconds:.0f} s; {diag.message()}")
 
     table, rows = curve_table(test, preds)
     table["mre_chain_spread"] = chain_spread(test, per_chain)
-    print_table(table[["size", "lr_schedule", "rows", "mre", "published_mre", "mre_ok", "coverage", "band_width",
+    print_table(table[["size", "lr_schedule", "rows", "mre", "published_mre", "mre_ok", "coverage",
+                       "band_width",
                        "final_truth", "final_median", "mre_chain_spread"]],
-                "Predicted curves: mean relative error of the median (mre) against Luo et al.'s published error "
-                f"for the size, the share of rows inside the {HDI_PROB:.0%} observation band, and how far the "
-                "chains' own medians' mre lie apart (mre_chain_spread: small when what the chains disagree on "
-                "does not move the forecast)")
-    by_size = rows.groupby("size", sort=False).agg(mre=("rel_error", "mean"), coverage=("covered", "mean"))
+                "Predicted curves: mean relative error of the median (mre) against Luo et al.'s "
+                f"published error for the size, the share of rows inside the {HDI_PROB:.0%} "
+                "observation band, and how far the chains' own medians' mre lie apart "
+                "(mre_chain_spread: small when what the chains disagree on does not move the "
+                "forecast)")
+    by_size = rows.groupby("size", sort=False).agg(mre=("rel_error", "mean"),
+                                                   coverage=("covered", "mean"))
     print(by_size.to_string())
     coverage = float(rows["covered"].mean())
     checks = {
         "every curve's mre <= the published error of its size": (table["mre"].round(6).tolist(),
                                                                  bool(table["mre_ok"].all())),
-        f"share of rows inside the 90% bands in {COVERAGE_RANGE}": (coverage,
-                                                                    COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]),
+        f"share of rows inside the 90% bands in {COVERAGE_RANGE}": (
+            coverage, COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]),
         "fit converged (package diagnostics)": (diag.message(), bool(diag.passed)),
     }
     for name, (value, ok) in checks.items():
@@ -151,7 +169,8 @@ def main(argv=None) -> int:
     rows.to_csv(files["rows"], index=False)
     if not args.no_report:
         report = write_report_if_available(fit, out / "lr_schedules_report.html",
-                                           title="Loss curves under unseen learning-rate schedules (Luo et al. 2025)")
+                                           title="Loss curves under unseen learning-rate schedules "
+                                                 "(Luo et al. 2025)")
         if report is not None:
             files["report"] = report
     write_json(files["summary"], {
@@ -160,7 +179,8 @@ def main(argv=None) -> int:
         "fit_seconds": fit_seconds, "wall_seconds": time.perf_counter() - t0,
         "diagnostics": diag.message(), "coverage": coverage,
         "curves": table.to_dict(orient="records"),
-        "acceptance": {name: {"value": value, "passed": ok} for name, (value, ok) in checks.items()},
+        "acceptance": {name: {"value": value, "passed": ok}
+                       for name, (value, ok) in checks.items()},
         "files": {k: str(v) for k, v in files.items()},
     })
     print(f"Wrote {', '.join(str(p) for p in files.values())} ({time.perf_counter() - t0:.0f} s)")

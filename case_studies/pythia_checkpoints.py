@@ -6,12 +6,12 @@ deduplicated Pile (``deduped``).  Fitted: the 10 runs of 70M to 1.4B parameters,
 checkpoint from ``min_fraction`` (2%) of the run on (steps 3,000, 13,000 ... 143,000, 15 per
 run), with the shipped ``kaplan`` law ``L = E + ((A N^-alpha)^(1/q) + (B D^-beta)^(1/q))^q``
 (Chinchilla's two terms under a soft maximum, so small models saturate in data) and the
-``pythia_lambada`` preset (``models/pythia_lambada.toml``, loaded by name): family-level law parameters partially pooled toward a
-population (``q`` shared), a per-run offset, the cosine learning-rate schedule (the runs
-table's ``schedule`` columns) with the decay still ahead of a checkpoint counted as a
-shortfall of effective tokens (``ScheduleTerm(anneal="tokens")``), a random-walk drift of each
-run away from the law in the fraction of the run (``Drift(clock="fraction")``),
-Ornstein-Uhlenbeck (AR(1) in ln tokens)
+``pythia_lambada`` preset (``models/pythia_lambada.toml``, loaded by name): family-level law
+parameters partially pooled toward a population (``q`` shared), a per-run offset, the cosine
+learning-rate schedule (the runs table's ``schedule`` columns) with the decay still ahead of a
+checkpoint counted as a shortfall of effective tokens (``ScheduleTerm(anneal="tokens")``), a
+random-walk drift of each run away from the law in the fraction of the run
+(``Drift(clock="fraction")``), Ornstein-Uhlenbeck (AR(1) in ln tokens)
 residuals around it, and a residual and drift scale that shrink with model size
 (``Noise(by_size=True)``, ``(N/N0)^-kappa``) under a Student-t likelihood.
 
@@ -32,8 +32,8 @@ nutpie's low-rank-corrected mass matrix, see ``MASS_MATRIX``):
 5. with ``--sensitivity``, prior sensitivity: scenarios 1 and 3 refitted with the other
    prior of ``E`` (below; never in the ``--small`` smoke run);
 6. with ``--downstream``: the loss of scenario 1 fitted jointly with the zero-shot accuracy
-   of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande (the ``pythia_downstream`` preset: sigmoid links in
-   ln(L - E), Beta-Binomial on each task's items, every task of a checkpoint seeing its
+   of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande (the ``pythia_downstream`` preset: sigmoid links
+   in ln(L - E), Beta-Binomial on each task's items, every task of a checkpoint seeing its
    run's walk); predict the five tasks' average accuracy (``acc:avg``, draw by draw) and
    each task at the 2.8B final step.  Accuracy rows from step 103,000 on (see
    ``DOWNSTREAM_MIN_STEP``); the LAMBADA loss is the latent loss of every task.
@@ -43,8 +43,8 @@ Choices (applied to every scenario) and how they were made:
 * ``param_count="total"`` (the loader's default, the parameter count Pythia names its
   models by); ``--param-count non_embedding`` gives Kaplan et al.'s convention.  Checked
   on a 1.4B hold-out only (fit 70M-1B, predict 1.4B): non-embedding counts did not help.
-* ``checkpoints.min_fraction = 0.02``: the warmup is 1% of the run (1,430 steps); step 1,000 lies inside
-  it, and step 3,000 (2.1%) is the only checkpoint between the warmup and step 13,000.
+* ``checkpoints.min_fraction = 0.02``: the warmup is 1% of the run (1,430 steps); step 1,000 lies
+  inside it, and step 3,000 (2.1%) is the only checkpoint between the warmup and step 13,000.
 * The prior of the irreducible loss ``E``.  The shipped prior (median 1.65 nats, from
   per-token validation losses of Chinchilla-type ladders) does not describe LAMBADA's
   last-word loss: GPT-3 175B reaches a zero-shot LAMBADA perplexity of 3.00 (Brown et
@@ -110,9 +110,9 @@ Data quirks (README of the data; nothing is edited or dropped):
   truncated scenario (every run seen to step 33,000, before the rises) the 70M and 160M
   runs' medians stay 9-15% below their final losses; the walk in the fraction of the run
   widens their bands to 22-25% (3 of the 4 covered, 70M-deduped not) -- the script marks
-  them ``caution`` and counts them in the coverage.  ``RunEffect(slope=True)`` (a slope per run) was tried and left
-  out: fitted to the truncated runs it finds no slope spread (sigma_slope ~0.004) and on
-  the full runs it moved the 2.8B medians up by about 1%.  The script prints the law's
+  them ``caution`` and counts them in the coverage.  ``RunEffect(slope=True)`` (a slope per run) was
+  tried and left out: fitted to the truncated runs it finds no slope spread (sigma_slope ~0.004) and
+  on the full runs it moved the 2.8B medians up by about 1%.  The script prints the law's
   residual at each run's final checkpoint so the misfit is visible.
 
 Outputs (``--out``, default ``case_studies/out/pythia``): ``pythia_predictions.csv``
@@ -125,9 +125,9 @@ of scenario 1 per run and checkpoint), ``pythia_fit.nc`` (scenario 1; reload wit
 Run::
 
     python case_studies/pythia_checkpoints.py            # full run, ~9 min on 2 cores
-    python case_studies/pythia_checkpoints.py --sensitivity   # plus the E-prior refits (~3 min more)
-    python case_studies/pythia_checkpoints.py --downstream    # plus the 2.8B average accuracy (~5 min more)
-    python case_studies/pythia_checkpoints.py --small    # smoke run (70M-410M, 2 chains x 100 draws)
+    python case_studies/pythia_checkpoints.py --sensitivity   # plus the E-prior refits (+3 min)
+    python case_studies/pythia_checkpoints.py --downstream    # plus the 2.8B accuracy (+5 min)
+    python case_studies/pythia_checkpoints.py --small    # smoke: 70M-410M, 2 chains x 100 draws
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ TRANSFER_DEDUPED = ("70m", "160m", "410m")
 #: not forecasts (the fits do not converge); the test tier checks what it writes.
 SMALL_FIT_SIZES = ("70m", "160m", "410m")
 SMALL_TRANSFER_DEDUPED = ("70m", "160m")
-SMALL_SAMPLER = {"draws": 100, "tune": 100, "chains": 2}
+SMALL_SAMPLER = {"draws": 100, "tune": 100, "chains": 2, "retry": False}  # a smoke run: no retry
 FAMILIES = ("pile", "deduped")
 #: Where a run's fitted checkpoints start (the preset's ``checkpoints.min_fraction``); used here
 #: only to describe the data's late rises from the same point on.
@@ -224,7 +224,8 @@ DOWNSTREAM_MIN_STEP = 103_000
 DOWNSTREAM_DRAWS, DOWNSTREAM_TUNE = 500, 700
 #: Prior sensitivity: scenarios 1 and 3 refitted with the other prior of E.
 SENSITIVITY = ("sensitivity: E prior (full)", "sensitivity: E prior (truncated)")
-SCENARIOS = ("full", "transfer", "truncated") + tuple(name for name, _, _ in ABLATIONS) + SENSITIVITY + ("downstream",)
+SCENARIOS = ("full", "transfer", "truncated", *(name for name, _, _ in ABLATIONS), *SENSITIVITY,
+             "downstream")
 
 #: Acceptance targets of the project.
 ACCEPT = {
@@ -241,6 +242,7 @@ ACCEPT = {
 
 
 def parse_args(argv=None):
+    """The common case-study options plus the Pythia scenarios' options."""
     parser = base_parser(__doc__.split("\n\n")[0], "case_studies/out/pythia")
     parser.add_argument(
         "--param-count",
@@ -251,19 +253,20 @@ def parse_args(argv=None):
     parser.add_argument(
         "--spec-priors",
         action="store_true",
-        help="use the law's default prior of E (median 1.65 nats) instead of the preset's LAMBADA prior",
+        help="use the law's default prior of E (median 1.65 nats) instead of the preset's LAMBADA "
+             "prior",
     )
     parser.add_argument(
         "--downstream",
         action="store_true",
-        help="also fit the loss jointly with the accuracy of LAMBADA, ARC-Easy, PIQA, SciQ and WinoGrande and "
-             "predict their 2.8B average (one more fit, about 5 minutes)",
+        help="also fit the loss jointly with the accuracy of LAMBADA, ARC-Easy, PIQA, SciQ and "
+             "WinoGrande and predict their 2.8B average (one more fit, about 5 minutes)",
     )
     parser.add_argument(
         "--sensitivity",
         action="store_true",
-        help="also refit scenarios 1 and 3 with the other prior of E (two more fits, about 3 minutes; "
-             "never with --small)",
+        help="also refit scenarios 1 and 3 with the other prior of E (two more fits, about 3 "
+             "minutes; never with --small)",
     )
     return parser.parse_args(argv)
 
@@ -272,7 +275,8 @@ def parse_args(argv=None):
 def final_truth(runs: pd.DataFrame) -> pd.DataFrame:
     """Final-step loss of every run: run, family, size, params, truth."""
     last = runs[runs["step"] == FINAL_STEP]
-    return last[["run", "family", "size", "params", "value"]].rename(columns={"value": "truth"}).reset_index(drop=True)
+    return last[["run", "family", "size", "params",
+                 "value"]].rename(columns={"value": "truth"}).reset_index(drop=True)
 
 
 def quirk_report(runs: pd.DataFrame) -> dict:
@@ -280,7 +284,7 @@ def quirk_report(runs: pd.DataFrame) -> dict:
     piv = runs.pivot_table(index="step", columns="run", values="value")
     early = piv.loc[piv.index <= 43_000]
     pairs = {}
-    for size in FIT_SIZES + (TARGET_SIZE,):
+    for size in (*FIT_SIZES, TARGET_SIZE):
         pile = [r for r in piv.columns if r.startswith(f"pythia-{size}") and "deduped" not in r]
         ded = f"pythia-{size}-deduped"
         if pile and ded in piv:
@@ -291,7 +295,8 @@ def quirk_report(runs: pd.DataFrame) -> dict:
         curve = curve[curve.index >= MIN_FRACTION * FINAL_STEP]
         low_step = int(curve.idxmin())
         late.append({"run": run, "min_loss": float(curve.min()), "min_step": low_step,
-                     "final_loss": float(curve.iloc[-1]), "rise_after_min": float(curve.iloc[-1] - curve.min())})
+                     "final_loss": float(curve.iloc[-1]),
+                     "rise_after_min": float(curve.iloc[-1] - curve.min())})
     return {"max_abs_diff_pile_vs_deduped_steps_1000_43000": pairs, "late_rise": pd.DataFrame(late)}
 
 
@@ -304,11 +309,15 @@ def scenario_model(name: str = MODEL, default_e_prior: bool = False, drop: tuple
 
     model = load_model(name)
     if default_e_prior:
-        model = replace(model, prior_overrides={k: v for k, v in model.prior_overrides.items() if k != "E"})
+        model = replace(model,
+                        prior_overrides={k: v for k, v in model.prior_overrides.items()
+                                         if k != "E"})
     return model.with_parts(drop=drop) if drop else model
 
 
-def run_fit(rows: pd.DataFrame, model, settings: dict, seed: int, progress: bool, mass_matrix: str = "diag"):
+def run_fit(rows: pd.DataFrame, model, settings: dict, seed: int, progress: bool,
+            mass_matrix: str = "diag"):
+    """The fit with nutpie (without convergence warnings) and its seconds."""
     import bayescale
 
     start = time.perf_counter()
@@ -320,6 +329,7 @@ def run_fit(rows: pd.DataFrame, model, settings: dict, seed: int, progress: bool
 
 
 def predict(fit, targets: pd.DataFrame, kind: str = "observation") -> pd.DataFrame:
+    """``fit.predict`` at the 90% level, without convergence warnings."""
     import bayescale
 
     with warnings.catch_warnings():
@@ -329,6 +339,7 @@ def predict(fit, targets: pd.DataFrame, kind: str = "observation") -> pd.DataFra
 
 def prediction_rows(scenario: str, fit, targets: pd.DataFrame, labels: list[str], truth: np.ndarray,
                     caution: list[str]) -> pd.DataFrame:
+    """One row per target: truth, observation band, relative error and law band."""
     obs = predict(fit, targets, "observation")
     law = predict(fit, targets, "mean")
     out = pd.DataFrame(
@@ -352,6 +363,7 @@ def prediction_rows(scenario: str, fit, targets: pd.DataFrame, labels: list[str]
 
 
 def diagnostics_row(name: str, fit, seconds: float) -> dict:
+    """One row of the diagnostics table: rows, convergence, mass matrix, seconds."""
     d = fit.diagnostics()
     return {
         "scenario": name,
@@ -379,24 +391,30 @@ def law_residuals(fit) -> pd.DataFrame:
     out["residual"] = np.log(out["value"]) - np.log(mean)
     if fit.model.part("run_effect") is not None:
         offsets = dict(zip(fit.run_names, np.median(
-            fit.posterior_draws("sigma_run")[:, None] * fit.posterior_draws("z_run"), axis=0)))
+            fit.posterior_draws("sigma_run")[:, None] * fit.posterior_draws("z_run"), axis=0),
+                           strict=True))
         out["run_offset"] = out["run"].map(offsets)
     return out
 
 
 def downstream_fit(root, args, settings: dict, fit_rows: pd.DataFrame):
-    """Scenario 6: the ``pythia_downstream`` preset (sigmoid links in ln(L - E)), fitted to
-    the loss rows of scenario 1 and the five tasks' accuracies from ``DOWNSTREAM_MIN_STEP``.
-    Returns the fit, its seconds and the accuracy rows of every size (for the truth)."""
+    """Scenario 6: the ``pythia_downstream`` preset (sigmoid links in ln(L - E)).
+
+    Fitted to the loss rows of scenario 1 and the five tasks' accuracies from
+    ``DOWNSTREAM_MIN_STEP``.  Returns the fit, its seconds and the accuracy rows of every size
+    (for the truth).
+    """
     from bayescale.datasets import load_pythia
 
     acc = load_pythia(root, param_count=args.param_count, tasks=list(DOWNSTREAM_TASKS))
     acc = acc[acc["metric"].str.startswith("acc:")].reset_index(drop=True)
     fitted = acc[acc["size"].isin(fit_rows["size"].unique()) & (acc["step"] >= DOWNSTREAM_MIN_STEP)]
     rows = pd.concat([fit_rows, fitted], ignore_index=True)
-    ds_settings = settings if args.small else {**settings, "draws": DOWNSTREAM_DRAWS, "tune": DOWNSTREAM_TUNE}
+    ds_settings = (settings if args.small
+                   else {**settings, "draws": DOWNSTREAM_DRAWS, "tune": DOWNSTREAM_TUNE})
     model = scenario_model(DOWNSTREAM_MODEL, args.spec_priors)
-    fit, sec = run_fit(rows, model, ds_settings, args.seed, args.progress, mass_matrix=MASS_MATRIX["downstream"])
+    fit, sec = run_fit(rows, model, ds_settings, args.seed, args.progress,
+                       mass_matrix=MASS_MATRIX["downstream"])
     return fit, sec, acc
 
 
@@ -410,15 +428,18 @@ def downstream_rows(fit, acc: pd.DataFrame, targets_28: pd.DataFrame, labels_28:
         truth = []
         for fam in targets_28["family"]:
             own = final[final["family"] == fam]
-            truth.append(own["value"].mean() if metric == "acc:avg" else own.loc[own["metric"] == metric, "value"].iloc[0])
+            truth.append(own["value"].mean() if metric == "acc:avg"
+                         else own.loc[own["metric"] == metric, "value"].iloc[0])
         part = prediction_rows("downstream", fit, targets_28.assign(metric=metric),
-                               [f"{label} {metric}" for label in labels_28], np.asarray(truth, dtype=float), caution_28)
+                               [f"{label} {metric}" for label in labels_28],
+                               np.asarray(truth, dtype=float), caution_28)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    """Run the scenarios, print the tables and write the outputs; exit status 0."""
     args = parse_args(argv)
     t0 = time.perf_counter()
     from bayescale.datasets import load_pythia
@@ -437,7 +458,8 @@ def main(argv=None) -> int:
 
     truth = final_truth(runs)
     fit_rows = runs[runs["size"].isin(fit_sizes)].reset_index(drop=True)
-    target = truth[truth["size"] == TARGET_SIZE].set_index("family").loc[list(FAMILIES)].reset_index()
+    target = truth[truth["size"]
+                   == TARGET_SIZE].set_index("family").loc[list(FAMILIES)].reset_index()
     total_tokens = float(fit_rows["total_tokens"].iloc[0])
     targets_28 = pd.DataFrame(
         {"params": target["params"].to_numpy(dtype=float), "tokens": total_tokens,
@@ -445,11 +467,13 @@ def main(argv=None) -> int:
     )
     quirks = quirk_report(runs)
     pair_diff = quirks["max_abs_diff_pile_vs_deduped_steps_1000_43000"]
-    caution_28 = ["" if fam == "pile" else "2.8b-deduped may hold the pile run's results" for fam in target["family"]]
+    caution_28 = ["" if fam == "pile" else "2.8b-deduped may hold the pile run's results"
+                  for fam in target["family"]]
 
-    print(f"Pythia checkpoints: {fit_rows['run'].nunique()} runs ({', '.join(fit_sizes)}; both families) from "
-          f"{root / 'pythia'}; LAMBADA ln(ppl); N = {args.param_count} parameters")
-    print(f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws ({settings['tune']} tuning) per fit"
+    print(f"Pythia checkpoints: {fit_rows['run'].nunique()} runs ({', '.join(fit_sizes)}; both "
+          f"families) from {root / 'pythia'}; LAMBADA ln(ppl); N = {args.param_count} parameters")
+    print(f"nutpie NUTS, {settings['chains']} chains x {settings['draws']} draws "
+          f"({settings['tune']} tuning) per fit"
           + ("  [--small smoke run]" if args.small else ""))
     print(f"Model: {MODEL!r} (models/{MODEL}.toml); prior of E: " + (
         "the law's default (median 1.65)" if args.spec_priors else
@@ -458,21 +482,25 @@ def main(argv=None) -> int:
     tables, diags, fits = [], [], {}
 
     # 1. full ladder -> 2.8B of both families
-    fit, sec = run_fit(fit_rows, model, settings, args.seed, args.progress, mass_matrix=MASS_MATRIX["full"])
+    fit, sec = run_fit(fit_rows, model, settings, args.seed, args.progress,
+                       mass_matrix=MASS_MATRIX["full"])
     fits["full"] = fit
     diags.append(diagnostics_row("full", fit, sec))
-    labels_28 = [f"pythia-{TARGET_SIZE}" if f == "pile" else f"pythia-{TARGET_SIZE}-deduped" for f in FAMILIES]
-    tables.append(prediction_rows("full", fit, targets_28, labels_28, target["truth"].to_numpy(), caution_28))
+    labels_28 = [f"pythia-{TARGET_SIZE}" if f == "pile" else f"pythia-{TARGET_SIZE}-deduped"
+                 for f in FAMILIES]
+    tables.append(prediction_rows("full", fit, targets_28, labels_28, target["truth"].to_numpy(),
+                                  caution_28))
     residuals = law_residuals(fit)
 
     # 2. transfer: whole Pile family, deduped only up to 410M -> deduped 2.8B
     keep = (fit_rows["family"] == "pile") | fit_rows["size"].isin(transfer_deduped)
-    fit_t, sec = run_fit(fit_rows[keep].reset_index(drop=True), model, settings, args.seed, args.progress,
-                         mass_matrix=MASS_MATRIX["transfer"])
+    fit_t, sec = run_fit(fit_rows[keep].reset_index(drop=True), model, settings, args.seed,
+                         args.progress, mass_matrix=MASS_MATRIX["transfer"])
     diags.append(diagnostics_row("transfer", fit_t, sec))
     ded = targets_28["family"] == "deduped"
     tables.append(prediction_rows("transfer", fit_t, targets_28[ded].reset_index(drop=True),
-                                  [f"pythia-{TARGET_SIZE}-deduped"], target.loc[ded.to_numpy(), "truth"].to_numpy(),
+                                  [f"pythia-{TARGET_SIZE}-deduped"],
+                                  target.loc[ded.to_numpy(), "truth"].to_numpy(),
                                   [caution_28[i] for i in np.flatnonzero(ded)]))
 
     # 3. truncated runs: each run seen up to step 33,000 -> its own final loss
@@ -480,36 +508,40 @@ def main(argv=None) -> int:
     fit_tr, sec = run_fit(trunc_rows, model, settings, args.seed, args.progress)
     diags.append(diagnostics_row("truncated", fit_tr, sec))
     own = truth[truth["size"].isin(fit_sizes)].reset_index(drop=True)
-    targets_tr = pd.DataFrame({"params": own["params"].to_numpy(dtype=float), "tokens": total_tokens,
+    targets_tr = pd.DataFrame({"params": own["params"].to_numpy(dtype=float),
+                               "tokens": total_tokens,
                                "total_tokens": total_tokens, "family": own["family"].to_numpy(),
                                "run": own["run"].to_numpy()})
     rise = quirks["late_rise"].set_index("run")["rise_after_min"]
-    caution_tr = [f"late rise of {rise[r]:.2f} nats after its minimum" if rise[r] > 0.1 else "" for r in own["run"]]
-    tables.append(prediction_rows("truncated", fit_tr, targets_tr, list(own["run"]), own["truth"].to_numpy(),
-                                  caution_tr))
+    caution_tr = [f"late rise of {rise[r]:.2f} nats after its minimum" if rise[r] > 0.1 else ""
+                  for r in own["run"]]
+    tables.append(prediction_rows("truncated", fit_tr, targets_tr, list(own["run"]),
+                                  own["truth"].to_numpy(), caution_tr))
 
     # 4. ablations of target 1
     ablation_settings = settings if args.small else {**settings, "draws": ABLATION_DRAWS}
     for name, _, drop in ABLATIONS:
-        fit_a, sec = run_fit(fit_rows, scenario_model(MODEL, args.spec_priors, drop), ablation_settings, args.seed,
-                             args.progress)
+        fit_a, sec = run_fit(fit_rows, scenario_model(MODEL, args.spec_priors, drop),
+                             ablation_settings, args.seed, args.progress)
         diags.append(diagnostics_row(name, fit_a, sec))
-        tables.append(prediction_rows(name, fit_a, targets_28, labels_28, target["truth"].to_numpy(), caution_28))
+        tables.append(prediction_rows(name, fit_a, targets_28, labels_28,
+                                      target["truth"].to_numpy(), caution_28))
 
     # 5. prior sensitivity: scenarios 1 and 3 with the other prior of E (one more compilation;
     #    left out of the --small smoke run to keep it short)
     other = scenario_model(MODEL, not args.spec_priors)
-    other_name = "LogNormal(-0.7, 0.5) LAMBADA prior" if args.spec_priors else "the law's default prior (median 1.65)"
+    other_name = ("LogNormal(-0.7, 0.5) LAMBADA prior" if args.spec_priors
+                  else "the law's default prior (median 1.65)")
     sensitivity = args.sensitivity and not args.small
     if sensitivity:
         fit_s, sec = run_fit(fit_rows, other, settings, args.seed, args.progress)
         diags.append(diagnostics_row(SENSITIVITY[0], fit_s, sec))
-        tables.append(prediction_rows(SENSITIVITY[0], fit_s, targets_28, labels_28, target["truth"].to_numpy(),
-                                      caution_28))
+        tables.append(prediction_rows(SENSITIVITY[0], fit_s, targets_28, labels_28,
+                                      target["truth"].to_numpy(), caution_28))
         fit_s, sec = run_fit(trunc_rows, other, settings, args.seed, args.progress)
         diags.append(diagnostics_row(SENSITIVITY[1], fit_s, sec))
-        tables.append(prediction_rows(SENSITIVITY[1], fit_s, targets_tr, list(own["run"]), own["truth"].to_numpy(),
-                                      caution_tr))
+        tables.append(prediction_rows(SENSITIVITY[1], fit_s, targets_tr, list(own["run"]),
+                                      own["truth"].to_numpy(), caution_tr))
 
     # 6. with --downstream: the five tasks' average accuracy at 2.8B (loss and tasks jointly)
     if args.downstream:
@@ -521,35 +553,43 @@ def main(argv=None) -> int:
     diag_table = pd.DataFrame(diags)
 
     # ------------------------------------------------------------------ printing
-    shown = ["scenario", "target", "truth", "median", "lower", "upper", "rel_error", "band_rel_width", "covered",
+    shown = ["scenario", "target", "truth", "median", "lower", "upper", "rel_error",
+             "band_rel_width", "covered",
              "law_lower", "law_upper"]
     is_acc = table["scenario"] == "downstream"
-    print_table(table.loc[~is_acc, shown], f"Final-step LAMBADA loss (nats): truth, posterior predictive median and "
-                f"{HDI_PROB:.0%} band of a measured run (lower, upper); law_lower/law_upper: {HDI_PROB:.0%} band of "
-                "the law itself (kind='mean', no new-run offset or checkpoint noise)")
+    print_table(table.loc[~is_acc, shown],
+                f"Final-step LAMBADA loss (nats): truth, posterior predictive median and "
+                f"{HDI_PROB:.0%} band of a measured run (lower, upper); law_lower/law_upper: "
+                f"{HDI_PROB:.0%} band of the law itself (kind='mean', no new-run offset or "
+                "checkpoint noise)")
     if is_acc.any():
-        print_table(table.loc[is_acc, shown], f"Scenario 6: zero-shot accuracy at the 2.8B final step, fitted jointly "
-                    f"with the loss (acc:avg = mean of {', '.join(DOWNSTREAM_TASKS)}; accuracy rows from step "
-                    f"{DOWNSTREAM_MIN_STEP:,}; rel_error = median/truth - 1)")
+        print_table(table.loc[is_acc, shown],
+                    f"Scenario 6: zero-shot accuracy at the 2.8B final step, fitted jointly "
+                    f"with the loss (acc:avg = mean of {', '.join(DOWNSTREAM_TASKS)}; accuracy "
+                    f"rows from step {DOWNSTREAM_MIN_STEP:,}; rel_error = median/truth - 1)")
     flagged = table[table["caution"] != ""]
     if len(flagged):
         print("Caution: " + "; ".join(f"{s} / {t}: {c}" for s, t, c in
-                                      zip(flagged["scenario"], flagged["target"], flagged["caution"])))
+                                      zip(flagged["scenario"], flagged["target"],
+                                          flagged["caution"], strict=True)))
 
     side = []
-    for scen in ("full",) + tuple(name for name, _, _ in ABLATIONS):
-        desc = "all checkpoints, pooled, drift, AR(1), run offsets, schedule, size noise" if scen == "full" else \
-            next(d for n, d, _ in ABLATIONS if n == scen)
+    for scen in ("full", *(name for name, _, _ in ABLATIONS)):
+        desc = ("all checkpoints, pooled, drift, AR(1), run offsets, schedule, size noise"
+                if scen == "full" else next(d for n, d, _ in ABLATIONS if n == scen))
         row = {"variant": scen, "model": desc}
         part = table[table["scenario"] == scen].set_index("family")
         for fam in FAMILIES:
             r = part.loc[fam]
-            row[f"{fam}: median [band]"] = f"{fmt(r['median'])} [{fmt(r['lower'])}, {fmt(r['upper'])}]"
+            row[f"{fam}: median [band]"] = (f"{fmt(r['median'])} [{fmt(r['lower'])}, "
+                                            f"{fmt(r['upper'])}]")
             row[f"{fam}: err"] = f"{r['rel_error']:+.1%}"
             row[f"{fam}: width"] = f"{r['band_rel_width']:.0%}"
         side.append(row)
-    print_table(pd.DataFrame(side), f"Ablations of target 1 (truth: pile {fmt(target['truth'].iloc[0])}, "
-                f"deduped {fmt(target['truth'].iloc[1])}; err = median/truth - 1; width = band / truth)")
+    print_table(pd.DataFrame(side),
+                f"Ablations of target 1 (truth: pile {fmt(target['truth'].iloc[0])}, "
+                f"deduped {fmt(target['truth'].iloc[1])}; err = median/truth - 1; width = band / "
+                "truth)")
 
     if sensitivity:
         sens = []
@@ -561,34 +601,41 @@ def main(argv=None) -> int:
                              "max |error|": f"{part['rel_error'].abs().max():.1%}",
                              "median band width": f"{part['band_rel_width'].median():.0%}",
                              "covered": f"{int(part['covered'].sum())}/{len(part)}"})
-        print_table(pd.DataFrame(sens), "Prior sensitivity (scenarios 1 and 3 refitted with the other prior of E)")
+        print_table(pd.DataFrame(sens),
+                    "Prior sensitivity (scenarios 1 and 3 refitted with the other prior of E)")
     else:
-        print("\nPrior sensitivity skipped (" + ("--small" if args.small else "run with --sensitivity") + ")")
+        print("\nPrior sensitivity skipped (" + ("--small" if args.small
+                                                 else "run with --sensitivity") + ")")
 
     print_table(diag_table, "Diagnostics (population-, family- and noise-level parameters)")
 
     print("\nData quirks (kept as they are; nothing edited or dropped):")
     others = [v for k, v in pair_diff.items() if k != TARGET_SIZE]
-    print(f"  * 2.8B pile vs deduped: max |difference| {pair_diff.get(TARGET_SIZE, np.nan):.4f} nats over steps "
-          f"1000-43000, against {min(others):.3f}-{max(others):.3f} for the other sizes. The 2.8B runs are held out, "
-          "so this touches only the truth of the deduped 2.8B target (flagged 'caution'); its coverage is "
-          "reported but read it as 'a 2.8B run', not as evidence about deduplication.")
+    print(f"  * 2.8B pile vs deduped: max |difference| {pair_diff.get(TARGET_SIZE, np.nan):.4f} "
+          f"nats over steps 1000-43000, against {min(others):.3f}-{max(others):.3f} for the other "
+          "sizes. The 2.8B runs are held out, so this touches only the truth of the deduped 2.8B "
+          "target (flagged 'caution'); its coverage is reported but read it as 'a 2.8B run', not "
+          "as evidence about deduplication.")
     late = quirks["late_rise"]
     late = late[late["run"].isin(fit_rows["run"].unique()) & (late["rise_after_min"] > 0.1)]
     print("  * Late loss rise (final minus minimum after 2% of the run, > 0.1 nats): " + "; ".join(
-        f"{r.run} {r.min_loss:.2f} at step {r.min_step} -> {r.final_loss:.2f}" for r in late.itertuples()))
-    print("    The law is monotone in tokens; these rows stay in and are absorbed by the runs' random-walk drift "
-          "(the drift part, scaled by size), the Student-t likelihood, the AR(1) residuals and the run offsets (wider "
-          "bands rather than a bent law). Law residuals of "
+        f"{r.run} {r.min_loss:.2f} at step {r.min_step} -> {r.final_loss:.2f}"
+        for r in late.itertuples()))
+    print("    The law is monotone in tokens; these rows stay in and are absorbed by the runs' "
+          "random-walk drift (the drift part, scaled by size), the Student-t likelihood, the AR(1) "
+          "residuals and the run offsets (wider bands rather than a bent law). Law residuals of "
           "scenario 1 at each run's last checkpoint (ln observed - ln law, %):")
     last = residuals[residuals["step"] == residuals.groupby("run")["step"].transform("max")]
     print("    " + ", ".join(f"{r.run} {100 * r.residual:+.1f}" for r in last.itertuples()))
     post = fits["full"]
     print(f"  Scenario 1: sigma = {np.median(post.posterior_draws('sigma')):.3f} (ln loss), "
-          f"nu = {np.median(post.posterior_draws('nu')):.1f}, sigma_drift = {np.median(post.posterior_draws('sigma_drift')):.3f}, sigma_run = "
-          f"{np.median(post.posterior_draws('sigma_run')):.3f}, ell = {np.median(post.posterior_draws('ell')):.2f}, "
-          f"c_tokens = {np.median(post.posterior_draws('c_tokens')):.3f}, "
-          f"kappa = {np.median(post.posterior_draws('kappa')):.2f}, q = {np.median(post.posterior_draws('q')):.2f}")
+          f"nu = {np.median(post.posterior_draws('nu')):.1f}, sigma_drift = "
+          f"{np.median(post.posterior_draws('sigma_drift')):.3f}, sigma_run = "
+          f"{np.median(post.posterior_draws('sigma_run')):.3f}, ell = "
+          f"{np.median(post.posterior_draws('ell')):.2f}, c_tokens = "
+          f"{np.median(post.posterior_draws('c_tokens')):.3f}, kappa = "
+          f"{np.median(post.posterior_draws('kappa')):.2f}, q = "
+          f"{np.median(post.posterior_draws('q')):.2f}")
 
     # ------------------------------------------------------------------ acceptance
     full = table[table["scenario"] == "full"].set_index("family")
@@ -602,21 +649,25 @@ def main(argv=None) -> int:
             all(abs(full.loc[f, "rel_error"]) <= ACCEPT["max_rel_error_2p8b"] for f in FAMILIES)),
         "2.8b band width < 20% of the loss (pile, deduped)": (
             [full.loc[f, "band_rel_width"] for f in FAMILIES],
-            all(full.loc[f, "band_rel_width"] < ACCEPT["max_band_rel_width_2p8b"] for f in FAMILIES)),
+            all(full.loc[f, "band_rel_width"] < ACCEPT["max_band_rel_width_2p8b"]
+                for f in FAMILIES)),
         "2.8b band covers the truth (pile, deduped)": (
             [bool(full.loc[f, "covered"]) for f in FAMILIES], bool(full["covered"].all())),
         "truncated: median |relative error| <= 5%": (
             float(trunc["rel_error"].abs().median()),
             float(trunc["rel_error"].abs().median()) <= ACCEPT["max_rel_error_truncated"]),
         "truncated: coverage >= 80% of runs": (
-            float(trunc["covered"].mean()), float(trunc["covered"].mean()) >= ACCEPT["min_coverage_truncated"]),
+            float(trunc["covered"].mean()),
+            float(trunc["covered"].mean()) >= ACCEPT["min_coverage_truncated"]),
         "transfer |error| <= 1.5 x full-family |error| (deduped 2.8b)": (
             [abs(transfer["rel_error"]), abs(full.loc["deduped", "rel_error"])],
-            abs(transfer["rel_error"]) <= ACCEPT["max_transfer_error_ratio"] * abs(full.loc["deduped", "rel_error"])),
+            abs(transfer["rel_error"]) <= ACCEPT["max_transfer_error_ratio"]
+            * abs(full.loc["deduped", "rel_error"])),
         "max R-hat <= 1.01 (full, transfer, truncated)": (
             float(gated["max_rhat"].max()), float(gated["max_rhat"].max()) <= ACCEPT["max_rhat"]),
         "min bulk ESS >= 400 (full, transfer, truncated)": (
-            float(gated["min_ess_bulk"].min()), float(gated["min_ess_bulk"].min()) >= ACCEPT["min_ess_bulk"]),
+            float(gated["min_ess_bulk"].min()),
+            float(gated["min_ess_bulk"].min()) >= ACCEPT["min_ess_bulk"]),
         "divergences <= 0.1% (full, transfer, truncated)": (
             float(gated["divergent_fraction"].max()),
             float(gated["divergent_fraction"].max()) <= ACCEPT["max_divergent_fraction"]),
@@ -626,12 +677,16 @@ def main(argv=None) -> int:
         avg = table[(table["scenario"] == "downstream") & table["target"].str.endswith("acc:avg")]
         checks["downstream: 2.8b average-accuracy band covers the truth (pile, deduped)"] = (
             [bool(c) for c in avg["covered"]], bool(avg["covered"].all()))
-        # the 10-minute target is that of scenarios 1-5; scenario 6 is an extension with its own time
-        core = wall_fits - float(diag_table.loc[diag_table["scenario"] == "downstream", "seconds"].sum())
+        # the 10-minute target is that of scenarios 1-5;
+        # scenario 6 is an extension with its own time
+        core = wall_fits - float(diag_table.loc[diag_table["scenario"] == "downstream",
+                                                "seconds"].sum())
         checks["wall time <= 10 min"] = (core, core <= ACCEPT["max_wall_seconds"])
-    print("\nAcceptance targets" + (" (a --small smoke run: not meaningful)" if args.small else "") + ":")
+    print("\nAcceptance targets" + (" (a --small smoke run: not meaningful)" if args.small
+                                    else "") + ":")
     for name, (value, ok) in checks.items():
-        shown_value = ", ".join(_fmt_check(v) for v in value) if isinstance(value, list) else _fmt_check(value)
+        shown_value = (", ".join(_fmt_check(v) for v in value) if isinstance(value, list)
+                       else _fmt_check(value))
         print(f"  [{'pass' if ok else 'FAIL'}] {name}: {shown_value}")
     print("  (wall time counts the fits and predictions, before writing files)")
 
@@ -652,7 +707,8 @@ def main(argv=None) -> int:
     else:
         report = write_report_if_available(
             fits["full"], out / "pythia_report.html", targets=targets_28,
-            title="Pythia: 2.8B final LAMBADA loss from the checkpoints of 70M-1.4B (both families)",
+            title="Pythia: 2.8B final LAMBADA loss from the checkpoints of 70M-1.4B "
+                  "(both families)",
         )
         if report is not None:
             files["report"] = report
@@ -669,7 +725,8 @@ def main(argv=None) -> int:
             "wall_seconds_fits": wall_fits,
             "wall_seconds": wall,
             "diagnostics": diag_table.to_dict(orient="records"),
-            "acceptance": {name: {"value": value, "passed": bool(ok)} for name, (value, ok) in checks.items()},
+            "acceptance": {name: {"value": value, "passed": bool(ok)}
+                           for name, (value, ok) in checks.items()},
             "quirks": {"pile_vs_deduped_max_abs_diff": pair_diff,
                        "late_rise": quirks["late_rise"].to_dict(orient="records")},
             "files": {k: str(v) for k, v in files.items()},

@@ -52,7 +52,8 @@ TEST_MIN_ESS_BULK = 100
 TEST_MAX_DIVERGENT_FRACTION = 0.01
 
 
-def require_sampled(fit, *, max_rhat: float = TEST_MAX_RHAT, min_ess_bulk: float = TEST_MIN_ESS_BULK,
+def require_sampled(fit, *, max_rhat: float = TEST_MAX_RHAT,
+                    min_ess_bulk: float = TEST_MIN_ESS_BULK,
                     max_divergent_fraction: float = TEST_MAX_DIVERGENT_FRACTION):
     """Fail the calling test, with the fit's diagnostics, unless its chains mixed.
 
@@ -84,8 +85,10 @@ def require_sampled(fit, *, max_rhat: float = TEST_MAX_RHAT, min_ess_bulk: float
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
     parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu")
-    parser.addoption("--seed-offset", type=int, default=int(os.environ.get("BAYESCALE_TEST_SEED_OFFSET", "0")),
-                     help="shift every sampler seed and numpy's global seed by this much (flakiness check)")
+    parser.addoption("--seed-offset", type=int,
+                     default=int(os.environ.get("BAYESCALE_TEST_SEED_OFFSET", "0")),
+                     help="shift every sampler seed and numpy's global seed by this much "
+                          "(flakiness check)")
 
 
 def _seed_offset(config) -> int:
@@ -104,7 +107,8 @@ def pytest_configure(config):
 
     def shifted(model, sampler_config, *args, **kwargs):
         seed = (sampler_config.random_seed + 104_729 * offset) % (2**31 - 1)
-        return original(model, dataclasses.replace(sampler_config, random_seed=seed), *args, **kwargs)
+        return original(model, dataclasses.replace(sampler_config, random_seed=seed), *args,
+                        **kwargs)
 
     bayescale.fitting.run_inference = shifted
 
@@ -141,7 +145,8 @@ def small_fit():
     runs, truth = bayescale.simulate_ladder(seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, draws=500, tune=500, chains=2, random_seed=1, progressbar=False)
+        fit = bayescale.fit(runs, draws=500, tune=500, chains=2, random_seed=1, progressbar=False,
+                            retry=False)
     return fit, truth
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import chinchilla_replication  # case_studies/ is on sys.path via conftest
 import pandas as pd
 import pytest
-
 from conftest import needs_data
-
-import chinchilla_replication  # case_studies/ is on sys.path via conftest
 
 PARAMETERS = ["E", "A", "B", "alpha", "beta"]
 
@@ -35,9 +33,11 @@ def test_chinchilla_small(tmp_path, capsys):
     assert chinchilla_replication.main(["--small", "--out", str(tmp_path)]) == 0
     table, summary = _outputs(tmp_path)
     assert list(table.index) == PARAMETERS
-    for col in ("mean", "median", "hdi90_lower", "hdi90_upper", "epoch_2024", "epoch_2024_in_hdi90", "outliers"):
+    for col in ("mean", "median", "hdi90_lower", "hdi90_upper", "epoch_2024", "epoch_2024_in_hdi90",
+                "outliers"):
         assert col in table.columns
-    assert (table["hdi90_lower"] <= table["median"]).all() and (table["median"] <= table["hdi90_upper"]).all()
+    assert (table["hdi90_lower"] <= table["median"]).all()
+    assert (table["median"] <= table["hdi90_upper"]).all()
     assert (table["epoch_2024"] == pd.Series(chinchilla_replication.EPOCH_2024)[PARAMETERS]).all()
     assert summary["n_runs"] == 245 and summary["sampler"]["draws"] == 200
     assert (tmp_path / "chinchilla_fit.nc").is_file()
@@ -62,5 +62,6 @@ def test_chinchilla_full_replicates_epoch(tmp_path):
     assert diag["min_ess_bulk"] >= 400
     assert diag["divergences"] == 0
     for name in ("alpha", "beta", "E"):
-        assert table.loc[name, "hdi90_lower"] <= chinchilla_replication.EPOCH_2024[name] <= table.loc[name, "hdi90_upper"]
+        assert (table.loc[name, "hdi90_lower"] <= chinchilla_replication.EPOCH_2024[name]
+                <= table.loc[name, "hdi90_upper"])
         assert bool(table.loc[name, "epoch_2024_in_hdi90"])

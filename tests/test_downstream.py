@@ -4,13 +4,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_sampled
 
 import bayescale
 from bayescale import Model, ModelError, load_model
 from bayescale.downstream import improvement_report, link, task_table
 from bayescale.parts import Downstream
 from bayescale.simulate import Task
-from conftest import require_sampled
 
 TASKS = [
     Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0),
@@ -73,7 +73,8 @@ def test_accuracy_predictions_cover_truth_and_noise_scales_with_items(joint_fit)
     acc = {t.name: t.accuracy(loss) for t in TASKS}
     for task in ("big", "small"):
         assert pred.loc[f"acc:{task}", "lower"] <= acc[task] <= pred.loc[f"acc:{task}", "upper"]
-    assert pred.loc["err:big", "median"] == pytest.approx(1 - pred.loc["acc:big", "median"], abs=0.01)
+    assert pred.loc["err:big", "median"] == pytest.approx(1 - pred.loc["acc:big", "median"],
+                                                          abs=0.01)
     width = pred["upper"] - pred["lower"]
     # Same link, 50x fewer items: the Binomial makes the small benchmark's band wider.
     assert width["acc:small"] > 1.5 * width["acc:big"]
@@ -85,7 +86,8 @@ def test_downstream_needs_accuracy_rows():
     runs, _ = bayescale.simulate_ladder(seed=0)
     with pytest.raises(ModelError, match="downstream: needs 'acc:<task>' rows"):
         bayescale.fit(runs, "downstream")
-    with pytest.raises(ModelError, match=r"downstream: task\(s\) \['acc:nope'\] are not in the runs table"):
+    with pytest.raises(ModelError,
+                       match=r"downstream: task\(s\) \['acc:nope'\] are not in the runs table"):
         bayescale.fit(bayescale.simulate_ladder(seed=0, tasks=TASKS[:1])[0],
                       Model("chinchilla", parts=[Downstream(tasks=("acc:nope",))]))
 
@@ -98,19 +100,22 @@ def test_average_fitted_as_its_own_metric(kind):
     checked inside the ladder only."""
     task = Task("avg", n_items=3000, chance=0.3, slope=3.0, midpoint=3.0)
     runs, truth = bayescale.simulate_ladder(seed=4, tasks=[task])
-    runs["n_items"] = np.where(runs["metric"] == "acc:avg", np.nan, runs["n_items"])  # an average: no item count
+    # an average: no item count
+    runs["n_items"] = np.where(runs["metric"] == "acc:avg", np.nan, runs["n_items"])
     model = Model("chinchilla", parts=[Downstream(link=kind, tasks=("acc:avg",))])
-    fit = bayescale.fit(runs, model, draws=1000, tune=800, chains=2, target_accept=0.95, mass_matrix="low_rank",
-                        progressbar=False)
+    fit = bayescale.fit(runs, model, draws=1000, tune=800, chains=2, target_accept=0.95,
+                        mass_matrix="low_rank", progressbar=False)
     posterior = fit.idata.posterior
     assert fit.tasks == ["acc:avg"] and posterior["slope"].dims == ("chain", "draw", "task")
-    assert not {"slope_sd", "level_sd", "ceiling_sd", "tau_downstream", "downstream_offset"} & set(posterior)
+    assert not {"slope_sd", "level_sd", "ceiling_sd", "tau_downstream",
+                "downstream_offset"} & set(posterior)
     assert "slope_sd" not in fit.parameter_names and "precision" in posterior
     require_sampled(fit)
     # inside the ladder for both links; a 4x larger model for the link the data were simulated with
     points = [(1e8, 2e9)] + ([(3e9, 6e10)] if kind == "sigmoid" else [])
     for params, tokens in points:
-        band = fit.predict(pd.DataFrame({"params": [params], "tokens": [tokens], "metric": ["acc:avg"]})).iloc[0]
+        band = fit.predict(pd.DataFrame({"params": [params], "tokens": [tokens],
+                                         "metric": ["acc:avg"]})).iloc[0]
         true = task.accuracy(truth.loss(params, tokens))
         assert band["lower"] <= true <= band["upper"], (kind, params, true, band.to_dict())
 
@@ -118,7 +123,7 @@ def test_average_fitted_as_its_own_metric(kind):
 def test_average_and_its_tasks_are_not_fitted_together():
     runs, _ = bayescale.simulate_ladder(seed=0, tasks=TASKS[:1])
     avg = runs[runs["metric"] == "acc:big"].assign(metric="acc:avg")
-    with pytest.raises(ModelError, match="downstream: .*counts the same answers twice"):
+    with pytest.raises(ModelError, match=r"downstream: .*counts the same answers twice"):
         bayescale.fit(pd.concat([runs, avg]), "downstream")
 
 
@@ -126,7 +131,8 @@ def test_save_load_keeps_tasks(joint_fit, tmp_path):
     fit, _ = joint_fit
     fit.save(tmp_path / "d.nc")
     loaded = bayescale.load_fit(tmp_path / "d.nc")
-    targets = pd.DataFrame({"params": [3e9, 3e9], "tokens": [6e10, 6e10], "metric": ["acc:avg", "loss"]})
+    targets = pd.DataFrame({"params": [3e9, 3e9], "tokens": [6e10, 6e10],
+                            "metric": ["acc:avg", "loss"]})
     pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))
 
 
@@ -142,12 +148,14 @@ def overdispersed_fits():
     """Beta-Binomial (the shipped "downstream" preset) and plain Binomial (its Downstream part
     with ``overdispersion=False, run_effect=False``) fits of one simulated ladder with an
     over-dispersed task."""
-    runs, truth = bayescale.simulate_ladder(seed=5, tasks=[NOISY, CLEAN], sizes=(2e7, 5e7, 1.2e8, 3e8, 7e8),
+    runs, truth = bayescale.simulate_ladder(seed=5, tasks=[NOISY, CLEAN],
+                                            sizes=(2e7, 5e7, 1.2e8, 3e8, 7e8),
                                             token_multipliers=(5.0, 10.0, 20.0, 40.0, 80.0))
     # plain Binomial: neither per-task precision nor the run-level effect (which, with two tasks,
     # would absorb much of one task's extra scatter)
     binomial = Downstream(link="sigmoid", overdispersion=False, run_effect=False)
-    fits = _fit_with_and_without(runs, binomial, ("beta_binomial", "binomial"), target_accept=0.95, random_seed=2)
+    fits = _fit_with_and_without(runs, binomial, ("beta_binomial", "binomial"), target_accept=0.95,
+                                 random_seed=2)
     return fits, truth
 
 
@@ -160,14 +168,15 @@ def _fit_with_and_without(runs, reduced: Downstream, names, **sampler):
     import warnings
 
     shipped = load_model("downstream")
-    assert shipped.part("downstream") == Downstream(link="sigmoid", overdispersion=True, run_effect=True)
+    assert shipped.part("downstream") == Downstream(link="sigmoid", overdispersion=True,
+                                                    run_effect=True)
     fits = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, model in zip(names, (shipped, shipped.with_parts(reduced))):
+        for name, model in zip(names, (shipped, shipped.with_parts(reduced)), strict=True):
             nuts = {"draws": 2000, "tune": 800, "chains": 2, "mass_matrix": "low_rank"}
             settings = sampler if sampler.get("method", "nuts") != "nuts" else {**nuts, **sampler}
-            fits[name] = bayescale.fit(runs, model, progressbar=False, **settings)
+            fits[name] = bayescale.fit(runs, model, progressbar=False, retry=False, **settings)
     return fits
 
 
@@ -178,7 +187,8 @@ def test_beta_binomial_learns_each_tasks_extra_noise(overdispersed_fits):
     assert not {"phi_pop", "phi_sd", "tau_downstream"} & set(fits["binomial"].model.priors)
     phi = pd.DataFrame(bb.posterior_draws("phi"), columns=bb.tasks)
     lo, hi = phi["acc:noisy"].quantile([0.05, 0.95])
-    assert lo <= NOISY.phi <= hi, f"phi of the noisy task: 90% interval [{lo:.0f}, {hi:.0f}] misses {NOISY.phi}"
+    assert (lo <= NOISY.phi
+            <= hi), f"phi of the noisy task: 90% interval [{lo:.0f}, {hi:.0f}] misses {NOISY.phi}"
     # the clean task is told apart: its precision is far above the noisy task's
     assert phi["acc:clean"].median() > 10 * phi["acc:noisy"].median()
 
@@ -192,7 +202,8 @@ def test_beta_binomial_bands_cover_new_benchmark_runs_binomial_bands_do_not(over
         require_sampled(fit)
     acc = float(NOISY.accuracy(truth.loss(3e9, 6e10)))
     rng = np.random.default_rng(0)
-    fresh = rng.binomial(NOISY.n_items, rng.beta(acc * NOISY.phi, (1 - acc) * NOISY.phi, 4000)) / NOISY.n_items
+    fresh = rng.binomial(NOISY.n_items,
+                         rng.beta(acc * NOISY.phi, (1 - acc) * NOISY.phi, 4000)) / NOISY.n_items
     target = pd.DataFrame({"params": [3e9], "tokens": [6e10], "metric": ["acc:noisy"]})
     coverage, width = {}, {}
     for name, fit in fits.items():
@@ -204,7 +215,7 @@ def test_beta_binomial_bands_cover_new_benchmark_runs_binomial_bands_do_not(over
     assert width["beta_binomial"] > 2 * width["binomial"], width
 
 
-# ----------------------------------------------------------------------------- run-level downstream effect
+# ---------------------------------------------------------------------- run-level downstream effect
 #: Six benchmarks that leave chance at different losses; every run is better or worse at all of
 #: them than its loss says, by a shared offset of sd 0.04 on ln(loss).
 SPREAD = 0.04
@@ -220,7 +231,8 @@ def test_run_effect_is_a_part_of_the_downstream_model():
     the offsets that short chains do not always cross (one seed in three left 16% divergent
     draws and R-hat 1.22 at 2 x (800 + 2000) draws)."""
     runs, _ = bayescale.simulate_ladder(seed=3, tasks=SHARED[:2], downstream_run_spread=SPREAD)
-    fits = _fit_with_and_without(runs, Downstream(run_effect=False), ("run_effect", "none"), method="map")
+    fits = _fit_with_and_without(runs, Downstream(run_effect=False), ("run_effect", "none"),
+                                 method="map")
     post = fits["run_effect"].idata.posterior
     assert "tau_downstream" in fits["run_effect"].parameter_names
     assert post["downstream_offset"].dims == ("chain", "draw", "acc_run")
@@ -243,7 +255,8 @@ def run_effect_fits():
 def test_run_effect_recovers_its_scale(run_effect_fits):
     fits, truth = run_effect_fits
     fit = require_sampled(fits["run_effect"])
-    assert "tau_downstream" in fit.parameter_names and "tau_downstream" not in fits["none"].parameter_names
+    assert ("tau_downstream" in fit.parameter_names
+            and "tau_downstream" not in fits["none"].parameter_names)
     assert fit.idata.posterior["downstream_offset"].dims == ("chain", "draw", "acc_run")
     lo, hi = np.quantile(fit.posterior_draws("tau_downstream"), [0.05, 0.95])
     assert lo <= SPREAD <= hi, f"tau_downstream 90% interval [{lo:.3f}, {hi:.3f}] misses {SPREAD}"
@@ -275,14 +288,15 @@ def test_run_effect_widens_err_avg_band_of_a_new_run(run_effect_fits):
     assert coverage["none"] <= 0.4, coverage
     # a fitted run keeps its own fitted offset rather than a new run's draw
     row = fits["run_effect"].runs.iloc[-1]
-    same = pd.DataFrame({"params": [row["params"]] * 2, "tokens": [row["tokens"]] * 2, "metric": ["err:avg"] * 2,
+    same = pd.DataFrame({"params": [row["params"]] * 2, "tokens": [row["tokens"]] * 2,
+                         "metric": ["err:avg"] * 2,
                          "run": [row["run"], ""]})
     band = fits["run_effect"].predict(same, hdi_prob=0.9)
     width = band["upper"] - band["lower"]
     assert width[0] < 0.8 * width[1], width
 
 
-# --------------------------------------------------------------------------- Downstream(scale="log_reducible")
+# ---------------------------------------------------------------- Downstream(scale="log_reducible")
 REDUCIBLE = [
     Task("steep", n_items=2000, chance=0.25, slope=3.0, midpoint=-0.3, scale="log_reducible"),
     Task("late", n_items=1000, chance=0.0, slope=2.5, midpoint=-0.8, scale="log_reducible"),
@@ -293,7 +307,8 @@ def test_log_reducible_scale_and_its_checks():
     from bayescale.downstream import REDUCIBLE_FLOOR, to_link_scale
 
     loss = np.array([2.5, 1.9, 1.7])
-    np.testing.assert_allclose(to_link_scale("log_reducible", loss, 1.8), np.log([0.7, 0.1, REDUCIBLE_FLOOR]))
+    np.testing.assert_allclose(to_link_scale("log_reducible", loss, 1.8),
+                               np.log([0.7, 0.1, REDUCIBLE_FLOOR]))
     np.testing.assert_array_equal(to_link_scale("loss", loss, 1.8), loss)
     with pytest.raises(ValueError, match="link_scale"):
         to_link_scale("logit", loss, 1.8)
@@ -321,8 +336,10 @@ def reducible_fit():
     E = {"E": {"dist": "LogNormal", "kwargs": {"mu": float(np.log(1.8)), "sigma": 0.05}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = load_model("downstream").with_parts(Downstream(link="sigmoid", scale="log_reducible"))
-        fit = bayescale.fit(runs, model, priors=E, draws=3000, tune=1000, chains=2, target_accept=0.95,
+        model = load_model("downstream").with_parts(
+            Downstream(link="sigmoid", scale="log_reducible"))
+        fit = bayescale.fit(runs, model, priors=E, draws=3000, tune=1000, chains=2,
+                            target_accept=0.95,
                             mass_matrix="diag", progressbar=False, random_seed=3)
     return fit, truth
 
@@ -333,7 +350,8 @@ def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_pa
     fit, truth = reducible_fit
     require_sampled(fit)
     assert fit.model.part("downstream").scale == "log_reducible"
-    targets = pd.DataFrame({"params": [3e9] * 3, "tokens": [6e10] * 3, "metric": ["acc:steep", "acc:late", "acc:avg"]})
+    targets = pd.DataFrame({"params": [3e9] * 3, "tokens": [6e10] * 3,
+                            "metric": ["acc:steep", "acc:late", "acc:avg"]})
     pred = fit.predict(targets).set_index("metric")
     loss = truth.loss(3e9, 6e10)
     assert loss < fit.runs["value"].min()
@@ -348,7 +366,7 @@ def test_log_reducible_links_extrapolate_to_a_larger_model(reducible_fit, tmp_pa
     pd.testing.assert_frame_equal(loaded.predict(targets), fit.predict(targets))
 
 
-# ----------------------------------------------------------------------------- calibration (acceptance 1)
+# ----------------------------------------------------------------------- calibration (acceptance 1)
 def test_draw_tasks_spread_over_the_ladder():
     from simulated_calibration import DownstreamDesign, draw_tasks
 
@@ -357,7 +375,7 @@ def test_draw_tasks_spread_over_the_ladder():
     tasks = draw_tasks(np.random.default_rng(0), design, losses)
     midpoints = [t.midpoint for t in tasks]
     assert len(tasks) == 8 and midpoints == sorted(midpoints)
-    assert 2.2 <= midpoints[0] and midpoints[-1] <= np.quantile(losses, 0.7)
+    assert midpoints[0] >= 2.2 and midpoints[-1] <= np.quantile(losses, 0.7)
     assert all(design.n_items[0] <= t.n_items <= design.n_items[1] for t in tasks)
     assert {t.chance for t in tasks} <= {0.0, 0.25, 0.5}
 
@@ -367,12 +385,13 @@ def test_downstream_calibration_smoke():
     from simulated_calibration import DownstreamDesign, downstream_replicate, summarise_downstream
 
     design = DownstreamDesign(n_tasks=3, heldout_sizes=(2e9,))
-    out = downstream_replicate(0, design, draws=200, tune=300)
+    out = downstream_replicate(0, design, draws=200, tune=300, retry=False)
     assert len(out["heldout_covered"]) == 3 and len(out["heldout_mean_covered"]) == 3
     assert len(out["err_avg_covered"]) == 1 and len(out["width"]) == len(out["n_items"]) == 3
     assert all(0 < w < 0.5 for w in out["width"])
     summary = summarise_downstream([out])
-    assert summary["cases"] == 3 and summary["heldout"] == pytest.approx(np.mean(out["heldout_covered"]))
+    assert (summary["cases"] == 3
+            and summary["heldout"] == pytest.approx(np.mean(out["heldout_covered"])))
 
 
 @pytest.mark.slow

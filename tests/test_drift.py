@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_sampled
 
 import bayescale
 from bayescale import Model, ModelError
@@ -18,19 +19,19 @@ from bayescale.design import design
 from bayescale.parts import Checkpoints, Downstream, Drift, RunEffect
 from bayescale.parts.drift import walk_gaps, walk_starts
 from bayescale.runs import Scale
-from conftest import require_sampled
 
 DRIFT = 0.05
-SIM = dict(seed=11, sizes=(3e7, 1e8, 3e8, 1e9), token_multipliers=(5.0, 20.0, 80.0), checkpoints=10, noise=0.02,
-           drift=DRIFT, drift_start=0.1, spacing="linear")
+SIM = dict(seed=11, sizes=(3e7, 1e8, 3e8, 1e9), token_multipliers=(5.0, 20.0, 80.0), checkpoints=10,
+           noise=0.02, drift=DRIFT, drift_start=0.1, spacing="linear")
 SEEN = 0.5  # fraction of every run the fits see
 #: Checkpoints equally spaced in tokens (unequal steps in ln tokens) tell the walk's steps
 #: from the noise, which equal steps in ln tokens would barely do.  The walk and the law's
-#: data term both describe trends in ln tokens, so the law mixes slowly; E is given a tight prior around its true 1.8 nats so that 4 x 2500 draws suffice
-#: (the drift, not the law, is under test here); 4 chains make R-hat less noisy.
+#: data term both describe trends in ln tokens, so the law mixes slowly; E is given a tight prior
+#: around its true 1.8 nats so that 4 x 2500 draws suffice (the drift, not the law, is under test
+#: here); 4 chains make R-hat less noisy.
 #: Every checkpoint from 5% of its run, a run offset, iid residuals, no schedule term (one family).
 BASE = Model("chinchilla", parts=[Checkpoints(min_fraction=0.05), RunEffect()])
-OPTIONS = dict(draws=2500, tune=1000, chains=4, progressbar=False, random_seed=3,
+OPTIONS = dict(draws=2500, tune=1000, chains=4, progressbar=False, random_seed=3, retry=False,
                priors={"E": {"dist": "LogNormal", "kwargs": {"mu": 0.59, "sigma": 0.1}}})
 
 
@@ -47,8 +48,10 @@ def _walk_at_rows(fit) -> np.ndarray:
 
     structure, rows = fit.structure, fit.runs
     ctx = PredictContext(fit=structure, idata=fit.idata, targets=rows, x=structure.design(rows),
-                         family_labels=rows["family"].astype(str), run_labels=rows["run"].astype(str),
-                         known=np.ones(len(rows), bool), new_draws=False, rng=np.random.default_rng(0))
+                         family_labels=rows["family"].astype(str),
+                         run_labels=rows["run"].astype(str),
+                         known=np.ones(len(rows), bool), new_draws=False,
+                         rng=np.random.default_rng(0))
     return fit.model.part("drift").walk_at_rows(ctx)
 
 
@@ -62,14 +65,17 @@ def truncated():
 
 def _own_final(runs: pd.DataFrame) -> pd.DataFrame:
     last = runs[runs["tokens"] == runs["total_tokens"]]
-    return last[["params", "tokens", "total_tokens", "family", "run", "value"]].reset_index(drop=True)
+    return last[["params", "tokens", "total_tokens", "family", "run",
+                 "value"]].reset_index(drop=True)
 
 
 def test_walk_design_starts_at_each_runs_first_row():
-    rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9], "total_tokens": [4e9] * 5,
+    rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9],
+                         "total_tokens": [4e9] * 5,
                          "run": ["a", "a", "a", "b", "b"], "family": "f"})
     x = design(rows, Scale(1e8, 1e9), ["f"], ["a", "b"])
-    np.testing.assert_allclose(walk_gaps(x, "ln_tokens"), [0.0, np.log(2), np.log(2), 0.0, np.log(4)])
+    np.testing.assert_allclose(walk_gaps(x, "ln_tokens"),
+                               [0.0, np.log(2), np.log(2), 0.0, np.log(4)])
     np.testing.assert_array_equal(walk_starts(x), [0, 0, 0, 3, 3])
     with pytest.raises(ModelError, match="drift: needs the checkpoints part"):
         Model("chinchilla", parts=[Drift()])
@@ -104,7 +110,8 @@ def test_truncated_runs_are_predicted_from_where_they_are(truncated):
     truth = final["value"].to_numpy()
     scores = {}
     for name, fit in (("walk", walk), ("none", no_walk)):
-        draws = fit.predict_draws(targets).stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+        draws = (fit.predict_draws(targets).stack(s=("chain", "draw"))
+                 .transpose("s", "target").to_numpy())
         lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
         z = (np.log(truth) - np.log(draws).mean(axis=0)) / np.log(draws).std(axis=0)
         scores[name] = {"coverage": ((lo <= truth) & (truth <= hi)).mean(), "z2": (z**2).mean(),
@@ -129,16 +136,19 @@ def test_existing_run_continues_its_walk(truncated):
     last = own.index[-1]
     row = own.iloc[-1]
     t = pd.DataFrame({"params": [row["params"]], "tokens": [row["total_tokens"]],
-                      "total_tokens": [row["total_tokens"]], "family": [row["family"]], "run": [run]})
+                      "total_tokens": [row["total_tokens"]], "family": [row["family"]],
+                      "run": [run]})
     got = walk.predict_draws(t, kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
-    base = walk.predict_draws(t.drop(columns="run"), kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
+    base = walk.predict_draws(t.drop(columns="run"),
+                              kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
     assert walk.model.part("drift").clock == "ln_tokens"
     gap = walk_gaps(design(rows, walk.scale, walk.families, walk.run_names), "ln_tokens")
     z = walk.posterior_draws("z_walk")
     first = own.index[0]
     steps = walk.posterior_draws("sigma_drift")[:, None] * np.sqrt(gap[first:last + 1])[None, :]
     by_hand = (steps * z[:, first:last + 1]).sum(axis=1)
-    offset = walk.posterior_draws("sigma_run") * walk.posterior_draws("z_run")[:, walk.run_names.index(run)]
+    offset = (walk.posterior_draws("sigma_run")
+              * walk.posterior_draws("z_run")[:, walk.run_names.index(run)])
     np.testing.assert_allclose(np.log(got), np.log(base) + offset + by_hand, rtol=1e-9)
 
 
@@ -148,7 +158,8 @@ def test_drift_fit_survives_save_and_load(truncated, tmp_path):
     loaded = bayescale.load_fit(tmp_path / "fit.nc")
     assert loaded.model.part("drift") == Drift(clock="ln_tokens")
     assert loaded.model.to_dict() == walk.model.to_dict()
-    t = walk.runs.groupby("run").tail(1)[["params", "total_tokens", "family", "run"]].head(3).reset_index(drop=True)
+    t = walk.runs.groupby("run").tail(1)[["params", "total_tokens", "family",
+                                          "run"]].head(3).reset_index(drop=True)
     t["tokens"] = t["total_tokens"]
     pd.testing.assert_frame_equal(loaded.predict(t), walk.predict(t))
 
@@ -165,7 +176,8 @@ def test_accuracy_rows_share_their_checkpoints_walk():
     np.testing.assert_array_equal(latest_row_of_run(loss, ["c"], [1.0]), [-1])
     # building the graph: the drift part refuses accuracy rows of a run without loss rows
     rows = loss.assign(params=1e8, total_tokens=4.0, family="f", metric="loss", value=3.0)
-    acc_rows = pd.DataFrame({"run": ["c"], "tokens": [1.0], "params": 1e8, "total_tokens": 4.0, "family": "f",
+    acc_rows = pd.DataFrame({"run": ["c"], "tokens": [1.0], "params": 1e8, "total_tokens": 4.0,
+                             "family": "f",
                              "metric": "acc:x", "value": 0.5, "chance": 0.25, "n_items": 100.0})
     model = Model("chinchilla", parts=[Checkpoints(), Drift(), Downstream()])
     with pytest.raises(ModelError, match=r"drift: .*\['c'\].*no fitted loss rows"):
@@ -184,18 +196,22 @@ def test_walk_moves_the_tasks_of_its_run():
     runs, truth = bayescale.simulate_ladder(**{**SIM, "drift": 0.08}, tasks=[task])
     fit = _quiet_fit(runs, Drift(), Downstream(link="sigmoid"), draws=400, tune=600, chains=2)
     require_sampled(fit, max_rhat=1.1, min_ess_bulk=20)  # short: structure, not tails (see above)
-    last = runs[(runs["metric"] == "loss") & (runs["tokens"] == runs["total_tokens"])].reset_index(drop=True)
+    last = runs[(runs["metric"] == "loss")
+                & (runs["tokens"] == runs["total_tokens"])].reset_index(drop=True)
     true_walk = np.array([truth.walks[r][-1] for r in last["run"]])
     fitted = _walk_at_rows(fit).mean(axis=0)
     rows = fit.structure.rows.reset_index(drop=True)
-    at_last = [rows.index[(rows["run"] == r) & (rows["tokens"] == t)][0] for r, t in zip(last["run"], last["tokens"])]
+    at_last = [rows.index[(rows["run"] == r) & (rows["tokens"] == t)][0]
+               for r, t in zip(last["run"], last["tokens"], strict=True)]
     assert np.corrcoef(fitted[at_last], true_walk)[0, 1] > 0.7
-    acc = runs[(runs["metric"] == "acc:big") & (runs["tokens"] == runs["total_tokens"])].set_index("run")
+    acc = runs[(runs["metric"] == "acc:big")
+               & (runs["tokens"] == runs["total_tokens"])].set_index("run")
     targets = last[["params", "tokens", "total_tokens", "family", "run"]].assign(metric="acc:big")
     own = fit.predict(targets, kind="mean")["median"].to_numpy()
     law = fit.predict(targets.drop(columns="run"), kind="mean")["median"].to_numpy()
     observed = acc.loc[last["run"], "value"].to_numpy()
-    # without the walk in the accuracy rows' latent loss this ratio was 0.45 (measured); with it 0.01
+    # without the walk in the accuracy rows' latent loss this ratio was 0.45 (measured);
+    # with it 0.01
     assert np.abs(own - observed).mean() < 0.2 * np.abs(law - observed).mean()
 
 
@@ -205,11 +221,13 @@ def test_fraction_clock_design_and_units():
     per-fraction prior (named ``sigma_drift`` like the ln-tokens clock's, which it replaces)."""
     from bayescale.parts.drift import walk_variance_units
 
-    rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9], "total_tokens": [4e9] * 5,
+    rows = pd.DataFrame({"params": 1e8, "tokens": [1e9, 2e9, 4e9, 1e9, 4e9],
+                         "total_tokens": [4e9] * 5,
                          "run": ["a", "a", "a", "b", "b"], "family": "f"})
     x = design(rows, Scale(1e8, 1e9), ["f"], ["a", "b"])
     np.testing.assert_allclose(walk_gaps(x, "fraction"), [0.0, 0.25, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(walk_variance_units([0.5, 1.0, 0.01], 0.05, "fraction"), [0.45, 0.95, 0.0])
+    np.testing.assert_allclose(walk_variance_units([0.5, 1.0, 0.01], 0.05, "fraction"),
+                               [0.45, 0.95, 0.0])
     np.testing.assert_allclose(walk_variance_units([1.0], 0.05), [np.log(20)])
     fraction = Model("chinchilla", parts=[Checkpoints(), Drift(clock="fraction")])
     ln_tokens = Model("chinchilla", parts=[Checkpoints(), Drift()])
@@ -217,7 +235,8 @@ def test_fraction_clock_design_and_units():
     assert ln_tokens.priors["sigma_drift"].parameters == {"sigma": 0.05}
     assert "sigma_drift_fraction" not in fraction.priors
     with pytest.raises(ModelError, match="sigma_drift_fraction"):
-        fraction.with_priors({"sigma_drift_fraction": {"dist": "HalfNormal", "kwargs": {"sigma": 0.2}}})
+        fraction.with_priors({"sigma_drift_fraction": {"dist": "HalfNormal",
+                                                       "kwargs": {"sigma": 0.2}}})
     with pytest.raises(ModelError, match="drift: clock='steps'"):
         Drift(clock="steps")
 

@@ -7,17 +7,20 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_sampled
 
 import bayescale
 from bayescale import ConvergenceWarning
 from bayescale.sampling import nutpie_mass_matrix_kwargs
-from conftest import require_sampled
 
 TARGETS = pd.DataFrame({"params": [7e9, 7e10], "tokens": [1.4e11, 1.4e12]})
 
 
 def quiet_fit(runs, **kwargs):
+    """A fit without progress bar, warnings or the automatic retry (the tests' draws are
+    short on purpose; the retry has tests of its own)."""
     kwargs.setdefault("progressbar", False)
+    kwargs.setdefault("retry", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bayescale.fit(runs, **kwargs)
@@ -54,7 +57,10 @@ def test_predictions_cover_truth_and_kinds_differ(small_fit):
     near = pred.iloc[0]  # 50x the ladder's largest compute; far targets get wide bands
     assert near["lower"] <= truth.loss(7e9, 1.4e11) <= near["upper"]
     mean_band = fit.predict(TARGETS, kind="mean")
-    width = lambda p: (p["upper"] - p["lower"]).to_numpy()
+
+    def width(p):
+        return (p["upper"] - p["lower"]).to_numpy()
+
     assert (width(mean_band) < width(pred)).all()
     draws = fit.predict_draws(TARGETS)
     assert draws.dims == ("chain", "draw", "target") and draws.sizes["target"] == 2
@@ -62,14 +68,14 @@ def test_predictions_cover_truth_and_kinds_differ(small_fit):
 
 def test_bad_targets_name_the_column(small_fit):
     fit, _ = small_fit
-    with pytest.raises(bayescale.RunsTableError, match="column 'tokens'.*row 1"):
+    with pytest.raises(bayescale.RunsTableError, match=r"column 'tokens'.*row 1"):
         fit.predict({"params": [1e9, 1e9], "tokens": [1e10, -1]})
     with pytest.raises(ValueError, match="kind"):
         fit.predict(TARGETS, kind="median")
 
 
 def test_optimal_allocation_bands(small_fit):
-    fit, truth = small_fit
+    fit, _ = small_fit
     require_sampled(fit)
     alloc = fit.optimal_allocation([1e21, 1e23])
     assert set(alloc["quantity"]) == {"params", "tokens", "loss"}
@@ -91,14 +97,16 @@ def test_save_load_in_new_process_predicts_exactly(small_fit, tmp_path):
         "t = pd.DataFrame({'params': [7e9, 7e10], 'tokens': [1.4e11, 1.4e12]});"
         "f.predict(t).to_csv(sys.stdout, index=False, float_format='%.17g')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
     from io import StringIO
 
     again = pd.read_csv(StringIO(out))
     for col in ("mean", "median", "lower", "upper"):
         np.testing.assert_array_equal(again[col].to_numpy(), expected[col].to_numpy())
     loaded = bayescale.load_fit(path)
-    assert loaded.model.hash() == fit.model.hash() and loaded.model.to_dict() == fit.model.to_dict() and loaded.scale == fit.scale
+    assert (loaded.model.hash() == fit.model.hash()
+            and loaded.model.to_dict() == fit.model.to_dict() and loaded.scale == fit.scale)
     assert len(loaded.runs) == len(fit.runs)
 
 
@@ -111,27 +119,54 @@ def test_load_rejects_foreign_file(tmp_path):
         bayescale.load_fit(path)
 
 
-def test_unconverged_fit_warns_loudly():
+def test_unconverged_fit_retries_once_then_warns_once():
     runs, _ = bayescale.simulate_ladder(seed=4)
-    with pytest.warns(ConvergenceWarning, match="NOT CONVERGED"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fit = bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False)
-    assert fit.diagnostics().passed is False
-    with pytest.warns(ConvergenceWarning):
+        fit.summary()
         pred = fit.predict(TARGETS)
+    verdicts = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(verdicts) == 1, [str(w.message) for w in verdicts]  # once, not at every call
+    assert ("NOT CONVERGED" in str(verdicts[0].message)
+            and "after one retry" in str(verdicts[0].message))
+    assert verdicts[0].filename == __file__  # points at the caller's line
+    # The retry: twice the tuning, target acceptance halfway to 1, same draws and chains.
+    assert fit.info["retry"]["first_attempt"].startswith("NOT CONVERGED")
+    assert (fit.sampler_config.tune, fit.sampler_config.target_accept,
+            fit.sampler_config.draws) == (60, 0.95, 30)
+    assert fit.diagnostics().passed is False
     assert pred.attrs["converged"] is False and "NOT CONVERGED" in pred.attrs["diagnostics"]
+    assert "NOT CONVERGED" in fit.summary().attrs["diagnostics"]
+
+
+def test_no_retry_keeps_the_first_attempt_and_strict_raises():
+    runs, _ = bayescale.simulate_ladder(seed=4)
+    fit = quiet_fit(runs, draws=30, tune=30, chains=2, retry=False)
+    assert "retry" not in fit.info and fit.sampler_config.tune == 30
+    with pytest.raises(bayescale.ConvergenceError,
+                       match=r"NOT CONVERGED.*after one retry with tune=60"):
+        bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False, strict=True)
+    with pytest.raises(bayescale.ConvergenceError, match="NOT CONVERGED") as err:
+        bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False, strict=True,
+                      retry=False)
+    assert "retry" not in str(err.value)
+    with pytest.raises(ValueError, match="strict=True needs method='nuts'"):
+        bayescale.fit(runs, method="map", strict=True, progressbar=False)
 
 
 @pytest.mark.parametrize("method", ["map", "advi"])
 def test_previews(method):
     runs, truth = bayescale.simulate_ladder(seed=5)
-    fit = quiet_fit(runs, method=method, **({"draws": 200} if method == "advi" else {}))  # MAP draws nothing
+    # MAP draws nothing
+    fit = quiet_fit(runs, method=method, **({"draws": 200} if method == "advi" else {}))
     assert fit.diagnostics().passed is None
     pred = fit.predict(TARGETS.iloc[:1])
     assert abs(pred["median"].iloc[0] - truth.loss(7e9, 1.4e11)) < 0.3
 
 
 def test_compute_law_and_metric_filter():
-    runs, truth = bayescale.simulate_ladder(seed=6)
+    runs, _ = bayescale.simulate_ladder(seed=6)
     extra = runs.iloc[:3].assign(metric="acc:x", value=0.5)
     fit = quiet_fit(pd.concat([runs, extra]), model="compute", draws=300, tune=300, chains=2)
     assert "gamma" in fit.idata.posterior and len(fit.runs) == len(runs)
@@ -179,7 +214,8 @@ def test_blackjax_is_refused_with_the_reason():
 
 
 def test_numpyro_backend_recovers_the_law():
-    pytest.importorskip("numpyro", reason="the JAX backend is an optional extra: pip install '.[jax]'")
+    pytest.importorskip("numpyro",
+                        reason="the JAX backend is an optional extra: pip install '.[jax]'")
     runs, truth = bayescale.simulate_ladder(seed=2)
     fit = require_sampled(quiet_fit(runs, sampler="numpyro", draws=400, tune=400, chains=2))
     assert fit.sampler_config.sampler == "numpyro"
@@ -195,9 +231,10 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     benchmark, benchmarks/mass_matrix.py, is where the low-rank one pays.)"""
     runs, truth = bayescale.simulate_ladder(seed=4)
     diag = require_sampled(quiet_fit(runs, draws=1000, tune=1000, chains=2, random_seed=2))
-    fit = require_sampled(quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2, mass_matrix="low_rank",
-                                    low_rank_cutoff=3))
-    assert fit.sampler_config.mass_matrix == "low_rank" and diag.sampler_config.mass_matrix == "diag"
+    fit = require_sampled(quiet_fit(runs, draws=1000, tune=1500, chains=2, random_seed=2,
+                                    mass_matrix="low_rank", low_rank_cutoff=3))
+    assert (fit.sampler_config.mass_matrix == "low_rank"
+            and diag.sampler_config.mass_matrix == "diag")
     for name in ("alpha", "beta", "E"):
         x, y = fit.posterior_draws(name), diag.posterior_draws(name)
         assert abs(np.median(x) - np.median(y)) < 0.3 * np.std(y), name
@@ -210,7 +247,8 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
     assert loaded.mass_matrix == "low_rank" and loaded.low_rank_cutoff == 3.0
     assert nutpie_mass_matrix_kwargs(loaded) == {"low_rank_modified_mass_matrix": True,
                                                  "mass_matrix_eigval_cutoff": 3.0}
-    assert nutpie_mass_matrix_kwargs(diag.sampler_config) == {"low_rank_modified_mass_matrix": False}
+    assert (nutpie_mass_matrix_kwargs(diag.sampler_config)
+            == {"low_rank_modified_mass_matrix": False})
     with pytest.raises(ValueError, match="needs mass_matrix='low_rank'"):
         bayescale.fit(runs, low_rank_cutoff=3)
     with pytest.raises(ValueError, match="must be > 1"):

@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gadre_overtrain  # case_studies/ is on sys.path via conftest
 import pandas as pd
 import pytest
-
 from conftest import needs_data
-
-import gadre_overtrain  # case_studies/ is on sys.path via conftest
 
 needs_gadre = needs_data("gadre_overtrain", "Gadre et al. data")
 
 #: Every 1.4B (open_lm_1b) model in the data: (family, token multiplier).
 TARGETS = {("c4", 1.0), ("c4", 4.0), ("redpajama", 1.0), ("redpajama", 32.0), ("refinedweb", 1.0),
            ("refinedweb", 16.0)}
-COLUMNS = ["family", "multiplier", "metric", "truth", "bayes_median", "bayes_lower", "bayes_upper", "covered",
+COLUMNS = ["family", "multiplier", "metric", "truth", "bayes_median", "bayes_lower", "bayes_upper",
+           "covered",
            "abs_err_bayes", "abs_err_two_stage"]
 
 
@@ -38,15 +37,18 @@ def test_gadre_small(tmp_path):
         assert col in table.columns
     for metric in ("loss", "err:avg"):
         rows = table[table["metric"] == metric]
-        assert set(zip(rows["family"], rows["multiplier"])) == TARGETS
+        assert set(zip(rows["family"], rows["multiplier"], strict=True)) == TARGETS
     assert table[["truth", "bayes_median", "bayes_lower", "bayes_upper"]].notna().all().all()
-    assert ((table["bayes_lower"] <= table["bayes_median"]) & (table["bayes_median"] <= table["bayes_upper"])).all()
+    assert ((table["bayes_lower"] <= table["bayes_median"])
+            & (table["bayes_median"] <= table["bayes_upper"])).all()
     # the truth is the held-out 1.4B data, e.g. RedPajama at multiplier 32
-    rpj = table[(table["family"] == "redpajama") & (table["multiplier"] == 32.0)].set_index("metric")
+    rpj = table[(table["family"] == "redpajama")
+                & (table["multiplier"] == 32.0)].set_index("metric")
     assert rpj.loc["loss", "truth"] == pytest.approx(2.502, abs=1e-3)
     # the mean of the per-task links is reported beside the average's own link
     err = table[table["metric"] == "err:avg"]
-    assert ((err["per_task_lower"] <= err["per_task_median"]) & (err["per_task_median"] <= err["per_task_upper"])).all()
+    assert ((err["per_task_lower"] <= err["per_task_median"])
+            & (err["per_task_median"] <= err["per_task_upper"])).all()
     diag = pd.read_csv(tmp_path / "gadre_diagnostics.csv")
     assert len(diag) == 3 * len(gadre_overtrain.FAMILIES)
     assert diag["fit"].str.contains("average").sum() == len(gadre_overtrain.FAMILIES)
@@ -70,21 +72,23 @@ def test_gadre_full_acceptance(tmp_path):
     table = _table(tmp_path)
     summary = json.loads((tmp_path / "gadre_summary.json").read_text())
     err = table[table["metric"] == "err:avg"]
-    assert set(zip(err["family"], err["multiplier"])) == TARGETS
+    assert set(zip(err["family"], err["multiplier"], strict=True)) == TARGETS
     assert (err["tasks"] == 46).all()
     failures = []
     for _, r in err.iterrows():
         if not r["covered"]:
-            failures.append(f"{r['family']} x{r['multiplier']:g}: err:avg truth {r['truth']:.4f} outside "
-                            f"[{r['bayes_lower']:.4f}, {r['bayes_upper']:.4f}]")
+            failures.append(f"{r['family']} x{r['multiplier']:g}: err:avg truth {r['truth']:.4f} "
+                            f"outside [{r['bayes_lower']:.4f}, {r['bayes_upper']:.4f}]")
     bayes, plug = err["abs_err_bayes"].mean(), err["abs_err_two_stage"].mean()
     if bayes > plug:
         failures.append(f"mean |error| of err:avg: Bayes {bayes:.4f} > two-stage {plug:.4f}")
     diag = pd.read_csv(tmp_path / "gadre_diagnostics.csv")
-    for _, d in diag[diag["fit"].str.contains("average")].iterrows():  # the fits the bands come from
+    for _, d in diag[diag["fit"].str.contains("average")].iterrows():
+        # the fits the bands come from
         if not d["converged"]:
-            failures.append(f"{d['family']} loss + average fit not converged: R-hat {d['max_rhat']:.3f}, "
-                            f"bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences")
+            failures.append(f"{d['family']} loss + average fit not converged: R-hat "
+                            f"{d['max_rhat']:.3f}, bulk ESS {d['min_ess_bulk']:.0f}, "
+                            f"{d['divergences']} divergences")
     wall = summary["acceptance"]["wall_seconds"]
     if wall > gadre_overtrain.ACCEPT["max_wall_seconds"]:
         failures.append(f"wall time {wall:.0f} s > 900 s")

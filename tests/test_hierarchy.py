@@ -6,13 +6,6 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
-
-import bayescale
-from bayescale import Model, ModelError, load_model
-from bayescale.model import auto_model
-from bayescale.parts import AR1Residuals, Checkpoints, FamilyPooling, Noise, RunEffect, ScheduleTerm
-from bayescale.parts.checkpoints import select_rows
-from bayescale.schedules import Schedule
 from conftest import require_sampled
 from simulated_calibration import (  # benchmarks/ is on sys.path via conftest
     LadderDesign,
@@ -21,16 +14,25 @@ from simulated_calibration import (  # benchmarks/ is on sys.path via conftest
     summarise,
 )
 
+import bayescale
+from bayescale import Model, ModelError, load_model
+from bayescale.model import auto_model
+from bayescale.parts import AR1Residuals, Checkpoints, FamilyPooling, Noise, RunEffect, ScheduleTerm
+from bayescale.parts.checkpoints import select_rows
+from bayescale.schedules import Schedule
+
 COSINE = Schedule("cosine", 0.01, 0.1)
 
 
 def test_schedule_shapes():
     f = np.array([0.005, 0.01, 0.5, 1.0])
     lr = COSINE.lr(f)
-    assert lr[0] == pytest.approx(0.5) and lr[1] == pytest.approx(1.0) and lr[3] == pytest.approx(0.1)
+    assert (lr[0] == pytest.approx(0.5) and lr[1] == pytest.approx(1.0)
+            and lr[3] == pytest.approx(0.1))
     assert COSINE.annealing(1.0) == pytest.approx(0.9)
     area = COSINE.lr_area(np.array([0.5, 1.0]))
-    assert area[1] == pytest.approx(0.5 * 0.01 + 0.99 * 0.55, rel=1e-3)  # warmup + mean of cosine to 10%
+    # warmup + mean of cosine to 10%
+    assert area[1] == pytest.approx(0.5 * 0.01 + 0.99 * 0.55, rel=1e-3)
     assert area[0] > area[1]  # the first half of a cosine run has the higher mean rate
     with pytest.raises(ValueError, match="schedule"):
         Schedule("step")
@@ -44,9 +46,10 @@ def test_presets_and_row_selection():
     runs, _ = bayescale.simulate_ladder(seed=0, families=2, checkpoints=10, schedule=COSINE)
     runs = bayescale.read_runs(runs)
     model = load_model("checkpoints").resolve(runs)
-    expected = Model("chinchilla", parts=[FamilyPooling(prior="half_normal"), Checkpoints(min_fraction=0.05),
-                                          RunEffect(slope=False), ScheduleTerm(source="table", anneal="loss"),
-                                          AR1Residuals(), Noise(likelihood="student_t", by_size=False)])
+    expected = Model("chinchilla",
+                     parts=[FamilyPooling(prior="half_normal"), Checkpoints(min_fraction=0.05),
+                            RunEffect(slope=False), ScheduleTerm(source="table", anneal="loss"),
+                            AR1Residuals(), Noise(likelihood="student_t", by_size=False)])
     assert model.parts == expected.parts and model.law.lookup_name == "chinchilla"
     learned = load_model("checkpoints").resolve(runs.drop(columns="schedule")).part("schedule")
     assert learned == ScheduleTerm(source="learned", anneal="loss")
@@ -62,7 +65,8 @@ def test_presets_and_row_selection():
     assert auto_model(runs.assign(family="x")).part("family_pooling") is None
     assert auto_model(runs).part("run_effect") is None  # one seed per configuration
     with pytest.raises(ModelError, match="schedule: source='table' needs a 'schedule' column"):
-        bayescale.fit(runs.drop(columns="schedule"), Model("chinchilla", parts=[Checkpoints(), ScheduleTerm("table")]))
+        bayescale.fit(runs.drop(columns="schedule"),
+                      Model("chinchilla", parts=[Checkpoints(), ScheduleTerm("table")]))
     with pytest.raises(ModelError, match="unknown part 'seed_pooling'"):
         Model("chinchilla", parts=["seed_pooling"])
     with pytest.raises(ModelError, match="family_pooling: prior='seed'"):
@@ -74,16 +78,17 @@ def test_presets_and_row_selection():
 @pytest.fixture(scope="module")
 def hier_fit():
     runs, truth = bayescale.simulate_ladder(
-        seed=11, families=2, sizes=(3e7, 1e8, 3e8), token_multipliers=(20.0,), seeds=2, checkpoints=8,
-        family_spread=0.1, seed_spread=0.01, ar1=0.8, schedule=COSINE,
+        seed=11, families=2, sizes=(3e7, 1e8, 3e8), token_multipliers=(20.0,), seeds=2,
+        checkpoints=8, family_spread=0.1, seed_spread=0.01, ar1=0.8, schedule=COSINE,
     )
     # The first run is truncated: its last 3 checkpoints are held out.
     first = runs["run"] == runs["run"].iloc[0]
     heldout = first & (runs["tokens"] > runs.loc[first, "tokens"].sort_values().iloc[-4])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs[~heldout], "checkpoints", draws=1000, tune=800, chains=2, progressbar=False,
-                            mass_matrix="low_rank", target_accept=0.95)
+        fit = bayescale.fit(runs[~heldout], "checkpoints", draws=1000, tune=800, chains=2,
+                            progressbar=False, mass_matrix="low_rank", target_accept=0.95,
+                            retry=False)
     return fit, truth, runs
 
 
@@ -92,7 +97,8 @@ def test_hierarchical_posterior_has_named_dims(hier_fit):
     post = fit.idata.posterior
     assert post["alpha"].dims == ("chain", "draw", "family")
     assert list(post["family"].values) == ["family0", "family1"]
-    assert post["z_run"].dims == ("chain", "draw", "run") and post.sizes["run"] == runs["run"].nunique()
+    assert (post["z_run"].dims == ("chain", "draw", "run")
+            and post.sizes["run"] == runs["run"].nunique())
     for name in ("alpha_pop", "alpha_sd", "sigma_run", "c", "ell"):
         assert post[name].dims == ("chain", "draw")
     table = fit.summary()
@@ -103,7 +109,8 @@ def test_predictions_for_known_new_and_run_targets(hier_fit):
     fit, truth, runs = hier_fit
     require_sampled(fit)
     total = 20 * 1e9
-    targets = pd.DataFrame({"params": [1e9] * 3, "tokens": [total] * 3, "family": ["family0", "family1", "other"]})
+    targets = pd.DataFrame({"params": [1e9] * 3, "tokens": [total] * 3,
+                            "family": ["family0", "family1", "other"]})
     pred = fit.predict(targets)
     assert list(pred["family"]) == ["family0", "family1", "other"]
     width = (pred["upper"] - pred["lower"]).to_numpy()
@@ -113,7 +120,8 @@ def test_predictions_for_known_new_and_run_targets(hier_fit):
     # A truncated run's own final loss: its offset and last residual are used.
     run = runs["run"].iloc[0]
     last = runs[(runs["run"] == run) & (runs["metric"] == "loss")].iloc[-1]
-    target = pd.DataFrame({"params": [last["params"]], "tokens": [last["total_tokens"]], "family": [last["family"]]})
+    target = pd.DataFrame({"params": [last["params"]], "tokens": [last["total_tokens"]],
+                           "family": [last["family"]]})
     own = fit.predict(target.assign(run=run))
     new_seed = fit.predict(target)
     assert own["lower"][0] < last["value"] < own["upper"][0]
@@ -127,13 +135,18 @@ def test_unfinished_target_uses_the_schedule(hier_fit):
     """A mid-run checkpoint (half of a run's tokens) sees effective tokens and the
     un-annealed term: its law value is computed by hand from the posterior draws."""
     fit, _, _ = hier_fit
-    t = pd.DataFrame({"params": [1e8, 1e8], "tokens": [1e9, 1e9], "total_tokens": [2e9, 1e9], "family": ["family0"] * 2})
-    draws = fit.predict_draws(t, kind="mean").stack(s=("chain", "draw")).transpose("s", "target").to_numpy()
+    t = pd.DataFrame({"params": [1e8, 1e8], "tokens": [1e9, 1e9], "total_tokens": [2e9, 1e9],
+                      "family": ["family0"] * 2})
+    draws = (fit.predict_draws(t, kind="mean").stack(s=("chain", "draw"))
+             .transpose("s", "target").to_numpy())
     post = {p: fit.posterior_draws(p)[:, 0] for p in ("E", "A", "B", "alpha", "beta")}
     c = fit.posterior_draws("c")
     d_eff = 1e9 * COSINE.lr_area(0.5) / COSINE.lr_area(1.0)
     u = COSINE.annealing(1.0) - COSINE.annealing(0.5)
-    law = lambda D: post["E"] + post["A"] * 1e8 ** -post["alpha"] + post["B"] * D ** -post["beta"]
+
+    def law(D):
+        return post["E"] + post["A"] * 1e8 ** -post["alpha"] + post["B"] * D ** -post["beta"]
+
     np.testing.assert_allclose(draws[:, 0], law(d_eff) + c * u, rtol=1e-9)
     np.testing.assert_allclose(draws[:, 1], law(1e9), rtol=1e-9)
 
@@ -166,21 +179,23 @@ def test_student_t_family_prior_integrates_out_the_spread():
     spread = prior["alpha_sd"].values.ravel()
     deviation = (np.log(prior["alpha"]) - prior["ln_alpha_pop"]).values.reshape(-1, 3)
     assert stats.kstest(spread**2, stats.invgamma(2.0, scale=0.02).cdf).pvalue > 1e-3
-    population = model.priors["alpha"].parameters  # LogNormal(mu, sigma): ln_alpha_pop ~ Normal(mu, sigma)
+    # LogNormal(mu, sigma): ln_alpha_pop ~ Normal(mu, sigma)
+    population = model.priors["alpha"].parameters
     population_cdf = stats.norm(population["mu"], population["sigma"]).cdf
     assert stats.kstest(prior["ln_alpha_pop"].values.ravel(), population_cdf).pvalue > 1e-3
     standardised = (deviation / spread[:, None]).ravel()
     assert stats.kstest(standardised, "norm").pvalue > 1e-3
     assert abs(stats.spearmanr(spread, np.abs(deviation / spread[:, None]).mean(axis=1))[0]) < 0.05
     half_normal = {"family_var": {"dist": "HalfNormal", "kwargs": {"sigma": 1}}}
-    with pytest.raises(ModelError, match="family_pooling: .*family_var ~ InverseGamma"):
-        with pm.Model(coords={"family": ["a", "b"]}):
-            pooled_parameter(model.with_priors(half_normal).priors, "alpha", 2, "student_t")
+    with (pytest.raises(ModelError, match=r"family_pooling: .*family_var ~ InverseGamma"),
+          pm.Model(coords={"family": ["a", "b"]})):
+        pooled_parameter(model.with_priors(half_normal).priors, "alpha", 2, "student_t")
     # the families' prior belongs to the pooling part: without it (or with the half-normal
     # spread) there is no family_var to set
     for other in (Model("chinchilla"), Model("chinchilla", parts=[FamilyPooling()])):
         with pytest.raises(ModelError, match="'family_var', which no part of the model has"):
-            other.with_priors({"family_var": {"dist": "InverseGamma", "kwargs": {"alpha": 3.0, "beta": 0.03}}})
+            other.with_priors({"family_var": {"dist": "InverseGamma",
+                                              "kwargs": {"alpha": 3.0, "beta": 0.03}}})
     with pytest.raises(ModelError, match="family_pooling: prior='cauchy'"):
         FamilyPooling(prior="cauchy")
 
@@ -195,7 +210,8 @@ def test_student_t_family_prior_fit(hier_fit):
         # left R-hat 1.03-1.13 and a few divergent draws here; the diagonal one gives a bulk
         # ESS of about 100 per 1000 draws
         model = load_model("checkpoints").with_parts(FamilyPooling(prior="student_t"))
-        fit = bayescale.fit(runs, model, draws=3000, tune=1000, chains=2, target_accept=0.95, progressbar=False)
+        fit = bayescale.fit(runs, model, draws=3000, tune=1000, chains=2, target_accept=0.95,
+                            progressbar=False, retry=False)
     require_sampled(fit)
     assert fit.model.part("family_pooling").prior == "student_t"
     assert "family_var" in fit.model.priors and "family_sd" not in fit.model.priors
@@ -204,16 +220,17 @@ def test_student_t_family_prior_fit(hier_fit):
     lo, hi = np.quantile(alpha, [0.05, 0.95], axis=0)
     true = np.array([truth.families[f]["alpha"] for f in fit.families])
     assert ((lo <= true) & (true <= hi)).all()
-    targets = pd.DataFrame({"params": [1e9] * 2, "tokens": [2e10] * 2, "family": ["family0", "other"]})
+    targets = pd.DataFrame({"params": [1e9] * 2, "tokens": [2e10] * 2,
+                            "family": ["family0", "other"]})
     pred = fit.predict(targets)
     assert pred["upper"][1] - pred["lower"][1] > pred["upper"][0] - pred["lower"][0]
 
 
 def test_calibration_smoke():
     """Default tier: one small replicate runs end to end and scores every quantity."""
-    design = LadderDesign(families=2, sizes=(3e7, 1e8, 3e8), multipliers=(20.0,), heldout_sizes=(3e9,),
-                          seeds=2, checkpoints=6)
-    out = hierarchical_replicate(0, design, draws=200, tune=200)
+    design = LadderDesign(families=2, sizes=(3e7, 1e8, 3e8), multipliers=(20.0,),
+                          heldout_sizes=(3e9,), seeds=2, checkpoints=6)
+    out = hierarchical_replicate(0, design, draws=200, tune=200, retry=False)
     assert len(out["family_alpha_covered"]) == 2 and len(out["heldout_covered"]) == 2 * 2
     assert len(out["heldout_law_covered"]) == 2 * 2
     rates = summarise([out])  # one replicate: each pooled rate is that replicate's share
@@ -240,11 +257,11 @@ def test_hierarchical_calibration_twenty_replicates():
     the assertion is on the beta intervals (iid: 0.417) and the seed spread (iid: 0.200).
 
     Both arms give the families' deviations the Student-t prior
-    (``FamilyPooling(prior="student_t")``), the default of ``hierarchical_replicate``.  The AR(1) fits use its sampler defaults (2 x
-    2,000 draws, low-rank mass matrix with cutoff 3, target_accept 0.99), which converge in
-    most replicates.  The iid fits use fewer draws (2x(400+400), diagonal mass matrix,
-    target_accept 0.95): they hit the maximum tree depth, and a coverage this far below
-    nominal is not an artefact of Monte Carlo error.
+    (``FamilyPooling(prior="student_t")``), the default of ``hierarchical_replicate``.  The AR(1)
+    fits use its sampler defaults (2 x 2,000 draws, low-rank mass matrix with cutoff 3,
+    target_accept 0.99), which converge in most replicates.  The iid fits use fewer draws
+    (2x(400+400), diagonal mass matrix, target_accept 0.95): they hit the maximum tree depth, and a
+    coverage this far below nominal is not an artefact of Monte Carlo error.
     """
     design = LadderDesign()
     results = {}

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from conftest import needs_data
-
 import lr_schedules  # case_studies/ is on sys.path via conftest
+import pytest
+from conftest import needs_data
 
 needs_curves = needs_data("lr_schedules", "Luo et al.'s learning-rate schedule curves")
 

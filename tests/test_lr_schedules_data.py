@@ -40,7 +40,8 @@ def test_synthetic_table(tmp_path):
     assert list(runs.columns) == RUNS_COLUMNS + EXTRAS
     assert len(runs) == 2 * 2 * 5 and runs["run"].nunique() == 4
     assert runs["run"].iloc[0] == "25m-cosine_24000" and runs["size"].iloc[0] == "25m"
-    assert set(runs["params"]) == {25e6, 100e6} and set(runs["family"]) == {"luo2025-25m", "luo2025-100m"}
+    assert (set(runs["params"]) == {25e6, 100e6}
+            and set(runs["family"]) == {"luo2025-25m", "luo2025-100m"})
     assert (runs["metric"] == "loss").all() and runs[["n_items", "chance"]].isna().all().all()
     np.testing.assert_allclose(runs["tokens"], runs["step"] * 2**19)
     total = runs.groupby("lr_schedule")["total_tokens"].first()
@@ -53,7 +54,8 @@ def test_synthetic_table(tmp_path):
     # read_runs keeps the extra columns the schedule term needs
     checked = bayescale.read_runs(runs)
     assert set(EXTRAS) <= set(checked.columns)
-    np.testing.assert_allclose(checked.sort_values(["run", "step"])["lr"], runs.sort_values(["run", "step"])["lr"])
+    np.testing.assert_allclose(checked.sort_values(["run", "step"])["lr"],
+                               runs.sort_values(["run", "step"])["lr"])
 
 
 def test_synthetic_options_errors(tmp_path):
@@ -66,7 +68,7 @@ def test_synthetic_options_errors(tmp_path):
         load_lr_schedules(tmp_path, schedules="wsdcon_9", tokens_per_step=0)
     with pytest.raises(FileNotFoundError, match="csv_400"):
         load_lr_schedules(tmp_path, sizes=[400], schedules="wsdcon_9")
-    with pytest.raises(FileNotFoundError, match="constant_24000.csv"):
+    with pytest.raises(FileNotFoundError, match=r"constant_24000.csv"):
         load_lr_schedules(tmp_path)  # default: every schedule
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_lr_schedules(tmp_path / "nowhere")
@@ -76,13 +78,20 @@ def test_synthetic_options_errors(tmp_path):
     ("edit", "message"),
     [
         (lambda d: d.drop(columns="lr"), r"missing column\(s\) \['lr'\]"),
-        (lambda d: d.assign(loss=d["loss"].where(d.index != 2, np.nan)), r"line 4 \(data row 2, step 2432\).*'loss'"),
-        (lambda d: d.assign(loss=d["loss"].where(d.index != 3, np.inf)), r"line 5 \(data row 3, step 2560\).*'loss'"),
-        (lambda d: d.assign(loss=d["loss"].where(d.index != 1, -1.0)), r"line 3 .*'loss' must be > 0"),
-        (lambda d: d.assign(lr=d["lr"].where(d.index != 4, -1e-4)), r"line 6 \(data row 4, step 2688\).*'lr' must be >= 0"),
-        (lambda d: d.assign(lr=d["lr"].astype(object).where(d.index != 0, "abc")), r"line 2 .*'lr' is missing or not"),
-        (lambda d: d.assign(step=d["step"].where(d.index != 3, 2304)), r"line 5 \(data row 3, step 2304\).*does not increase"),
-        (lambda d: d.assign(step=d["step"].where(d.index != 0, 2304)), r"line 3 \(data row 1, step 2304\).*does not increase"),
+        (lambda d: d.assign(loss=d["loss"].where(d.index != 2, np.nan)),
+         r"line 4 \(data row 2, step 2432\).*'loss'"),
+        (lambda d: d.assign(loss=d["loss"].where(d.index != 3, np.inf)),
+         r"line 5 \(data row 3, step 2560\).*'loss'"),
+        (lambda d: d.assign(loss=d["loss"].where(d.index != 1, -1.0)),
+         r"line 3 .*'loss' must be > 0"),
+        (lambda d: d.assign(lr=d["lr"].where(d.index != 4, -1e-4)),
+         r"line 6 \(data row 4, step 2688\).*'lr' must be >= 0"),
+        (lambda d: d.assign(lr=d["lr"].astype(object).where(d.index != 0, "abc")),
+         r"line 2 .*'lr' is missing or not"),
+        (lambda d: d.assign(step=d["step"].where(d.index != 3, 2304)),
+         r"line 5 \(data row 3, step 2304\).*does not increase"),
+        (lambda d: d.assign(step=d["step"].where(d.index != 0, 2304)),
+         r"line 3 \(data row 1, step 2304\).*does not increase"),
         (lambda d: d.iloc[:0], "no rows"),
     ],
 )
@@ -98,14 +107,16 @@ def test_malformed_file_names_file_and_row(tmp_path, edit, message):
 def test_constants():
     assert set(LUO_TRAIN_SCHEDULES) <= set(lrs.SCHEDULES) and len(lrs.SCHEDULES) == 7
     assert sorted(LUO_PUBLISHED_MRE) == [25e6, 100e6, 400e6]
-    assert LUO_PUBLISHED_MRE[25e6] == pytest.approx(0.0011) and LUO_PUBLISHED_MRE[400e6] == pytest.approx(0.00168)
+    assert (LUO_PUBLISHED_MRE[25e6] == pytest.approx(0.0011)
+            and LUO_PUBLISHED_MRE[400e6] == pytest.approx(0.00168))
 
 
 # ----------------------------------------------------------------------------- the real data
 @pytest.fixture(scope="module")
 def real():
     if find_data_dir("lr_schedules") is None:
-        pytest.skip("real data folder 'lr_schedules' not found (set BAYESCALE_DATA or place it at ../shared/data)")
+        pytest.skip("real data folder 'lr_schedules' not found (set BAYESCALE_DATA or place it at "
+                    "../shared/data)")
     return load_lr_schedules()
 
 
@@ -113,7 +124,8 @@ def test_real_shape(real):
     assert real["run"].nunique() == 21 and len(real) == 2989
     counts = real.groupby("run").size()
     assert counts["400m-cosine_24000"] == 171 and counts["100m-wsdcon_9"] == 109
-    assert counts["25m-wsdcon_9"] == 95 and counts["25m-wsd_20000_24000"] == 170  # quirks, kept as is
+    # quirks, kept as is
+    assert counts["25m-wsdcon_9"] == 95 and counts["25m-wsd_20000_24000"] == 170
     assert set(real["params"]) == {25e6, 100e6, 400e6}
     assert (real.groupby("params")["lr_schedule"].nunique() == 7).all()
     assert real["value"].between(2.5, 4.5).all()
@@ -142,7 +154,8 @@ def test_real_train_selection_and_read_runs(real):
     assert sorted(train["lr_schedule"].unique()) == sorted(LUO_TRAIN_SCHEDULES)
     pd.testing.assert_frame_equal(
         train.reset_index(drop=True),
-        real[(real["size"] == "400m") & real["lr_schedule"].isin(LUO_TRAIN_SCHEDULES)].reset_index(drop=True),
+        real[(real["size"] == "400m")
+             & real["lr_schedule"].isin(LUO_TRAIN_SCHEDULES)].reset_index(drop=True),
     )
     checked = bayescale.read_runs(real)
     assert len(checked) == len(real) and "lr" in checked and "step" in checked

@@ -11,12 +11,24 @@ import pytest
 import bayescale
 from bayescale import Model, ModelError
 from bayescale.build import build_model
-from bayescale.parts import (AR1Residuals, Checkpoints, Downstream, Drift, FamilyPooling, Noise, RunEffect,
-                             ScheduleTerm, available_parts, get_part)
+from bayescale.parts import (
+    AR1Residuals,
+    Checkpoints,
+    Downstream,
+    Drift,
+    FamilyPooling,
+    Noise,
+    RunEffect,
+    ScheduleTerm,
+    available_parts,
+    get_part,
+)
 from bayescale.runs import Scale, read_runs
 
-STRUCTURE_WORDS = ("pooling", "checkpoints", "residuals", "run_effect", "schedule", "min_fraction", "downstream",
-                   "noise", "anneal", "run_slope", "drift", "drift_clock", "link_scale", "family_prior", "tasks", "law")
+STRUCTURE_WORDS = ("pooling", "checkpoints", "residuals", "run_effect", "schedule", "min_fraction",
+                   "downstream",
+                   "noise", "anneal", "run_slope", "drift", "drift_clock", "link_scale",
+                   "family_prior", "tasks", "law")
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -31,7 +43,8 @@ def test_fit_has_no_structure_parameter():
     assert "model" in params
 
 
-@pytest.mark.parametrize("option", ["anneal", "tasks", "min_fraction", "drift_clock", "link_scale", "noise"])
+@pytest.mark.parametrize("option",
+                         ["anneal", "tasks", "min_fraction", "drift_clock", "link_scale", "noise"])
 def test_old_structure_options_cannot_be_written(option):
     """Options that used to be silently ignored without their part exist only inside the part."""
     runs, _ = bayescale.simulate_ladder(seed=0)
@@ -39,18 +52,20 @@ def test_old_structure_options_cannot_be_written(option):
         bayescale.fit(runs, **{option: "x"})
 
 
-@pytest.mark.parametrize(("method", "setting"), [("map", {"draws": 500}), ("map", {"mass_matrix": "low_rank"}),
-                                                  ("advi", {"chains": 4}), ("advi", {"target_accept": 0.95})])
+@pytest.mark.parametrize(("method", "setting"),
+                         [("map", {"draws": 500}), ("map", {"mass_matrix": "low_rank"}),
+                          ("advi", {"chains": 4}), ("advi", {"target_accept": 0.95})])
 def test_sampler_settings_a_method_would_ignore_are_refused(method, setting):
     """``method="map"`` used to drop ``draws`` (and every NUTS setting) without a word."""
     runs, _ = bayescale.simulate_ladder(seed=0)
-    with pytest.raises(ValueError, match=f"method='{method}' does not use {next(iter(setting))}") as err:
+    with pytest.raises(ValueError,
+                       match=f"method='{method}' does not use {next(iter(setting))}") as err:
         bayescale.fit(runs, "chinchilla", method=method, progressbar=False, **setting)
     one_line(err)
 
 
 def test_compute_law_with_size_scaled_noise_builds():
-    """``law="compute", noise="size"`` used to die with KeyError 'kappa': the noise part owns kappa."""
+    """``law="compute", noise="size"`` used to die with KeyError 'kappa': noise owns kappa."""
     runs, _ = bayescale.simulate_ladder(seed=0)
     rows = read_runs(runs)
     model = Model("compute", parts=[Noise(by_size=True)])
@@ -87,7 +102,8 @@ def test_invalid_combinations_raise_naming_the_part(parts, part_named):
         (lambda: FamilyPooling(prior="cauchy"), ("family_pooling", "prior")),
         (lambda: get_part({"part": "drift", "speed": 2}), ("drift", "speed")),
         (lambda: get_part({"part": "warp"}), ("warp",)),
-        (lambda: Model("chinchilla", prior_overrides={"kappa": {"dist": "Normal", "kwargs": {"sigma": 1}}}),
+        (lambda: Model("chinchilla",
+                       prior_overrides={"kappa": {"dist": "Normal", "kwargs": {"sigma": 1}}}),
          ("kappa", "no part")),
         (lambda: Model("chinchilla", sampler={"draw": 10}), ("sampler", "draw")),
     ],
@@ -116,12 +132,14 @@ def test_data_dependent_errors_name_the_part():
     tasks = [bayescale.Task("qa")]
     runs, _ = bayescale.simulate_ladder(seed=0, tasks=tasks)
     with pytest.raises(ModelError, match=r"downstream: task\(s\) \['acc:nope'\]"):
-        bayescale.fit(runs, Model("chinchilla", parts=[Downstream(tasks=("acc:nope",))]), progressbar=False)
+        bayescale.fit(runs, Model("chinchilla", parts=[Downstream(tasks=("acc:nope",))]),
+                      progressbar=False)
 
 
 def test_every_preset_loads_and_describes_itself():
     presets = bayescale.available_models()
-    assert {"chinchilla", "checkpoints", "downstream", "pythia_lambada", "gadre_average", "gadre_tasks"} <= set(presets)
+    assert {"chinchilla", "checkpoints", "downstream", "pythia_lambada", "gadre_average",
+            "gadre_tasks"} <= set(presets)
     for name, line in presets.items():
         model = bayescale.load_model(name)
         assert line and "\n" not in line
@@ -139,9 +157,11 @@ def test_extends_merges_parts_and_priors():
     assert pythia.part("ar1_residuals") is not None  # inherited from 'checkpoints'
     assert pythia.part("drift").clock == "fraction"
     assert pythia.priors["E"].parameters == {"mu": -0.7, "sigma": 0.5}
-    assert pythia.sampler["mass_matrix"] == "low_rank" and pythia.sampler["draws"] == 1000  # merged by key
+    # merged by key
+    assert pythia.sampler["mass_matrix"] == "low_rank" and pythia.sampler["draws"] == 1000
     downstream = bayescale.load_model("pythia_downstream")
-    assert downstream.part("downstream").scale == "log_reducible" and downstream.part("drift") is not None
+    assert (downstream.part("downstream").scale == "log_reducible"
+            and downstream.part("drift") is not None)
 
 
 def test_a_model_file_is_loaded_by_path(tmp_path):
@@ -179,7 +199,8 @@ def test_case_studies_load_their_models_by_name():
 @pytest.fixture(scope="module")
 def saved_fit(tmp_path_factory):
     runs, _ = bayescale.simulate_ladder(seed=0, families=2, checkpoints=3)
-    model = Model("chinchilla", parts=[FamilyPooling(), Checkpoints(), RunEffect()], name="small tree")
+    model = Model("chinchilla", parts=[FamilyPooling(), Checkpoints(), RunEffect()],
+                  name="small tree")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs, model, method="map", progressbar=False)
@@ -194,7 +215,8 @@ def test_a_saved_fit_stores_and_reloads_its_model_tree(saved_fit):
     assert loaded.model == fit.model and loaded.model.hash() == fit.model.hash()
     assert [p.lookup_name for p in loaded.model.parts] == [p.lookup_name for p in fit.model.parts]
     target = {"params": 3e8, "tokens": 6e9, "family": fit.families[0]}
-    assert loaded.predict(target)["median"].iloc[0] == pytest.approx(fit.predict(target)["median"].iloc[0])
+    assert (loaded.predict(target)["median"].iloc[0]
+            == pytest.approx(fit.predict(target)["median"].iloc[0]))
 
 
 def test_a_file_of_an_older_format_is_refused_naming_its_writer(saved_fit, tmp_path):
@@ -203,12 +225,15 @@ def test_a_file_of_an_older_format_is_refused_naming_its_writer(saved_fit, tmp_p
     _, path = saved_fit
     idata = az.from_netcdf(str(path))
     meta = json.loads(idata.posterior.attrs["bayescale"])
-    old = {"format_version": 1, "spec": {"law": "chinchilla"}, "info": {"versions": {"bayescale": "0.1.0"}},
+    old = {"format_version": 1, "spec": {"law": "chinchilla"},
+           "info": {"versions": {"bayescale": "0.1.0"}},
            **{k: meta[k] for k in ("scale", "sampler", "metric")}}
     idata.posterior.attrs["bayescale"] = json.dumps(old)
     older = tmp_path / "old.nc"
     idata.to_netcdf(str(older))
-    with pytest.raises(ValueError, match=r"written by bayescale 0\.1\.0 in file format 1; this version reads format 2"):
+    with pytest.raises(ValueError,
+                       match=r"written by bayescale 0\.1\.0 in file format 1; this version reads "
+                             r"format 2"):
         bayescale.load_fit(older)
 
 

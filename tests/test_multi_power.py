@@ -8,19 +8,20 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_sampled
 
 import bayescale
 from bayescale import Model, ModelError
 from bayescale.parts import Checkpoints, MultiPowerSchedule, Noise
 from bayescale.parts.multi_power import summed_rates
-from conftest import require_sampled
 
 TRUTH = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.30,
          "B_drop": 0.2, "phi_drop": 0.1, "C_drop": 150.0, "beta_drop": 0.5, "gamma_drop": 0.6}
 PEAK = 1e-3
 
 
-def wsd_lr(steps: np.ndarray, total: float, decay_from: float | None, final: float = 0.1) -> np.ndarray:
+def wsd_lr(steps: np.ndarray, total: float, decay_from: float | None,
+           final: float = 0.1) -> np.ndarray:
     """Warmup-stable-decay: the peak rate, then a geometric decay to ``final`` of it from
     ``decay_from`` of the run to its end (None: constant)."""
     lr = np.full(len(steps), PEAK)
@@ -35,14 +36,15 @@ def true_loss(runs: pd.DataFrame, N0: float, D0: float) -> np.ndarray:
     drop; ``B_drop`` and ``C_drop`` are in the units of the centre ``N0``, ``D0``."""
     part = MultiPowerSchedule(peak_lr=PEAK)
     d_eff = summed_rates(runs, PEAK, 1.0)["S1"]
-    law = TRUTH["E"] + TRUTH["A"] * runs["params"].to_numpy() ** -TRUTH["alpha"] + TRUTH["B"] * d_eff ** -TRUTH["beta"]
-    drop = part.drop({k: TRUTH[k] for k in part.priors()}, runs["params"].to_numpy() / N0, part.pairs(runs, D0),
-                     len(runs), np)
+    law = (TRUTH["E"] + TRUTH["A"] * runs["params"].to_numpy() ** -TRUTH["alpha"] + TRUTH["B"]
+           * d_eff ** -TRUTH["beta"])
+    drop = part.drop({k: TRUTH[k] for k in part.priors()}, runs["params"].to_numpy() / N0,
+                     part.pairs(runs, D0), len(runs), np)
     return law - np.ravel(drop)
 
 
-def simulate_wsd(seed: int = 0, sizes=(3e7, 1e8, 3e8), decays=(None, 0.5, 0.8), rows_per_run: int = 40,
-                 noise: float = 0.003) -> pd.DataFrame:
+def simulate_wsd(seed: int = 0, sizes=(3e7, 1e8, 3e8), decays=(None, 0.5, 0.8),
+                 rows_per_run: int = 40, noise: float = 0.003) -> pd.DataFrame:
     """Runs of three sizes under warmup-stable-decay schedules that start decaying at
     different points, from :func:`true_loss` centred at the ladder's geometric means (the
     fit's ``N0``, ``D0``, so ``TRUTH`` is in the fit's units)."""
@@ -52,22 +54,27 @@ def simulate_wsd(seed: int = 0, sizes=(3e7, 1e8, 3e8), decays=(None, 0.5, 0.8), 
         total = 20 * N
         tokens = np.linspace(0.05, 1.0, rows_per_run) * total
         for decay in decays:
-            frames.append(pd.DataFrame({"family": "sim", "run": f"{N:.0e}-decay{decay}", "params": N, "tokens": tokens,
+            frames.append(pd.DataFrame({"family": "sim", "run": f"{N:.0e}-decay{decay}",
+                                        "params": N, "tokens": tokens,
                                         "total_tokens": total, "lr": wsd_lr(tokens, total, decay)}))
     runs = pd.concat(frames, ignore_index=True)
-    centre = float(np.exp(np.log(runs["params"]).mean())), float(np.exp(np.log(runs["tokens"]).mean()))
-    return runs.assign(value=true_loss(runs, *centre) * np.exp(noise * rng.standard_normal(len(runs))))
+    centre = (float(np.exp(np.log(runs["params"]).mean())),
+              float(np.exp(np.log(runs["tokens"]).mean())))
+    return runs.assign(value=true_loss(runs,
+                                       *centre) * np.exp(noise * rng.standard_normal(len(runs))))
 
 
 def test_summed_rates_are_trapezoid_sums_with_a_warmup_before_the_first_row():
-    rows = pd.DataFrame({"run": ["r"] * 4, "tokens": [100.0, 200.0, 300.0, 400.0], "lr": [2.0, 2.0, 1.0, 1.0]})
+    rows = pd.DataFrame({"run": ["r"] * 4, "tokens": [100.0, 200.0, 300.0, 400.0],
+                         "lr": [2.0, 2.0, 1.0, 1.0]})
     out = summed_rates(rows, peak_lr=2.0, unit=1.0)
     # eta = 1, 1, 0.5, 0.5: warmup area 100 * 1 / 2, then trapezoids 100, 75, 50
     np.testing.assert_allclose(out["S1"], [50, 150, 225, 275])
     assert out["t"].tolist() == [2, 3] and out["drop"].tolist() == [0.5, 0.5]
     np.testing.assert_allclose(out["S"], [0.0, 50.0])  # the decay placed at row 2
     with_warmup = summed_rates(rows.assign(warmup_tokens=50.0), peak_lr=2.0, unit=1.0)
-    assert with_warmup["S1"][0] == pytest.approx(50 / 2 + 1.0 * 50)  # linear to the peak over 50, then flat
+    # linear to the peak over 50, then flat
+    assert with_warmup["S1"][0] == pytest.approx(50 / 2 + 1.0 * 50)
     shuffled = summed_rates(rows.iloc[[2, 0, 3, 1]], peak_lr=2.0, unit=1.0)
     np.testing.assert_allclose(shuffled["S1"], [225, 50, 275, 150])  # rows of a run in any order
 
@@ -77,7 +84,8 @@ def test_the_drop_grows_after_a_decay_and_saturates():
     runs = simulate_wsd(noise=0.0)
     run = runs[runs["run"] == "1e+08-decay0.5"].reset_index(drop=True)
     params = {k: TRUTH[k] for k in part.priors()}
-    drop = part.drop(params, np.ones(len(run)), part.pairs(run, float(run["tokens"].mean())), len(run), np).ravel()
+    drop = part.drop(params, np.ones(len(run)), part.pairs(run, float(run["tokens"].mean())),
+                     len(run), np).ravel()
     decaying = run["tokens"] > 0.5 * run["total_tokens"]
     assert np.all(drop[~decaying] == 0) and np.all(np.diff(drop[decaying]) > 0)
     # bounded by B times the total fall of the rate (G < 1)
@@ -88,7 +96,8 @@ def test_errors_name_the_part():
     with pytest.raises(ModelError, match="multi_power: needs the checkpoints part"):
         Model("chinchilla", parts=[MultiPowerSchedule()])
     with pytest.raises(ModelError, match="two parts fill 'schedule'"):
-        Model("chinchilla", parts=[Checkpoints(), MultiPowerSchedule(), bayescale.parts.ScheduleTerm()])
+        Model("chinchilla",
+              parts=[Checkpoints(), MultiPowerSchedule(), bayescale.parts.ScheduleTerm()])
     with pytest.raises(ModelError, match="multi_power: peak_lr"):
         MultiPowerSchedule(peak_lr=-1.0)
     runs = simulate_wsd().drop(columns="lr")
@@ -106,11 +115,12 @@ def test_the_multi_power_preset_loads():
 @pytest.fixture(scope="module")
 def wsd_fit():
     runs = simulate_wsd(seed=0)
-    model = Model("chinchilla", parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule(), Noise()], name="wsd")
+    model = Model("chinchilla",
+                  parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule(), Noise()], name="wsd")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, model, draws=600, tune=600, chains=2, target_accept=0.95, random_seed=3,
-                            progressbar=False)
+        fit = bayescale.fit(runs, model, draws=600, tune=600, chains=2, target_accept=0.95,
+                            random_seed=3, progressbar=False, retry=False)
     return fit, runs
 
 
@@ -118,7 +128,8 @@ def test_a_simulated_wsd_ladder_recovers_the_multi_power_parameters(wsd_fit):
     fit, _ = wsd_fit
     require_sampled(fit)
     missed = {}
-    for name in ("B_drop", "phi_drop", "C_drop", "beta_drop", "gamma_drop", "E", "A", "B", "alpha", "beta"):
+    for name in ("B_drop", "phi_drop", "C_drop", "beta_drop", "gamma_drop", "E", "A", "B", "alpha",
+                 "beta"):
         lo, hi = np.quantile(fit.posterior_draws(name), [0.05, 0.95])
         if not lo <= TRUTH[name] <= hi:
             missed[name] = (TRUTH[name], lo, hi)
@@ -128,13 +139,14 @@ def test_a_simulated_wsd_ladder_recovers_the_multi_power_parameters(wsd_fit):
 def test_a_planned_run_is_predicted_from_its_own_schedule(wsd_fit):
     """Targets sharing a run id the fit has not seen are one new run, whose lr column is its
     schedule: a run that decays predicts a lower final loss than one that stays constant."""
-    fit, runs = wsd_fit
+    fit, _ = wsd_fit
     N = 1e8
     total = 20 * N
     tokens = np.linspace(0.05, 1.0, 40) * total
     planned = []
     for name, decay in (("plan-constant", None), ("plan-decay0.65", 0.65)):
-        planned.append(pd.DataFrame({"params": N, "tokens": tokens, "total_tokens": total, "family": "sim",
+        planned.append(pd.DataFrame({"params": N, "tokens": tokens, "total_tokens": total,
+                                     "family": "sim",
                                      "run": name, "lr": wsd_lr(tokens, total, decay)}))
     targets = pd.concat(planned, ignore_index=True)
     with warnings.catch_warnings():
@@ -153,13 +165,19 @@ def test_a_planned_run_given_by_its_last_rows_alone_is_refused(wsd_fit):
     fit, _ = wsd_fit
     N, total = 1e8, 2e9
     tokens = np.array([0.9, 0.95, 1.0]) * total
-    late = pd.DataFrame({"params": N, "tokens": tokens, "total_tokens": total, "family": "sim", "run": "plan-late",
+    late = pd.DataFrame({"params": N, "tokens": tokens, "total_tokens": total, "family": "sim",
+                         "run": "plan-late",
                          "lr": wsd_lr(tokens, total, 0.5)})
-    with pytest.raises(ModelError, match="run 'plan-late' of the targets has 90% of its tokens before its first row"):
+    with pytest.raises(ModelError,
+                       match="run 'plan-late' of the targets has 90% of its tokens before its "
+                             "first row"):
         fit.predict(late)
     runs = simulate_wsd(rows_per_run=3)  # rows at 5%, 52% and 100% of each run
-    with pytest.raises(ModelError, match="multi_power: run .* of the runs table has 48% of its tokens between"):
-        bayescale.fit(runs, Model("chinchilla", parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule()]),
+    with pytest.raises(ModelError, match=r"multi_power: run .* of the runs table has 48% of its "
+                                         r"tokens between"):
+        bayescale.fit(runs,
+                      Model("chinchilla",
+                            parts=[Checkpoints(min_fraction=0.0), MultiPowerSchedule()]),
                       progressbar=False)
 
 
@@ -172,7 +190,8 @@ def test_fit_without_a_model_uses_the_multi_power_preset_when_the_table_gives_th
     runs = bayescale.read_runs(simulate_wsd(seed=0))
     one_family = auto_model(runs)
     assert isinstance(one_family.part("schedule"), MultiPowerSchedule)
-    assert one_family.part("family_pooling") is None and one_family.name == "multi_power - family_pooling"
+    assert (one_family.part("family_pooling") is None
+            and one_family.name == "multi_power - family_pooling")
     two = runs.assign(family=np.where(runs["params"] > 5e7, "big", "small"))
     assert auto_model(two) == bayescale.load_model("multi_power")
     finals = runs.sort_values("tokens").groupby("run").tail(1)

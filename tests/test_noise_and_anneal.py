@@ -7,13 +7,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_sampled
 
 import bayescale
 from bayescale import Model, ModelError
 from bayescale.laws import Chinchilla, Kaplan
 from bayescale.parts import Checkpoints, FamilyPooling, Noise, RunEffect, ScheduleTerm
 from bayescale.schedules import Schedule
-from conftest import require_sampled
 
 COSINE = Schedule("cosine", 0.01, 0.1)
 
@@ -27,8 +27,11 @@ def test_token_shortfall_scales_with_the_data_term():
     tokens = ScheduleTerm(source="table", anneal="tokens")
     loss = ScheduleTerm(source="table", anneal="loss")
     assert (tokens.parameter, loss.parameter) == ("c_tokens", "c")
-    deficit = lambda law, term: (term.law_mean(law, theta, n, 1.0, 0.8, 0.7, np.exp)
-                                 - term.law_mean(law, theta, n, 1.0, 0.0, 0.7, np.exp))
+
+    def deficit(law, term):
+        return (term.law_mean(law, theta, n, 1.0, 0.8, 0.7, np.exp)
+                - term.law_mean(law, theta, n, 1.0, 0.0, 0.7, np.exp))
+
     by_tokens = deficit(Kaplan(), tokens)
     assert by_tokens[0] < 0.2 * by_tokens[1]
     np.testing.assert_allclose(deficit(Chinchilla(), loss), [0.56, 0.56])
@@ -42,8 +45,9 @@ def test_token_shortfall_scales_with_the_data_term():
 
 #: Kaplan's law, families pooled, every checkpoint, run offsets and slopes, the table's schedule
 #: as a token shortfall, iid residuals whose scale falls with size.
-MODEL = Model("kaplan", parts=[FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(slope=True),
-                               ScheduleTerm(source="table", anneal="tokens"), Noise(by_size=True)])
+MODEL = Model("kaplan",
+              parts=[FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(slope=True),
+                     ScheduleTerm(source="table", anneal="tokens"), Noise(by_size=True)])
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +62,8 @@ def noisy_small_models():
     runs["value"] = runs["value"] * np.exp(scale * rng.standard_normal(len(runs)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, MODEL, draws=1000, tune=800, chains=2, mass_matrix="low_rank", progressbar=False,
-                            random_seed=5)
+        fit = bayescale.fit(runs, MODEL, draws=1000, tune=800, chains=2, mass_matrix="low_rank",
+                            progressbar=False, random_seed=5, retry=False)
     return fit, truth
 
 
@@ -87,7 +91,8 @@ def test_size_noise_fit_survives_save_and_load(noisy_small_models, tmp_path):
     assert loaded.model.parts == fit.model.parts and loaded.model.hash() == fit.model.hash()
     assert loaded.model.noise.by_size and loaded.model.part("schedule").anneal == "tokens"
     assert loaded.law.lookup_name == "kaplan" and loaded.model.part("run_effect").slope
-    t = pd.DataFrame({"params": [1e9], "tokens": [2e10], "total_tokens": [4e10], "family": ["family1"]})
+    t = pd.DataFrame({"params": [1e9], "tokens": [2e10], "total_tokens": [4e10],
+                      "family": ["family1"]})
     pd.testing.assert_frame_equal(loaded.predict(t), fit.predict(t))
 
 
@@ -98,11 +103,15 @@ def test_existing_run_mid_way_adds_its_offset_and_slope(noisy_small_models):
     run = fit.run_names[3]
     row = fit.runs[fit.runs["run"] == run].iloc[-1]
     t = pd.DataFrame({"params": [row["params"]], "tokens": [row["total_tokens"] / 2],
-                      "total_tokens": [row["total_tokens"]], "family": [row["family"]], "run": [run]})
-    got = fit.predict_draws(t, kind="mean").stack(s=("chain", "draw")).transpose("s", "target").to_numpy()[:, 0]
-    base = fit.predict_draws(t.drop(columns="run"), kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
+                      "total_tokens": [row["total_tokens"]], "family": [row["family"]],
+                      "run": [run]})
+    got = (fit.predict_draws(t, kind="mean").stack(s=("chain", "draw"))
+           .transpose("s", "target").to_numpy()[:, 0])
+    base = fit.predict_draws(t.drop(columns="run"),
+                             kind="mean").stack(s=("chain", "draw")).to_numpy().ravel()
     j = fit.run_names.index(run)
     n = row["params"] / fit.scale.N0
-    slope = fit.posterior_draws("sigma_slope") * n ** -fit.posterior_draws("kappa") * fit.posterior_draws("z_slope")[:, j]
+    slope = (fit.posterior_draws("sigma_slope") * n ** -fit.posterior_draws("kappa")
+             * fit.posterior_draws("z_slope")[:, j])
     offset = fit.posterior_draws("sigma_run") * fit.posterior_draws("z_run")[:, j]
     np.testing.assert_allclose(np.log(got), np.log(base) + offset + slope * np.log(0.5), rtol=1e-9)

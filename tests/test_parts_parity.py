@@ -17,8 +17,16 @@ import scipy.stats
 
 import bayescale
 from bayescale.build import build_model
-from bayescale.parts import (AR1Residuals, Checkpoints, Downstream, Drift, FamilyPooling, Noise, RunEffect,
-                             ScheduleTerm)
+from bayescale.parts import (
+    AR1Residuals,
+    Checkpoints,
+    Downstream,
+    Drift,
+    FamilyPooling,
+    Noise,
+    RunEffect,
+    ScheduleTerm,
+)
 from bayescale.parts.checkpoints import select_rows
 from bayescale.parts.schedule import default_schedule
 from bayescale.predict import Structure, predictive_draws
@@ -34,20 +42,23 @@ def ladder() -> pd.DataFrame:
     """Two families, two seeds, six checkpoints per run, a cosine schedule and two tasks."""
     tasks = [Task("t1", chance=0.25, slope=3.0, midpoint=3.2, n_items=500),
              Task("t2", chance=0.5, slope=2.0, midpoint=3.0, n_items=1000)]
-    runs, _ = bayescale.simulate_ladder(seed=3, families=2, seeds=2, checkpoints=6, sizes=(2e7, 6e7, 2e8),
-                                        token_multipliers=(10, 20), schedule=Schedule("cosine"), seed_spread=0.01,
-                                        tasks=tasks)
+    runs, _ = bayescale.simulate_ladder(seed=3, families=2, seeds=2, checkpoints=6,
+                                        sizes=(2e7, 6e7, 2e8),
+                                        token_multipliers=(10, 20), schedule=Schedule("cosine"),
+                                        seed_spread=0.01, tasks=tasks)
     return read_runs(runs)
 
 
 def _prepare(model, table):
     model = model.resolve(table[table["metric"] == "loss"])
-    rows, _ = select_rows(table[table["metric"] == "loss"].reset_index(drop=True), model.part("checkpoints"))
+    rows, _ = select_rows(table[table["metric"] == "loss"].reset_index(drop=True),
+                          model.part("checkpoints"))
     part = model.part("downstream")
     acc = part.select(table, rows, model.part("checkpoints")) if part is not None else None
     families, runs = sorted(rows["family"].unique()), list(dict.fromkeys(rows["run"]))
     term = model.part("schedule")
-    schedule = default_schedule(rows) if term is not None and getattr(term, "source", None) == "table" else None
+    schedule = (default_schedule(rows) if term is not None
+                and getattr(term, "source", None) == "table" else None)
     scale = Scale.from_runs(rows)
     pm_model = build_model(model, rows, scale, families, runs, schedule, acc, record_mean=True)
     with pm_model:
@@ -63,8 +74,10 @@ def _check(model, table):
     from bayescale.parts import PredictContext
 
     ctx = PredictContext(fit=structure, idata=idata, targets=rows, x=structure.design(rows),
-                         family_labels=rows["family"].astype(str), run_labels=rows["run"].astype(str),
-                         known=np.ones(len(rows), bool), new_draws=False, rng=np.random.default_rng(0))
+                         family_labels=rows["family"].astype(str),
+                         run_labels=rows["run"].astype(str),
+                         known=np.ones(len(rows), bool), new_draws=False,
+                         rng=np.random.default_rng(0))
     numpy_mean = structure.structural_mean(ctx, rows)
     ok = np.isfinite(graph)
     assert ok.mean() > 0.5, "most prior draws should give a finite mean"
@@ -78,7 +91,8 @@ def _check(model, table):
     if acc is not None:
         p_graph = idata.posterior["p_acc"].stack(s=("chain", "draw")).transpose("s", ...).to_numpy()
         targets = acc[["params", "tokens", "total_tokens", "family", "run", "metric"]]
-        p_numpy = predictive_draws(idata, structure, targets, kind="mean").stack(s=("chain", "draw")) \
+        p_numpy = predictive_draws(idata, structure, targets,
+                                   kind="mean").stack(s=("chain", "draw")) \
             .transpose("s", ...).to_numpy()
         fine = np.isfinite(p_graph) & (p_graph > 1e-6) & (p_graph < 1 - 1e-6)
         assert fine.mean() > 0.3
@@ -88,7 +102,8 @@ def _check(model, table):
 def _check_log_density(model, pm_model, idata, structure, rows, mu):
     """Pointwise log-density of ln loss: the graph's against the numpy mean with the noise
     part's likelihood and the AR(1) conditioning written out."""
-    ll = pm.compute_log_likelihood(idata.copy(), var_names=["ln_loss"], model=pm_model, progressbar=False)
+    ll = pm.compute_log_likelihood(idata.copy(), var_names=["ln_loss"], model=pm_model,
+                                   progressbar=False)
     graph = ll.log_likelihood["ln_loss"].stack(s=("chain", "draw")).transpose("s", ...).to_numpy()
     post = idata.posterior.stack(s=("chain", "draw")).transpose("s", ...)
     y = np.log(rows["value"].to_numpy(float))[None, :]
@@ -124,19 +139,22 @@ def test_every_preset_graph_matches_numpy(name, ladder):
             family=lambda df: np.where(df["params"] > 5e7, "big", "small")))
     if model.part("downstream") is not None and model.part("downstream").tasks == ("acc:avg",):
         acc = ladder[ladder["metric"].str.startswith("acc:")]
-        avg = acc.groupby(["family", "run", "params", "tokens", "total_tokens"], as_index=False).agg(
+        avg = acc.groupby(["family", "run", "params", "tokens", "total_tokens"],
+                          as_index=False).agg(
             value=("value", "mean"), chance=("chance", "mean"))
-        table = read_runs(pd.concat([ladder[ladder["metric"] == "loss"], avg.assign(metric="acc:avg")],
+        table = read_runs(pd.concat([ladder[ladder["metric"] == "loss"],
+                                     avg.assign(metric="acc:avg")],
                                     ignore_index=True))
     _check(model, table)
 
 
 PART_VARIANTS = [
     [FamilyPooling(prior="student_t"), Checkpoints(), RunEffect(slope=True)],
-    [Checkpoints(min_fraction=0.3), Drift(clock="ln_tokens"), Noise(likelihood="normal", by_size=True)],
+    [Checkpoints(min_fraction=0.3), Drift(clock="ln_tokens"),
+     Noise(likelihood="normal", by_size=True)],
     [Checkpoints(), ScheduleTerm(source="learned", anneal="tokens"), AR1Residuals()],
-    [Checkpoints(), ScheduleTerm(source="table", anneal="loss"), RunEffect(), Drift(clock="fraction"),
-     Downstream(link="exp", scale="log_reducible")],
+    [Checkpoints(), ScheduleTerm(source="table", anneal="loss"), RunEffect(),
+     Drift(clock="fraction"), Downstream(link="exp", scale="log_reducible")],
     [FamilyPooling(), Downstream(link="gompertz", run_effect=False, overdispersion=False)],
 ]
 
@@ -148,7 +166,9 @@ def test_every_part_option_graph_matches_numpy(parts, ladder):
 
 def test_pooling_only_some_parameters_graph_matches_numpy(ladder):
     """Families differing only in their data term: b and beta per family, the rest shared."""
-    model = bayescale.Model("chinchilla", parts=[FamilyPooling(parameters=("b", "beta")), Checkpoints(), RunEffect()])
+    model = bayescale.Model("chinchilla",
+                            parts=[FamilyPooling(parameters=("b", "beta")), Checkpoints(),
+                                   RunEffect()])
     _check(model, ladder)
     pm_model, *_ = _prepare(model, ladder)
     assert pm_model.named_vars_to_dims.get("b") == ("family",) and "E" in pm_model.named_vars

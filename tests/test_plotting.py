@@ -68,7 +68,8 @@ def fake_fit(
     rng = np.random.default_rng(seed)
 
     def centred(p: dict) -> dict:
-        return {"E": p["E"], "a": p["A"] * scale.N0 ** -p["alpha"], "b": p["B"] * scale.D0 ** -p["beta"],
+        return {"E": p["E"], "a": p["A"] * scale.N0 ** -p["alpha"],
+                "b": p["B"] * scale.D0 ** -p["beta"],
                 "alpha": p["alpha"], "beta": p["beta"]}
 
     shape = (chains, draws)
@@ -93,7 +94,8 @@ def fake_fit(
         posterior = {k: v[:1, :1] for k, v in posterior.items()}
     kwargs = {}
     if method == "nuts":
-        kwargs["sample_stats"] = {"diverging": np.zeros(shape, dtype=bool), "energy": rng.standard_normal(shape)}
+        kwargs["sample_stats"] = {"diverging": np.zeros(shape, dtype=bool),
+                                  "energy": rng.standard_normal(shape)}
     idata = az.from_dict(
         posterior=posterior,
         observed_data={"ln_loss": np.log(runs["value"].to_numpy())},
@@ -102,10 +104,14 @@ def fake_fit(
         **kwargs,
     )
     parts = ([FamilyPooling()] if pooled else []) + ([Checkpoints()] if checkpoints > 1 else [])
-    config = SamplerConfig(method=method, draws=1 if method == "map" else draws, chains=1 if method == "map" else chains)
+    config = SamplerConfig(method=method, draws=1 if method == "map" else draws,
+                           chains=1 if method == "map" else chains)
     return bayescale.ScalingFit(
-        idata=idata, model=Model("chinchilla", parts=parts), scale=scale, runs=runs, sampler_config=config,
-        metric=metric, info={"fit_seconds": 1.5, "runs_hash": "0" * 64, "versions": {"bayescale": bayescale.__version__}},
+        idata=idata, model=Model("chinchilla", parts=parts), scale=scale, runs=runs,
+        sampler_config=config,
+        metric=metric,
+        info={"fit_seconds": 1.5, "runs_hash": "0" * 64,
+              "versions": {"bayescale": bayescale.__version__}},
         families=names, run_names=list(dict.fromkeys(runs["run"])),
     )
 
@@ -135,7 +141,8 @@ def drawn(single, pooled):
         patch.setattr(bayescale, "fit", no_fitting)
         warnings.simplefilter("ignore")
         return {
-            which: {name: plot(fit, name, **_kwargs(name)) for name in available_figures(fit, TARGETS)}
+            which: {name: plot(fit, name, **_kwargs(name))
+                    for name in available_figures(fit, TARGETS)}
             for which, fit in (("single", single), ("pooled", pooled))
         }
 
@@ -156,9 +163,7 @@ def _family_artists(fig: Figure) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for artist in fig.findobj(lambda a: str(a.get_gid() or "").startswith("family=")):
         family = artist.get_gid().split("=", 1)[1]
-        if isinstance(artist, Line2D):
-            colours = to_rgba_array(artist.get_color())
-        elif isinstance(artist, LineCollection):
+        if isinstance(artist, (Line2D, LineCollection)):
             colours = to_rgba_array(artist.get_color())
         else:  # scatter points, filled bands
             colours = to_rgba_array(artist.get_facecolor())
@@ -195,8 +200,10 @@ def test_rcparams_validate_and_restore():
 @pytest.mark.parametrize("which", ["single", "pooled"])
 def test_every_figure_is_labelled(which, drawn):
     figures = drawn[which]
-    assert ("forest" in figures) == (which == "pooled")  # a forest across families needs a family dim
-    assert {"ladder", "fit", "residuals", "ppc", "prior_posterior", "rank", "energy", "band_vs_scale"} <= set(figures)
+    # a forest across families needs a family dim
+    assert ("forest" in figures) == (which == "pooled")
+    assert {"ladder", "fit", "residuals", "ppc", "prior_posterior", "rank", "energy",
+            "band_vs_scale"} <= set(figures)
     for name, fig in figures.items():
         assert isinstance(fig, Figure), name
         assert fig.axes, name
@@ -248,7 +255,8 @@ def test_downstream_figure_only_with_tasks(single, downstream_fit):
     fit = downstream_fit[0]
     assert "downstream" in available_figures(fit)
     axes = plot(fit, "downstream").axes
-    assert [ax.get_title(loc="left") or ax.get_title() for ax in axes] == ["acc:big", "acc:flat", "acc:small"]
+    titles = [ax.get_title(loc="left") or ax.get_title() for ax in axes]
+    assert titles == ["acc:big", "acc:flat", "acc:small"]
     assert axes[0].get_ylabel().startswith("accuracy on big") and "nats" in axes[0].get_xlabel()
     assert len(axes[0].collections) >= 1  # the link's posterior band
 
@@ -270,7 +278,8 @@ def test_save_figures_writes_pngs(single, tmp_path):
 def test_law_curves_and_frontier(single):
     curves = compute.law_curves(single)
     assert set(curves["params"]) == set(single.runs["params"])
-    assert (curves["lower"] <= curves["median"]).all() and (curves["median"] <= curves["upper"]).all()
+    assert (curves["lower"] <= curves["median"]).all()
+    assert (curves["median"] <= curves["upper"]).all()
     # the compute-optimal frontier is the lower envelope of the law: below every run's law value
     obs = compute.observation_table(single)
     frontier = compute.frontier_band(single, obs["compute"])
@@ -284,7 +293,8 @@ def test_law_curves_and_frontier(single):
 
 def test_frontier_is_per_family_when_pooled(pooled):
     c = np.array([1e19])
-    bands = {f: float(compute.frontier_band(pooled, c, f)["median"].iloc[0]) for f in compute.families(pooled)}
+    bands = {f: float(compute.frontier_band(pooled, c, f)["median"].iloc[0])
+             for f in compute.families(pooled)}
     assert len(set(np.round(list(bands.values()), 6))) == 3  # each family its own law
     assert list(compute.posterior_by_family(pooled, "alpha")) == compute.families(pooled)
 
@@ -318,9 +328,10 @@ def test_prior_draws_follow_the_model(single):
 def test_forest_table_has_population_and_families(pooled, single):
     table = compute.forest_table(pooled)
     e = table[table["parameter"] == "E"]
-    assert list(e["family"]) == compute.families(pooled) + [compute.POPULATION]
+    assert list(e["family"]) == [*compute.families(pooled), compute.POPULATION]
     assert set(table["parameter"]) == {"E", "A", "B", "alpha", "beta"}  # the ones with a family dim
-    assert (table["lower"] <= table["lower_50"]).all() and (table["upper_50"] <= table["upper"]).all()
+    assert (table["lower"] <= table["lower_50"]).all()
+    assert (table["upper_50"] <= table["upper"]).all()
     shared = compute.forest_table(single)
     assert shared["family"].isna().all() and "sigma" in set(shared["parameter"])
 
@@ -330,4 +341,5 @@ def test_default_targets_are_ten_times_the_largest_run(single):
     targets = compute.default_targets(single)
     assert targets.loc[0, "params"] == 10 * top["params"]
     assert targets.loc[0, "tokens"] == 10 * top["tokens"]
-    assert set(FIGURES) >= {"ladder", "fit", "residuals", "ppc", "prior_posterior", "forest", "rank", "energy"}
+    assert set(FIGURES) >= {"ladder", "fit", "residuals", "ppc", "prior_posterior", "forest",
+                            "rank", "energy"}

@@ -30,6 +30,7 @@ def test_readme_example_runs_as_written(name, tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         exec(compile(examples()[name], f"README.md:{name}", "exec"), {"__name__": "__readme__"})
     text = out.getvalue()
-    preset = {"final_losses": "chinchilla", "checkpoint_ladder": "checkpoints", "downstream": "downstream"}[name]
+    preset = {"final_losses": "chinchilla", "checkpoint_ladder": "checkpoints",
+              "downstream": "downstream"}[name]
     assert f"model '{preset}'" in text and "law    chinchilla" in text, text[:500]
     assert "median" in text

@@ -9,6 +9,7 @@ and is skipped when no ``chromium`` binary is on PATH.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -26,11 +27,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from markupsafe import escape
+from test_plotting import fake_fit
 
 import bayescale
 from bayescale.report import SECTIONS, default_targets, write_report
-
-from test_plotting import fake_fit
 
 #: The targets of ``bayescale demo`` (a "demo-like" report).
 TARGETS = pd.DataFrame({"params": [1.4e9, 7e9, 7e10], "tokens": [2.8e10, 1.4e11, 1.4e12]})
@@ -139,11 +139,13 @@ def _quiet():
 @pytest.fixture(scope="module")
 def fit():
     """A real 12-run fit (3 sizes x 4 token budgets), small draws."""
-    runs, _ = bayescale.simulate_ladder(seed=2, sizes=(3e7, 1e8, 3e8), token_multipliers=(5, 10, 20, 40))
+    runs, _ = bayescale.simulate_ladder(seed=2, sizes=(3e7, 1e8, 3e8),
+                                        token_multipliers=(5, 10, 20, 40))
     assert runs["run"].nunique() == 12
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bayescale.fit(runs, draws=150, tune=150, chains=2, random_seed=4, progressbar=False)
+        return bayescale.fit(runs, draws=150, tune=150, chains=2, random_seed=4, progressbar=False,
+                             retry=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +153,10 @@ def report(fit, tmp_path_factory):
     """The demo-like report: the 12-run fit with the demo's three targets."""
     path = tmp_path_factory.mktemp("report") / "report.html"
     start = time.perf_counter()
-    write_report(fit, path, targets=TARGETS, title="bayescale demo: a simulated ladder with a known law")
-    print(f"\n12-run report: {path.stat().st_size / 1e6:.2f} MB written in {time.perf_counter() - start:.1f} s")
+    write_report(fit, path, targets=TARGETS,
+                 title="bayescale demo: a simulated ladder with a known law")
+    seconds = time.perf_counter() - start
+    print(f"\n12-run report: {path.stat().st_size / 1e6:.2f} MB written in {seconds:.1f} s")
     return path
 
 
@@ -161,7 +165,8 @@ def test_report_has_every_section_in_order(report):
     parsed = parse(report)
     expected = [(sid, title) for sid, title in SECTIONS if sid != "downstream"]  # a loss-only fit
     assert parsed.h2 == expected
-    assert len(parsed.figures) >= 8 and "band_vs_scale" in parsed.figures and "prior_posterior" in parsed.figures
+    assert (len(parsed.figures) >= 8 and "band_vs_scale" in parsed.figures
+            and "prior_posterior" in parsed.figures)
 
 
 def test_report_loads_nothing_and_is_small(report):
@@ -175,9 +180,9 @@ def test_prediction_table_is_exactly_fit_predict(fit, report):
     predicted = fit.predict(TARGETS)
     rows = parsed.predictions
     assert len(rows) == len(predicted) == 3
-    for row, (_, expected) in zip(rows, predicted.iterrows()):
+    for row, (_, expected) in zip(rows, predicted.iterrows(), strict=True):
         for column in ("params", "tokens", "median", "lower", "upper"):
-            value, text = row[column]
+            value, _ = row[column]
             assert float(value) == expected[column], column  # exact, not approximate
         for column in ("median", "lower", "upper"):
             assert row[column][1] == f"{expected[column]:.6g}"
@@ -190,14 +195,16 @@ def test_headline_states_verdict_and_far_extrapolation(fit, report):
     far = fit.predict(TARGETS)["extrapolation"] > 1000
     assert far.any()  # the demo's 70B target lies far beyond a ladder of 300M models
     warning = re.findall(r'class="callout warning"[^>]*>(.*?)</div>', text, flags=re.S)
-    assert sum("beyond the ladder&#39;s largest compute" in w or "beyond the ladder's largest compute" in w
+    assert sum("beyond the ladder&#39;s largest compute" in w
+               or "beyond the ladder's largest compute" in w
                for w in warning) == int(far.sum())
 
 
 def test_default_target_and_no_uncertainty_section(fit, tmp_path):
     path = write_report(fit, tmp_path / "default.html", figures=False)
     parsed = parse(path)
-    assert [t for _, t in parsed.h2] == [t for t in ALL_HEADINGS if t not in ("Downstream", "Uncertainty")]
+    assert [t for _, t in parsed.h2] == [t for t in ALL_HEADINGS
+                                         if t not in ("Downstream", "Uncertainty")]
     (row,) = parsed.predictions
     expected = default_targets(fit)
     assert float(row["params"][0]) == expected.loc[0, "params"]
@@ -267,7 +274,8 @@ class Chromium:
         self._read_fd, child_out = os.pipe()
         # moved to fds >= 10 so that placing them on 3 and 4 cannot clobber one another
         child_in, child_out = (self._above_four(fd) for fd in (child_in, child_out))
-        args = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe",
+        args = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}",
+                "--remote-debugging-pipe",
                 f"--window-size={width},{height}", "about:blank"]
         # a tiny Python trampoline puts the pipe ends on fds 3 and 4, then becomes chromium
         trampoline = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
@@ -300,7 +308,8 @@ class Chromium:
                     message, buffer = buffer.split(b"\0", 1)
                     self._inbox.put(json.loads(message))
 
-    def send(self, method: str, params: dict | None = None, browser: bool = False, timeout: float = 30.0) -> dict:
+    def send(self, method: str, params: dict | None = None, browser: bool = False,
+             timeout: float = 30.0) -> dict:
         self._id += 1
         message = {"id": self._id, "method": method, "params": params or {}}
         if self.session and not browser:
@@ -317,7 +326,8 @@ class Chromium:
 
     def open_page(self) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, browser=True)["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
+                                 browser=True)["sessionId"]
         for domain in ("Page", "Network", "Runtime", "Log"):
             self.send(f"{domain}.enable")
 
@@ -346,14 +356,16 @@ class Chromium:
         return result["result"].get("value")
 
     def requested_urls(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"]
 
     def console_errors(self) -> list[str]:
         errors = []
         for e in self.events:
             method, params = e.get("method"), e.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+                errors.append(" ".join(str(a.get("value", a.get("description", "")))
+                                       for a in params.get("args", [])))
             elif method == "Runtime.exceptionThrown":
                 errors.append(params["exceptionDetails"].get("text", "exception"))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
@@ -363,14 +375,13 @@ class Chromium:
     def screenshot(self, path: Path) -> None:
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
+        data = self.send("Page.captureScreenshot",
+                         {"format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
         Path(path).write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a browser that already went away
             self.send("Browser.close", browser=True, timeout=5)
-        except Exception:  # noqa: BLE001 - closing a browser that already went away
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -411,11 +422,14 @@ def test_report_renders_offline_in_chromium(browser, report, tmp_path):
     assert all(u == report.as_uri() or u.startswith("data:") for u in urls), [u[:80] for u in urls]
     assert seconds < MAX_RENDER_SECONDS
 
-    headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => [h.id, h.textContent.trim()])")
+    headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => [h.id, "
+                                "h.textContent.trim()])")
     assert [tuple(h) for h in headings] == [(sid, t) for sid, t in SECTIONS if sid != "downstream"]
-    columns = browser.evaluate("[...document.querySelectorAll('table.predictions thead th')].map(t => t.textContent.trim())")
+    columns = browser.evaluate("[...document.querySelectorAll('table.predictions thead th')].map(t "
+                               "=> t.textContent.trim())")
     assert columns == ["params", "tokens", "metric", "median", "lower", "upper"]
-    assert browser.evaluate("document.querySelectorAll('table.predictions tbody tr').length") == len(TARGETS)
+    assert (browser.evaluate("document.querySelectorAll('table.predictions tbody tr').length")
+            == len(TARGETS))
     images = browser.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth])")
     assert images and all(done and width > 300 for done, width in images)  # every figure decoded
     width = browser.evaluate("document.documentElement.scrollWidth")
@@ -425,6 +439,7 @@ def test_report_renders_offline_in_chromium(browser, report, tmp_path):
     browser.screenshot(shot)
     header = shot.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    png_width, png_height = (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big"))
+    png_width, png_height = (int.from_bytes(header[16:20], "big"),
+                             int.from_bytes(header[20:24], "big"))
     assert png_width >= 1000 and png_height > 3000  # the whole page, not just the first screen
     print(f"\nrendered in {seconds:.2f} s; screenshot {png_width}x{png_height} at {shot}")

@@ -1,10 +1,13 @@
 """The runs-table contract: every bad input raises one clear error naming column and rows."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from bayescale import RunsTableError, read_runs
+from bayescale.runs import UnitWarning
 
 
 def table(**overrides):
@@ -142,5 +145,101 @@ def test_targets_broadcast_scalars_and_name_bad_columns():
 
     table = read_targets({"params": 2.8e9, "tokens": 3e11, "family": ["pile", "deduped"]})
     assert len(table) == 2 and (table["params"] == 2.8e9).all()
-    with pytest.raises(RunsTableError, match="column 'tokens' of the targets.*row 1"):
+    with pytest.raises(RunsTableError, match=r"column 'tokens' of the targets.*row 1"):
         read_targets({"params": [1e9, 1e9], "tokens": [1e10, 0]})
+
+
+# Regressions found by the property tests (tests/test_properties.py).
+def test_not_a_table_is_a_type_error():
+    from bayescale.predict import read_targets
+
+    for read in (read_runs, read_targets):
+        for data in (None, 5, b"params"):
+            with pytest.raises(TypeError, match="expects a DataFrame"):
+                read(data)
+
+
+@pytest.mark.parametrize("names", [["params", "params"], ["params", " params "]])
+def test_repeated_column_named(names):
+    df = table()
+    df = pd.concat([df, df[["params"]].set_axis([names[1]], axis=1)], axis=1)
+    assert "column 'params' appears more than once" in error_of(df)
+
+
+def test_drop_invalid_with_repeated_index_labels_drops_only_the_bad_row():
+    df = table(value=[3.2, 3.0, np.nan, 2.6]).set_axis([0, 0, 1, 1])
+    with pytest.warns(UserWarning, match="dropped 1 invalid rows"):
+        runs = read_runs(df, drop_invalid=True)
+    assert runs["value"].tolist() == [3.2, 3.0, 2.6] and runs.attrs["dropped"] == [1]
+
+
+@pytest.mark.parametrize("col,bad", [("params", -1.0), ("params", np.inf), ("tokens", np.inf)])
+def test_drop_invalid_drops_the_bad_row_not_its_run(col, bad):
+    """A bad size or token count is the row's problem: its run's other rows are kept."""
+    df = table()
+    df.loc[1, col] = bad
+    with pytest.warns(UserWarning, match="dropped 1 invalid rows"):
+        runs = read_runs(df, drop_invalid=True)
+    assert runs["tokens"].tolist() == [1e9, 4e9, 8e9] and runs.attrs["dropped"] == [1]
+    # run r1 went as far as its dropped row's tokens, when those are a number of tokens
+    assert runs["total_tokens"].tolist() == [1e9 if col == "tokens" else 2e9, 8e9, 8e9]
+    assert "changes within one run" not in error_of(df)
+
+
+def test_missing_family_in_a_categorical_column_is_the_default():
+    runs = read_runs(table(family=pd.Categorical(["f", None, "f", "f"])))
+    assert sorted(runs["family"]) == ["default", "f", "f", "f"]
+
+
+def test_default_run_ids_tell_apart_sizes_beyond_six_digits():
+    """Without run ids each row is its own run, however close two sizes or lengths are."""
+    df = pd.DataFrame({"params": [1.0000001e8, 1.0000002e8, 1e8, 1e8],
+                       "tokens": [1e9, 1e9, 1.0000001e9, 1.0000002e9],
+                       "value": [3.0, 3.0, 3.0, 3.0]})
+    runs = read_runs(df)
+    assert runs["run"].nunique() == 4 and (runs["total_tokens"] == runs["tokens"]).all()
+    assert read_runs(table().drop(columns="run"))["run"].iloc[0] == "f|N=1e+08|D=1e+09"
+
+
+def test_targets_errors_name_index_labels_and_read_numbers_as_read_runs_does():
+    from bayescale.predict import read_targets
+
+    targets = pd.DataFrame({"params": [1e9, -1.0], "tokens": [1e10, 1e10]}, index=["small", "big"])
+    with pytest.raises(RunsTableError, match=r"column 'params' of the targets.*row big"):
+        read_targets(targets)
+    with pytest.raises(RunsTableError, match=r"column 'params' of the targets.*row 0"):
+        read_targets({"params": [True], "tokens": [1e10]})  # True is not a number of parameters
+    assert read_targets({"params": " 1e9 ", "tokens": 1e10,
+                         "family": "a\x00"})["family"].tolist() == ["a\x00"]
+
+
+@pytest.mark.parametrize("targets,message", [
+    ({}, "column 'params' is required"),
+    ({"params": [1e9, 2e9], "tokens": [1e10, 1e10, 1e10]}, "differ in length"),
+    ({"params": [[1e9, 2e9]], "tokens": 1e10}, "must be a scalar or a list"),
+    (pd.DataFrame([[1e9, 1e10, 2e9]], columns=["params", "tokens", "params"]),
+     "appears more than once"),
+])
+def test_malformed_targets_named(targets, message):
+    from bayescale.predict import read_targets
+
+    with pytest.raises(RunsTableError, match=message):
+        read_targets(targets)
+
+
+@pytest.mark.parametrize(
+    ("change", "column"),
+    [
+        ({"params": [0.07, 0.14, 0.28]}, "params"),  # in billions
+        ({"tokens": [1e3, 2e3, 4e3]}, "total_tokens"),  # steps, not tokens
+        ({"value": [40.0, 30.0, 25.0]}, "value"),  # perplexities
+    ],
+)
+def test_numbers_in_the_wrong_unit_are_flagged_with_their_column(change, column):
+    good = pd.DataFrame({"params": [7e7, 1.4e8, 2.8e8], "tokens": [1.4e9, 2.8e9, 5.6e9],
+                         "value": [3.4, 3.1, 2.9]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plausible table warns of nothing
+        read_runs(good)
+    with pytest.warns(UnitWarning, match=rf"column '{column}': .* at rows 0, 1, 2"):
+        read_runs(good.assign(**change))

@@ -32,12 +32,14 @@ from bayescale.parts import (
 )
 from bayescale.runs import Scale
 
-#: Every part with options away from their defaults (and a compatible set: one model holds them all).
+#: Every part with options away from their defaults (and a compatible set: one model holds them
+#: all).
 EVERY_PART = [
     FamilyPooling(prior="student_t"), Checkpoints(min_fraction=0.1), RunEffect(slope=True),
     ScheduleTerm(source="learned", anneal="tokens"), Drift(clock="fraction"), AR1Residuals(),
     Noise(likelihood="normal", by_size=True),
-    Downstream(link="exp", scale="log_reducible", tasks=("acc:a", "acc:b"), run_effect=False, overdispersion=False),
+    Downstream(link="exp", scale="log_reducible", tasks=("acc:a", "acc:b"), run_effect=False,
+               overdispersion=False),
 ]
 
 
@@ -68,14 +70,16 @@ def test_every_preset_loads_and_its_priors_cover_its_parts():
 def test_preset_parts():
     """The presets named in the docs hold the parts they are documented with."""
     assert [p.lookup_name for p in load_model("chinchilla").parts] == ["noise"]
-    assert load_model("compute").law.lookup_name == "compute" and load_model("kaplan").law.lookup_name == "kaplan"
+    assert (load_model("compute").law.lookup_name == "compute"
+            and load_model("kaplan").law.lookup_name == "kaplan")
     checkpoints = load_model("checkpoints")
     assert checkpoints.parts == Model("chinchilla", parts=[
-        FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(), ScheduleTerm(source="auto", anneal="loss"),
-        AR1Residuals(), Noise()]).parts
+        FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(),
+        ScheduleTerm(source="auto", anneal="loss"), AR1Residuals(), Noise()]).parts
     downstream = load_model("downstream")
     assert downstream.part("downstream") == Downstream(link="sigmoid", scale="loss")
-    assert downstream.part("checkpoints") is None and downstream.sampler["mass_matrix"] == "low_rank"
+    assert (downstream.part("checkpoints") is None
+            and downstream.sampler["mass_matrix"] == "low_rank")
 
 
 def test_unknown_preset_name():
@@ -94,12 +98,14 @@ def test_extends_inherits_and_overrides():
     # two levels deep: pythia_lambada extends checkpoints extends chinchilla, part by part
     pythia = load_model("pythia_lambada")
     assert pythia.part("checkpoints") == Checkpoints(min_fraction=0.02)  # overridden
-    assert pythia.part("family_pooling") == FamilyPooling() and pythia.part("ar1_residuals") == AR1Residuals()
+    assert (pythia.part("family_pooling") == FamilyPooling()
+            and pythia.part("ar1_residuals") == AR1Residuals())
     assert pythia.part("schedule") == ScheduleTerm(source="table", anneal="tokens")
     assert pythia.noise == Noise(by_size=True) and pythia.part("drift") == Drift(clock="fraction")
     assert pythia.priors["E"].parameters == {"mu": -0.7, "sigma": 0.5}
     assert pythia.provenance["E"].startswith("Irreducible LAMBADA")
-    assert pythia.sampler["chains"] == 4 and pythia.sampler["target_accept"] == 0.95  # merged key by key
+    # merged key by key
+    assert pythia.sampler["chains"] == 4 and pythia.sampler["target_accept"] == 0.95
 
 
 def test_a_model_file_extends_a_preset_drops_parts_and_fits(tmp_path):
@@ -121,25 +127,30 @@ def test_a_model_file_extends_a_preset_drops_parts_and_fits(tmp_path):
         """))
     model = load_model(path)
     assert model.name == "mine" and load_model(str(path)).to_dict() == model.to_dict()
-    assert [p.lookup_name for p in model.parts] == ["checkpoints", "noise", "schedule", "run_effect", "drift"]
-    assert model.priors["sigma_drift"].parameters == {"sigma": 0.02} and model.provenance["sigma_drift"] == "a test"
+    assert [p.lookup_name for p in model.parts] == ["checkpoints", "noise", "schedule",
+                                                    "run_effect", "drift"]
+    assert (model.priors["sigma_drift"].parameters == {"sigma": 0.02}
+            and model.provenance["sigma_drift"] == "a test")
     assert model.sampler == {**load_model("chinchilla").sampler, "draws": 300}
     # the same model through fit (a quick MAP preview: the path reaches the fit)
     runs, _ = bayescale.simulate_ladder(seed=0, checkpoints=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs, path, method="map", progressbar=False)
-    assert fit.model.name == "mine" and fit.model.part("schedule").source == "learned"  # resolved: no column
+    # resolved: no column
+    assert fit.model.name == "mine" and fit.model.part("schedule").source == "learned"
     assert "sigma_drift" in fit.idata.posterior and "ell" not in fit.idata.posterior
 
 
 BROKEN = {
-    "wrong_law": ('format = 2\nlaw = "kaplan_2020_typo"\n', ValueError, "unknown law 'kaplan_2020_typo'"),
+    "wrong_law": ('format = 2\nlaw = "kaplan_2020_typo"\n', ValueError,
+                  "unknown law 'kaplan_2020_typo'"),
     "old_format": ('schema_version = 1\nlaw = "chinchilla"\n', ModelError,
                    "model description format None; this version of bayescale reads format 2"),
     "unknown_key": ('format = 2\nlaw = "compute"\nlikelihood = "normal_log"\n', ModelError,
                     r"unknown key\(s\) \['likelihood'\]"),
-    "unknown_part": ('format = 2\n[parts.seed_pooling]\n', ModelError, "unknown part 'seed_pooling'"),
+    "unknown_part": ('format = 2\n[parts.seed_pooling]\n', ModelError,
+                     "unknown part 'seed_pooling'"),
     "unknown_option": ('format = 2\n[parts.checkpoints]\n[parts.drift]\nspeed = 2\n', ModelError,
                        r"drift: unknown option\(s\) \['speed'\]; options are \['clock'\]"),
     "bad_option": ('format = 2\n[parts.family_pooling]\nprior = "cauchy"\n', ModelError,
@@ -147,12 +158,16 @@ BROKEN = {
     "unknown_prior": ('format = 2\nlaw = "chinchilla"\n[priors.gamma]\ndist = "LogNormal"\n'
                       'kwargs = { mu = -1.9, sigma = 0.6 }\n', ModelError,
                       "a prior for 'gamma', which no part of the model has"),
-    "part_prior_without_part": ('format = 2\n[priors.sigma_run]\ndist = "HalfNormal"\nkwargs = { sigma = 0.1 }\n',
-                                ModelError, "a prior for 'sigma_run', which no part of the model has"),
-    "bad_dist": ('format = 2\n[priors.E]\ndist = "NotADistribution"\nkwargs = { mu = 0.5 }\n', ModelError,
+    "part_prior_without_part": ('format = 2\n[priors.sigma_run]\ndist = "HalfNormal"\n'
+                                'kwargs = { sigma = 0.1 }\n',
+                                ModelError,
+                                "a prior for 'sigma_run', which no part of the model has"),
+    "bad_dist": ('format = 2\n[priors.E]\ndist = "NotADistribution"\nkwargs = { mu = 0.5 }\n',
+                 ModelError,
                  "prior 'E' is invalid"),
     "parts_clash": ('format = 2\n[parts.drift]\n', ModelError, "drift: needs the checkpoints part"),
-    "unknown_sampler": ('format = 2\n[sampler]\nsteps = 10\n', ModelError, r"unknown sampler setting\(s\) \['steps'\]"),
+    "unknown_sampler": ('format = 2\n[sampler]\nsteps = 10\n', ModelError,
+                        r"unknown sampler setting\(s\) \['steps'\]"),
     "extends_unknown": ('format = 2\nextends = "nope"\n', ModelError, "unknown model 'nope'"),
     "drop_missing": ('format = 2\nextends = "chinchilla"\ndrop = ["drift"]\n', ModelError,
                      "drop = \\['drift'\\], but 'chinchilla' has no such part"),
@@ -183,7 +198,9 @@ def test_parts_that_cannot_live_together_raise_model_error_naming_the_part():
         with pytest.raises(ModelError, match=message):
             Model("chinchilla", parts=parts)
     normal_alpha = {"alpha": {"dist": "Normal", "kwargs": {"mu": 0.3, "sigma": 0.05}}}
-    with pytest.raises(ModelError, match="family_pooling: pools on the log scale and needs a LogNormal prior for 'alpha'"):
+    with pytest.raises(ModelError,
+                       match="family_pooling: pools on the log scale and needs a LogNormal prior "
+                             "for 'alpha'"):
         Model("chinchilla", parts=[FamilyPooling()], prior_overrides=normal_alpha)
     Model("chinchilla", prior_overrides=normal_alpha)  # fine without pooling
     with pytest.raises(ModelError, match="schedule: source='table' needs a 'schedule' column"):
@@ -193,7 +210,8 @@ def test_parts_that_cannot_live_together_raise_model_error_naming_the_part():
 def test_prior_override_merges_over_defaults():
     base = load_model("chinchilla")
     model = base.with_priors({"alpha": {"dist": "Normal", "kwargs": {"mu": 0.3, "sigma": 0.01}}})
-    assert model.priors["alpha"].distribution == "Normal" and model.provenance["alpha"] == "set by the user"
+    assert (model.priors["alpha"].distribution == "Normal"
+            and model.provenance["alpha"] == "set by the user")
     assert model.priors["beta"].distribution == "LogNormal"
     assert base.priors["alpha"].distribution == "LogNormal"  # a copy: the preset is unchanged
     assert model.hash() != base.hash() and base.with_priors(None) is base
@@ -203,11 +221,12 @@ def test_prior_override_merges_over_defaults():
     assert as_prior.priors["alpha"].to_dict() == model.priors["alpha"].to_dict()
 
 
-# ============================================================================ parts and models as data
+# ========================================================================= parts and models as data
 def test_parts_round_trip_through_dicts():
     # every part this test covers is registered (a new part adds itself to the registry)
     assert {p.lookup_name for p in EVERY_PART} <= set(available_parts())
-    assert {"family_pooling", "checkpoints", "run_effect", "schedule", "drift", "ar1_residuals", "noise",
+    assert {"family_pooling", "checkpoints", "run_effect", "schedule", "drift", "ar1_residuals",
+            "noise",
             "downstream"} <= set(available_parts())
     for part in EVERY_PART:
         data = part.to_dict()
@@ -222,35 +241,43 @@ def test_parts_round_trip_through_dicts():
 
 
 def test_model_round_trips_through_to_dict_and_from_dict():
-    overrides = {"E": {"dist": "LogNormal", "kwargs": {"mu": 0.6, "sigma": 0.2}, "provenance": "a test"}}
-    model = Model("kaplan", parts=EVERY_PART, prior_overrides=overrides, sampler={"draws": 10, "chains": 2},
-                  name="everything", description="every part")
+    overrides = {"E": {"dist": "LogNormal", "kwargs": {"mu": 0.6, "sigma": 0.2},
+                       "provenance": "a test"}}
+    model = Model("kaplan", parts=EVERY_PART, prior_overrides=overrides,
+                  sampler={"draws": 10, "chains": 2}, name="everything", description="every part")
     data = json.loads(json.dumps(model.to_dict()))
     assert data["format"] == 2 and data["law"] == "kaplan" and data["name"] == "everything"
     assert set(data["parts"]) == {p.lookup_name for p in EVERY_PART}
     again = Model.from_dict(data)
-    assert again.parts == model.parts and again.hash() == model.hash() and again.to_dict() == model.to_dict()
-    assert again.priors["E"].parameters == {"mu": 0.6, "sigma": 0.2} and again.provenance["E"] == "a test"
+    assert (again.parts == model.parts and again.hash() == model.hash()
+            and again.to_dict() == model.to_dict())
+    assert (again.priors["E"].parameters == {"mu": 0.6, "sigma": 0.2}
+            and again.provenance["E"] == "a test")
     for name in available_models():
         preset = load_model(name)
         assert Model.from_dict(json.loads(preset.to_json())).to_dict() == preset.to_dict(), name
     text = str(model)
-    assert "model 'everything'" in text and "part   drift(clock='fraction')" in text and "prior  E ~ LogNormal" in text
+    assert ("model 'everything'" in text and "part   drift(clock='fraction')" in text
+            and "prior  E ~ LogNormal" in text)
     with pytest.raises(ModelError, match="format 1"):
         Model.from_dict({**data, "format": 1})
 
 
 def test_hash_is_stable_and_follows_the_description():
     model = Model("chinchilla", parts=[Checkpoints(), RunEffect(), AR1Residuals()])
-    same = Model("chinchilla", parts=[AR1Residuals(), RunEffect(), Checkpoints(), Noise()])  # order, default noise
+    # order, default noise
+    same = Model("chinchilla", parts=[AR1Residuals(), RunEffect(), Checkpoints(), Noise()])
     assert model.hash() == same.hash() and len(model.hash()) == 16
     assert model.hash() == Model.from_dict(model.to_dict()).hash()
-    assert Model("chinchilla", parts=[Checkpoints(min_fraction=0.1), RunEffect(), AR1Residuals()]).hash() != model.hash()
+    assert Model("chinchilla",
+                 parts=[Checkpoints(min_fraction=0.1), RunEffect(),
+                        AR1Residuals()]).hash() != model.hash()
     assert model.with_parts(drop=("ar1_residuals",)).hash() != model.hash()
     assert load_model("chinchilla").hash() == load_model("chinchilla").hash()
     # the same in another process with another string hash seed
-    code = ("import bayescale; from bayescale.parts import *; print(bayescale.load_model('checkpoints').hash(), "
-            "bayescale.Model('chinchilla', parts=[Checkpoints(), RunEffect(), AR1Residuals()]).hash())")
+    code = ("import bayescale; from bayescale.parts import *; "
+            "print(bayescale.load_model('checkpoints').hash(), bayescale.Model('chinchilla', "
+            "parts=[Checkpoints(), RunEffect(), AR1Residuals()]).hash())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.split()
     assert out == [load_model("checkpoints").hash(), model.hash()]
@@ -260,11 +287,13 @@ def test_with_parts_adds_replaces_and_drops():
     base = load_model("checkpoints")
     model = base.with_parts(Drift(), drop=("family_pooling",))
     names = [p.lookup_name for p in model.parts]
-    assert "drift" in names and "family_pooling" not in names and "family_pooling" in [p.lookup_name for p in base.parts]
+    assert ("drift" in names and "family_pooling" not in names
+            and "family_pooling" in [p.lookup_name for p in base.parts])
     replaced = base.with_parts(ScheduleTerm(source="learned", anneal="tokens"), Noise(by_size=True))
     assert replaced.part("schedule") == ScheduleTerm(source="learned", anneal="tokens")
     assert replaced.noise.by_size and len(replaced.parts) == len(base.parts)
-    assert "c_tokens" in replaced.priors and "c" not in replaced.priors and "kappa" in replaced.priors
+    assert ("c_tokens" in replaced.priors and "c" not in replaced.priors
+            and "kappa" in replaced.priors)
     assert model.part("schedule") is base.part("schedule")  # looked up by slot as well as by name
     with pytest.raises(ModelError, match="ar1_residuals: needs the checkpoints part"):
         base.with_parts(drop=("checkpoints",))
@@ -276,18 +305,23 @@ def test_auto_model_follows_the_table():
     assert auto_model(one).parts == load_model("chinchilla").parts
     many, _ = bayescale.simulate_ladder(seed=0, families=2, seeds=2)
     model = auto_model(bayescale.read_runs(many))
-    assert model.part("family_pooling") == FamilyPooling() and model.part("run_effect") == RunEffect()
-    assert model.part("checkpoints") is None and model.name == "chinchilla + family_pooling + run_effect"
+    assert (model.part("family_pooling") == FamilyPooling()
+            and model.part("run_effect") == RunEffect())
+    assert (model.part("checkpoints") is None
+            and model.name == "chinchilla + family_pooling + run_effect")
 
 
 def test_variables_follow_the_parts():
-    model = Model("chinchilla", parts=[FamilyPooling(), Checkpoints(), RunEffect(slope=True), Drift(), AR1Residuals(),
-                                       Noise(by_size=True)])
+    model = Model("chinchilla",
+                  parts=[FamilyPooling(), Checkpoints(), RunEffect(slope=True), Drift(),
+                         AR1Residuals(), Noise(by_size=True)])
     names = model.variables()
     assert names[:5] == list(Chinchilla.sampled)
-    assert {"alpha_pop", "alpha_sd", "sigma", "nu", "kappa", "sigma_run", "sigma_slope", "sigma_drift", "ell"} <= set(names)
+    assert {"alpha_pop", "alpha_sd", "sigma", "nu", "kappa", "sigma_run", "sigma_slope",
+            "sigma_drift", "ell"} <= set(names)
     assert "family_sd" not in names  # the prior's name; the variables are per parameter
-    assert Noise(likelihood="normal").noise_params == ("sigma",) and Noise().noise_params == ("sigma", "nu")
+    assert (Noise(likelihood="normal").noise_params == ("sigma",)
+            and Noise().noise_params == ("sigma", "nu"))
 
 
 # ============================================================================ laws
@@ -297,7 +331,8 @@ def test_chinchilla_matches_numpy_reference_and_pytensor():
     expected = 1.7 + 0.6 * n**-0.34 + 0.4 * d**-0.28
     np.testing.assert_allclose(Chinchilla().mean(theta, n, d), expected)
     sym = {k: pt.as_tensor_variable(v) for k, v in theta.items()}
-    np.testing.assert_allclose(Chinchilla().mean(sym, pt.as_tensor(n), pt.as_tensor(d)).eval(), expected)
+    np.testing.assert_allclose(Chinchilla().mean(sym, pt.as_tensor(n), pt.as_tensor(d)).eval(),
+                               expected)
 
 
 def test_published_coefficients_round_trip():
@@ -316,7 +351,8 @@ def test_compute_law_in_flops():
     theta = dict(E=1.8, a=0.9, gamma=0.12)
     pub = Compute().to_published(theta, N0, D0)
     N, D = 5e9, 1e11
-    assert Compute().mean(theta, N / N0, D / D0) == pytest.approx(1.8 + pub["A"] * (6 * N * D) ** -0.12)
+    assert Compute().mean(theta, N / N0,
+                          D / D0) == pytest.approx(1.8 + pub["A"] * (6 * N * D) ** -0.12)
 
 
 def test_unknown_law():
@@ -353,12 +389,14 @@ def test_logp_matches_hand_computation():
     """The observed term is a Student-t on ln(loss) around ln(law)."""
     from scipy import stats
 
-    runs = bayescale.read_runs(pd.DataFrame({"params": [1e8, 4e8], "tokens": [2e9, 8e9], "value": [3.1, 2.8]}))
+    runs = bayescale.read_runs(pd.DataFrame({"params": [1e8, 4e8], "tokens": [2e9, 8e9],
+                                             "value": [3.1, 2.8]}))
     scale = Scale.from_runs(runs)
     model = build_model(load_model("chinchilla"), runs, scale)
     point = {"E": 1.5, "a": 0.8, "b": 0.7, "alpha": 0.3, "beta": 0.25, "sigma": 0.05, "nu": 5.0}
     values = {f"{k}_log__": np.log(v) for k, v in point.items()}
-    obs_logp = model.compile_fn(model.logp(vars=[model["ln_loss"]], sum=True), inputs=model.value_vars, on_unused_input="ignore")(values)
+    obs_logp = model.compile_fn(model.logp(vars=[model["ln_loss"]], sum=True),
+                                inputs=model.value_vars, on_unused_input="ignore")(values)
     n = runs["params"].to_numpy() / scale.N0
     d = runs["tokens"].to_numpy() / scale.D0
     mu = Chinchilla().mean(point, n, d)
@@ -379,5 +417,8 @@ def test_kaplan_law_bridges_additive_and_maximum():
     np.testing.assert_allclose(Kaplan().mean(sym, pt.as_tensor(n), pt.as_tensor(d)).eval(),
                                Kaplan().mean(mid, n, d))
     # Small models saturate: more data helps the small model less than the large one.
-    gain = lambda n_: Kaplan().mean(mid, n_, 1.0) - Kaplan().mean(mid, n_, 4.0)
+
+    def gain(n_):
+        return Kaplan().mean(mid, n_, 1.0) - Kaplan().mean(mid, n_, 4.0)
+
     assert gain(0.05) < 0.5 * gain(20.0)

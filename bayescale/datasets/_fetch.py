@@ -40,7 +40,7 @@ def url_for(name: str) -> str:
 
 
 def _download(url: str, output_file, pooch_obj) -> None:
-    """pooch downloader: ``file://`` URLs (local mirrors, tests) are copied, others use HTTP."""
+    """Pooch downloader: ``file://`` URLs (local mirrors, tests) are copied, others use HTTP."""
     if url.startswith("file://"):
         shutil.copyfile(unquote(urlparse(url).path), output_file)
         return

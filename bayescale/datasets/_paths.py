@@ -103,7 +103,8 @@ def locate(path, sub: str, *, fetch: bool = False, cache_dir=None) -> Path:
         if p.exists():
             raise FileNotFoundError(f"{sub}: expected a folder, got the file {p}")
         if not fetch:
-            raise FileNotFoundError(f"{sub}: no such file or folder: {p} (pass fetch=True to download)")
+            raise FileNotFoundError(f"{sub}: no such file or folder: {p} (pass fetch=True to "
+                                    "download)")
     else:
         root = find_data_dir(sub)
         if root is not None:

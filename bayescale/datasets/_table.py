@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 #: Columns every loader returns first, in this order (extras follow).
-RUNS_COLUMNS = ["family", "run", "params", "tokens", "total_tokens", "metric", "value", "n_items", "chance"]
+RUNS_COLUMNS = ["family", "run", "params", "tokens", "total_tokens", "metric", "value", "n_items",
+                "chance"]
 _FLOATS = ["params", "tokens", "total_tokens", "value", "n_items", "chance"]
 PARAM_COUNTS = ("total", "non_embedding")
 

@@ -20,7 +20,8 @@ SOURCE = (
 N_OUTLIERS = 5
 
 
-def load_chinchilla(path=None, *, exclude_outliers: bool = False, fetch: bool = False, cache_dir=None) -> pd.DataFrame:
+def load_chinchilla(path=None, *, exclude_outliers: bool = False, fetch: bool = False,
+                    cache_dir=None) -> pd.DataFrame:
     """Load the 245 Chinchilla training runs (final loss only) as a runs table.
 
     Each CSV row is one run (``run`` = ``"chinchilla-000"`` ... in file order):
@@ -60,7 +61,8 @@ def load_chinchilla(path=None, *, exclude_outliers: bool = False, fetch: bool = 
     >>> len(runs), runs.attrs["param_count"]  # doctest: +SKIP
     (245, 'total')
     """
-    csv = Path(path) if path is not None and Path(path).is_file() else locate(path, SUB, fetch=fetch, cache_dir=cache_dir) / FILE
+    csv = (Path(path) if path is not None and Path(path).is_file()
+           else locate(path, SUB, fetch=fetch, cache_dir=cache_dir) / FILE)
     raw = read_csv(csv, ["Model Size", "Training FLOP", "loss"])
     n = raw["Model Size"].astype(float).to_numpy()
     c = raw["Training FLOP"].astype(float).to_numpy()
@@ -82,4 +84,5 @@ def load_chinchilla(path=None, *, exclude_outliers: bool = False, fetch: bool = 
     )
     if exclude_outliers:
         rows = rows.drop(rows["value"].nlargest(N_OUTLIERS).index)
-    return runs_table(rows.to_dict("records"), dataset="chinchilla_epoch", source=SOURCE, param_count="total")
+    return runs_table(rows.to_dict("records"), dataset="chinchilla_epoch", source=SOURCE,
+                      param_count="total")

@@ -63,9 +63,11 @@ def gadre_tasks(path=None, *, fetch: bool = False, cache_dir=None) -> pd.DataFra
             "chance": meta["Random baseline"].astype(float) / 100.0,
         }
     )
-    out.insert(4, "n_items", out["task"].map(N_ITEMS_FIXES).fillna(out["n_items_csv"]).astype(float))
+    out.insert(4, "n_items",
+               out["task"].map(N_ITEMS_FIXES).fillna(out["n_items_csv"]).astype(float))
     if out["task"].duplicated().any():
-        raise ValueError(f"{csv}: duplicated task names {out['task'][out['task'].duplicated()].tolist()}")
+        raise ValueError(f"{csv}: duplicated task names "
+                         f"{out['task'][out['task'].duplicated()].tolist()}")
     return out
 
 
@@ -73,7 +75,8 @@ def _pick_loss(results, key: str, file: Path) -> float:
     hits = [r for r in results if any(key in str(v) for v in np.atleast_1d(r.get("val_data", [])))]
     if len(hits) != 1:
         seen = [r.get("val_data") for r in results]
-        raise ValueError(f"{file}: expected one 'results' entry whose val_data contains {key!r}, found {len(hits)}; val_data: {seen}")
+        raise ValueError(f"{file}: expected one 'results' entry whose val_data contains {key!r}, "
+                         f"found {len(hits)}; val_data: {seen}")
     return float(hits[0]["loss"])
 
 
@@ -144,7 +147,8 @@ def load_gadre(
     files = sorted((folder / "models").glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no model files: {folder / 'models' / '*.json'}")
-    meta = gadre_tasks(folder).assign(key=lambda m: m["task"].map(_norm)).set_index("key") if tasks is not None else None
+    meta = (gadre_tasks(folder).assign(key=lambda m: m["task"].map(_norm)).set_index("key")
+            if tasks is not None else None)
     n_key = "params" if param_count == "total" else "params_no_embed"
     rows, unmatched, seen = [], set(), set()
     for file in files:
@@ -164,9 +168,10 @@ def load_gadre(
             }
             results = m["results"]
         except KeyError as err:
-            raise ValueError(f"{file}: missing key or unknown dataset_name {err} (known: {sorted(FAMILIES)})") from None
+            raise ValueError(f"{file}: missing key or unknown dataset_name {err} (known: "
+                             f"{sorted(FAMILIES)})") from None
         rows.append({**base, "metric": "loss", "value": _pick_loss(results, loss, file)})
-        if tasks is None:
+        if tasks is None or meta is None:  # meta is None exactly when tasks is
             continue
         ev_file = folder / "evals" / f"evaluation_{name}_heavy.json"
         try:
@@ -181,12 +186,15 @@ def load_gadre(
             if key not in meta.index:
                 unmatched.add(task)
             info = meta.loc[key] if key in meta.index else {"n_items": np.nan, "chance": np.nan}
-            rows.append({**base, "metric": f"acc:{task}", "value": acc, "n_items": info["n_items"], "chance": info["chance"]})
+            rows.append({**base, "metric": f"acc:{task}", "value": acc, "n_items": info["n_items"],
+                         "chance": info["chance"]})
     if tasks not in (None, "all") and set(tasks) - seen:
-        raise ValueError(f"unknown Gadre task(s) {sorted(set(tasks) - seen)}; available: {sorted(seen)}")
+        raise ValueError(f"unknown Gadre task(s) {sorted(set(tasks) - seen)}; available: "
+                         f"{sorted(seen)}")
     if unmatched:
         warnings.warn(
-            f"tasks with no row in {folder / 'eval_metadata.csv'} (n_items and chance left NaN): {sorted(unmatched)}",
+            f"tasks with no row in {folder / 'eval_metadata.csv'} (n_items and chance left NaN): "
+            f"{sorted(unmatched)}",
             stacklevel=2,
         )
     return runs_table(rows, dataset="gadre_overtrain", source=SOURCE, param_count=param_count)

@@ -45,7 +45,8 @@ COLUMNS = ("step", "lr", "loss")
 def _size(value) -> int:
     text = str(value).strip().lower().removesuffix("m")
     if not text.isdigit() or int(text) not in SIZES:
-        raise ValueError(f"unknown size {value!r}; known sizes (millions of parameters): {list(SIZES)}")
+        raise ValueError(f"unknown size {value!r}; known sizes (millions of parameters): "
+                         f"{list(SIZES)}")
     return int(text)
 
 
@@ -106,12 +107,12 @@ def load_lr_schedules(
     and their data terms differ -- fitted to the training curves only, leaving one schedule
     out at a time, one law for the three sizes missed the left-out curve by 0.23% (mean
     relative error), per-size data terms by 0.15% -- so a model pools the sizes' laws
-    (:class:`~bayescale.parts.FamilyPooling`) instead of forcing one.  ``run`` = ``"<size>m-<schedule>"`` (e.g. ``"25m-cosine_24000"``);
-    ``params`` = the source's nominal size (25e6, 100e6, 400e6); ``metric`` = ``"loss"``
-    (training loss, nats per token); ``value`` = the loss; ``n_items`` and ``chance`` NaN.
-    ``tokens`` = step x ``tokens_per_step``; ``total_tokens`` = the run's planned last step
-    x ``tokens_per_step``, where the planned last step is 24,000 for the ``*_24000``
-    schedules and 16,000 for ``wsdcon_*``. Extra columns: ``size`` (``"25m"``...),
+    (:class:`~bayescale.parts.FamilyPooling`) instead of forcing one.  ``run`` =
+    ``"<size>m-<schedule>"`` (e.g. ``"25m-cosine_24000"``); ``params`` = the source's nominal size
+    (25e6, 100e6, 400e6); ``metric`` = ``"loss"`` (training loss, nats per token); ``value`` = the
+    loss; ``n_items`` and ``chance`` NaN. ``tokens`` = step x ``tokens_per_step``; ``total_tokens``
+    = the run's planned last step x ``tokens_per_step``, where the planned last step is 24,000 for
+    the ``*_24000`` schedules and 16,000 for ``wsdcon_*``. Extra columns: ``size`` (``"25m"``...),
     ``lr_schedule`` (the schedule's name), ``step``, ``lr`` (the learning rate at that
     checkpoint, as the source gives it: the input of schedule-aware laws), ``lr_max``
     (3e-4), ``warmup_steps`` (2160) and ``warmup_tokens`` (``warmup_steps`` x

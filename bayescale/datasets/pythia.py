@@ -22,7 +22,8 @@ TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens
 TOTAL_STEPS = 143_000
 WARMUP_FRACTION = 0.01
 FINAL_LR_FRACTION = 0.1
-DEFAULT_TASKS = ("lambada_openai", "arc_easy", "arc_challenge", "piqa", "sciq", "winogrande", "logiqa", "wsc")
+DEFAULT_TASKS = ("lambada_openai", "arc_easy", "arc_challenge", "piqa", "sciq", "winogrande",
+                 "logiqa", "wsc")
 #: Test-set sizes; each agrees with acc_stderr = sqrt(p (1 - p) / (n - 1)) in every file.
 N_ITEMS = {"lambada_openai": 5153, "arc_easy": 2376, "arc_challenge": 1172, "piqa": 1838,
            "sciq": 1000, "winogrande": 1267, "logiqa": 651, "wsc": 104}
@@ -147,7 +148,7 @@ def load_pythia(
             "params": models.loc[size, n_col],
             "total_tokens": float(TOTAL_STEPS * TOKENS_PER_STEP),
             "size": size,
-            "lr_max": float(models.loc[size, "max_lr"]),
+            "lr_max": float(models["max_lr"][size]),
             "warmup_fraction": WARMUP_FRACTION,
             "final_lr_fraction": FINAL_LR_FRACTION,
             "schedule": "cosine",
@@ -155,7 +156,7 @@ def load_pythia(
         files = sorted((run_dir / "zero-shot").glob("*.json"))
         if not files:
             raise FileNotFoundError(f"no evaluation files: {run_dir / 'zero-shot' / '*.json'}")
-        steps = {}
+        steps: dict[int, Path] = {}
         for file in files:
             m = _STEP.search(file.name)
             if m is None:
@@ -168,7 +169,8 @@ def load_pythia(
                 warnings.warn(f"skipping {file}: not a zero-shot evaluation", stacklevel=2)
                 continue
             if step in steps:
-                raise ValueError(f"{run_dir}: step {step} appears twice ({steps[step].name}, {file.name})")
+                raise ValueError(f"{run_dir}: step {step} appears twice ({steps[step].name}, "
+                                 f"{file.name})")
             steps[step] = file
             try:
                 results = data["results"]
@@ -187,12 +189,14 @@ def load_pythia(
                     rows.append({**point, "metric": f"acc:{task}", "value": res["acc"],
                                  "stderr": res.get("acc_stderr", np.nan), "chance": _chance(task)})
     if wanted not in (None, "all") and set(wanted) - seen:
-        raise ValueError(f"unknown Pythia task(s) {sorted(set(wanted) - seen)}; available: {sorted(seen)}")
+        raise ValueError(f"unknown Pythia task(s) {sorted(set(wanted) - seen)}; available: "
+                         f"{sorted(seen)}")
     if not rows:
         raise ValueError(f"{folder}: no checkpoints with step >= {min_step}")
     df = runs_table(rows, dataset="pythia", source=SOURCE, param_count=param_count)
     df["n_items"] = df["metric"].str.removeprefix("acc:").map(N_ITEMS).fillna(_infer_n_items(df))
-    extras = ["size", "step", "stderr", "lr_max", "warmup_fraction", "final_lr_fraction", "schedule"]
+    extras = ["size", "step", "stderr", "lr_max", "warmup_fraction", "final_lr_fraction",
+              "schedule"]
     df = df[[c for c in df.columns if c not in extras] + [c for c in extras if c in df]]
     return df.sort_values(["family", "params", "run", "step"], kind="stable").reset_index(drop=True)
 

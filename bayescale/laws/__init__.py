@@ -3,4 +3,5 @@
 from .base import ScalingLaw, available_laws, get_law
 from .power import FLOP_PER_PARAM_TOKEN, Chinchilla, Compute, Kaplan
 
-__all__ = ["ScalingLaw", "Chinchilla", "Compute", "Kaplan", "get_law", "available_laws", "FLOP_PER_PARAM_TOKEN"]
+__all__ = ["FLOP_PER_PARAM_TOKEN", "Chinchilla", "Compute", "Kaplan", "ScalingLaw",
+           "available_laws", "get_law"]

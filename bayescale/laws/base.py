@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # pragma: no cover
     from ..parts.base import Default
 
-_REGISTRY: dict[str, type["ScalingLaw"]] = {}
+_REGISTRY: dict[str, type[ScalingLaw]] = {}
 
 
 class ScalingLaw:
@@ -42,7 +42,7 @@ class ScalingLaw:
         if getattr(cls, "lookup_name", None):
             _REGISTRY[cls.lookup_name] = cls
 
-    def priors(self) -> dict[str, "Default"]:
+    def priors(self) -> dict[str, Default]:
         """Default priors of the sampled parameters (``{name: Default(Prior, provenance)}``)."""
         raise NotImplementedError
 

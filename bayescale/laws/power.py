@@ -39,26 +39,37 @@ class Chinchilla(ScalingLaw):
     published_names = ("E", "A", "B", "alpha", "beta")
 
     def priors(self) -> dict[str, Default]:
+        """Default priors of ``E, a, b, alpha, beta``, each with its provenance."""
         return {
-            "E": default("LogNormal", "Irreducible loss in nats. Published fits: 1.69 (Hoffmann et al. 2022), 1.82 "
-                         "(Besiroglu et al. 2024). Median e^0.5 = 1.65 nats, 90% prior mass in [0.48, 5.7] so other "
-                         "tokenisers and evaluation sets fit too.", mu=0.5, sigma=0.75),
-            "a": default("LogNormal", "Size of the model-size term at the ladder's centre, nats. Ladders in the "
-                         "literature span 0.05-2 nats between their smallest and largest models; 90% prior mass in "
-                         "[0.03, 4.3].", mu=-1.0, sigma=1.5),
-            "b": default("LogNormal", "Size of the data term at the ladder's centre, nats; same reasoning as `a`.",
+            "E": default("LogNormal",
+                         "Irreducible loss in nats. Published fits: 1.69 (Hoffmann et al. 2022), "
+                         "1.82 (Besiroglu et al. 2024). Median e^0.5 = 1.65 nats, 90% prior mass "
+                         "in [0.48, 5.7] so other tokenisers and evaluation sets fit too.", mu=0.5,
+                         sigma=0.75),
+            "a": default("LogNormal",
+                         "Size of the model-size term at the ladder's centre, nats. Ladders in the "
+                         "literature span 0.05-2 nats between their smallest and largest models; "
+                         "90% prior mass in [0.03, 4.3].", mu=-1.0, sigma=1.5),
+            "b": default("LogNormal",
+                         "Size of the data term at the ladder's centre, nats; same reasoning as "
+                         "`a`.",
                          mu=-1.0, sigma=1.5),
-            "alpha": default("LogNormal", "Model-size exponent. Published values 0.28-0.37 for this form (Hoffmann "
-                             "2022: 0.34; Besiroglu 2024: 0.35); median 0.30, 90% prior mass in [0.11, 0.81].",
+            "alpha": default("LogNormal",
+                             "Model-size exponent. Published values 0.28-0.37 for this form "
+                             "(Hoffmann 2022: 0.34; Besiroglu 2024: 0.35); median 0.30, 90% prior "
+                             "mass in [0.11, 0.81].",
                              mu=-1.2, sigma=0.6),
-            "beta": default("LogNormal", "Data exponent. Published values 0.28-0.37 (Hoffmann 2022: 0.28; Besiroglu "
-                            "2024: 0.37); same prior as alpha.", mu=-1.2, sigma=0.6),
+            "beta": default("LogNormal",
+                            "Data exponent. Published values 0.28-0.37 (Hoffmann 2022: 0.28; "
+                            "Besiroglu 2024: 0.37); same prior as alpha.", mu=-1.2, sigma=0.6),
         }
 
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        """Expected loss (nats): ``E + a n^-alpha + b d^-beta`` at centred ``n``, ``d``."""
         return theta["E"] + theta["a"] * n ** (-theta["alpha"]) + theta["b"] * d ** (-theta["beta"])
 
     def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        """``E, A, B, alpha, beta`` with ``A = a N0^alpha`` and ``B = b D0^beta``."""
         return {
             "E": theta["E"],
             "A": theta["a"] * N0 ** theta["alpha"],
@@ -113,12 +124,15 @@ class Kaplan(ScalingLaw):
     shared = ("q",)
 
     def priors(self) -> dict[str, Default]:
+        """Chinchilla's priors plus the sharpness ``q`` (Beta(2, 1.5))."""
         return {**Chinchilla().priors(), "q": default(
-            "Beta", "Sharpness of the combination, 0 < q <= 1: q = 1 is Chinchilla's additive law, small q lets the "
-            "larger term take over (Kaplan et al. 2020 fit 0.095 without an irreducible term). Beta(2, 1.5): mean "
-            "0.57, 90% in [0.16, 0.94], leaving both regimes open.", alpha=2.0, beta=1.5)}
+            "Beta", "Sharpness of the combination, 0 < q <= 1: q = 1 is Chinchilla's additive law, "
+            "small q lets the larger term take over (Kaplan et al. 2020 fit 0.095 without an "
+            "irreducible term). Beta(2, 1.5): mean 0.57, 90% in [0.16, 0.94], leaving both "
+            "regimes open.", alpha=2.0, beta=1.5)}
 
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        """Expected loss (nats): the soft maximum of the two terms above ``E``, in log space."""
         q = theta["q"]
         xp = _backend(q, n, d, theta["a"])
         ln_size = xp.log(theta["a"]) - theta["alpha"] * xp.log(n)
@@ -126,6 +140,7 @@ class Kaplan(ScalingLaw):
         return theta["E"] + xp.exp(q * xp.logaddexp(ln_size / q, ln_data / q))
 
     def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        """Chinchilla's published coefficients plus ``q``."""
         return {**Chinchilla().to_published(theta, N0, D0), "q": theta["q"]}
 
 
@@ -149,19 +164,26 @@ class Compute(ScalingLaw):
     published_names = ("E", "A", "gamma")
 
     def priors(self) -> dict[str, Default]:
+        """Default priors of ``E, a, gamma``, each with its provenance."""
         return {
-            "E": default("LogNormal", "Irreducible loss in nats; as in the chinchilla law (published 1.69-1.82), 90% "
-                         "prior mass in [0.48, 5.7].", mu=0.5, sigma=0.75),
-            "a": default("LogNormal", "Reducible loss at the ladder's centre compute C0 = 6 N0 D0, nats; 90% prior "
-                         "mass in [0.05, 7].", mu=-0.5, sigma=1.5),
-            "gamma": default("LogNormal", "Compute exponent. Kaplan et al. 2020 report 0.05 (no irreducible term), "
-                             "fits with an irreducible term give 0.1-0.2; median 0.15, 90% prior mass in [0.05, 0.40].",
+            "E": default("LogNormal",
+                         "Irreducible loss in nats; as in the chinchilla law (published "
+                         "1.69-1.82), 90% prior mass in [0.48, 5.7].", mu=0.5, sigma=0.75),
+            "a": default("LogNormal",
+                         "Reducible loss at the ladder's centre compute C0 = 6 N0 D0, nats; 90% "
+                         "prior mass in [0.05, 7].", mu=-0.5, sigma=1.5),
+            "gamma": default("LogNormal",
+                             "Compute exponent. Kaplan et al. 2020 report 0.05 (no irreducible "
+                             "term), fits with an irreducible term give 0.1-0.2; median 0.15, 90% "
+                             "prior mass in [0.05, 0.40].",
                              mu=-1.9, sigma=0.6),
         }
 
     def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        """Expected loss (nats): ``E + a (n d)^-gamma`` at centred ``n``, ``d``."""
         return theta["E"] + theta["a"] * (n * d) ** (-theta["gamma"])
 
     def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        """``E, A, gamma`` with ``A = a (6 N0 D0)^gamma``."""
         C0 = FLOP_PER_PARAM_TOKEN * N0 * D0
         return {"E": theta["E"], "A": theta["a"] * C0 ** theta["gamma"], "gamma": theta["gamma"]}

@@ -39,7 +39,7 @@ from pymc_extras.prior import Prior
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import Model
 
-_REGISTRY: dict[str, type["Part"]] = {}
+_REGISTRY: dict[str, type[Part]] = {}
 
 
 class ModelError(ValueError):
@@ -84,29 +84,30 @@ class Part:
         """Default priors of the parameters this part adds."""
         return {}
 
-    def check(self, model: "Model") -> None:
+    def check(self, model: Model) -> None:
         """Raise :class:`ModelError` if this part cannot live with the model's other parts."""
 
     def validate(self, rows: pd.DataFrame) -> None:
         """Raise :class:`ModelError` if the fitted rows lack what this part needs."""
 
-    def resolve(self, rows: pd.DataFrame) -> "Part":
-        """This part with any data-dependent option settled (default: unchanged)."""
+    def resolve(self, rows: pd.DataFrame) -> Part:
+        """The part with any data-dependent option settled (default: itself, unchanged)."""
         return self
 
-    def variables(self, model: "Model") -> list[str]:
+    def variables(self, model: Model) -> list[str]:
         """Posterior variables to summarise and diagnose (scales, populations; not latents)."""
         return list(self.priors())
 
     # ------------------------------------------------------------- the model
-    def build(self, ctx: "BuildContext") -> None:
+    def build(self, ctx: BuildContext) -> None:
         """Add this part to the PyMC model being built."""
 
-    def predict(self, ctx: "PredictContext") -> None:
+    def predict(self, ctx: PredictContext) -> None:
         """Apply this part to the numpy prediction at ``ctx.targets``."""
 
     # ------------------------------------------------------------- data form
     def to_dict(self) -> dict[str, Any]:
+        """``{"part": lookup_name, **options}`` with tuples as lists (TOML/JSON form)."""
         out: dict[str, Any] = {"part": self.lookup_name}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -114,17 +115,19 @@ class Part:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Part":
+    def from_dict(cls, data: dict[str, Any]) -> Part:
+        """The part from :meth:`to_dict`'s form; unknown options raise :class:`ModelError`."""
         data = {k: v for k, v in data.items() if k != "part"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ModelError(f"{cls.lookup_name}: unknown option(s) {unknown}; options are {sorted(known)}")
+            raise ModelError(f"{cls.lookup_name}: unknown option(s) {unknown}; options are "
+                             f"{sorted(known)}")
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**data)
 
 
-def get_part(entry: "str | dict[str, Any] | Part") -> Part:
+def get_part(entry: str | dict[str, Any] | Part) -> Part:
     """A part from its lookup name, a dict (``{"part": name, **options}``) or a part."""
     if isinstance(entry, Part):
         return entry
@@ -138,7 +141,8 @@ def get_part(entry: "str | dict[str, Any] | Part") -> Part:
 
 def available_parts() -> dict[str, str]:
     """``{lookup_name: first line of the part's docstring}``."""
-    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(_REGISTRY.items())}
+    return {name: (cls.__doc__ or "").strip().splitlines()[0]
+            for name, cls in sorted(_REGISTRY.items())}
 
 
 # ============================================================================ contexts
@@ -153,7 +157,7 @@ class BuildContext:
     residual scale of each loss row and ``noise`` the likelihood's other parameters.
     """
 
-    model: "Model"
+    model: Model
     rows: pd.DataFrame
     acc_rows: pd.DataFrame | None
     scale: Any
@@ -171,6 +175,7 @@ class BuildContext:
 
     @property
     def wheres(self) -> tuple[str, ...]:
+        """``("obs", "acc")`` with accuracy rows, else ``("obs",)``."""
         return ("obs", "acc") if self.acc_rows is not None else ("obs",)
 
     def data(self, name: str, where: str = "obs"):
@@ -223,6 +228,7 @@ class PredictContext:
 
     @property
     def n_draws(self) -> int:
+        """S, the number of posterior draws (chains x draws)."""
         return self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
 
     def size_factor(self, params=None) -> np.ndarray:

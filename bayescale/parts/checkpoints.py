@@ -36,15 +36,19 @@ class Checkpoints(Part):
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
-            raise ModelError(f"checkpoints: min_fraction must lie in [0, 1), got {self.min_fraction}")
+            raise ModelError("checkpoints: min_fraction must lie in [0, 1), got "
+                             f"{self.min_fraction}")
 
     def variables(self, model) -> list[str]:
+        """An empty list: the part adds no parameters."""
         return []
 
 
 def select_rows(runs: pd.DataFrame, checkpoints: Checkpoints | None) -> tuple[pd.DataFrame, dict]:
-    """Rows the model fits: each run's last checkpoint without a :class:`Checkpoints` part,
-    else every checkpoint from ``min_fraction`` of the run on.
+    """Rows the model fits, and a report of the rows left out.
+
+    Each run's last checkpoint without a :class:`Checkpoints` part, else every checkpoint from
+    ``min_fraction`` of the run on.
 
     Returns the rows (index reset, sorted by family, run, tokens) and a report of what was
     dropped (``dropped_rows``, ``reason``).

@@ -31,7 +31,16 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from ..downstream import AVERAGE, LINK_SCALES, LINKS, REDUCIBLE_FLOOR, link_centred, successes, task_table, to_link_scale
+from ..downstream import (
+    AVERAGE,
+    LINK_SCALES,
+    LINKS,
+    REDUCIBLE_FLOOR,
+    link_centred,
+    successes,
+    task_table,
+    to_link_scale,
+)
 from .base import BuildContext, Default, ModelError, Part, PredictContext, choice, default
 
 
@@ -73,45 +82,65 @@ class Downstream(Part):
                 raise ModelError(f"downstream: tasks must be 'acc:<task>' metrics, got {bad}")
 
     def priors(self) -> dict[str, Default]:
+        """Priors of the task slopes, levels, ceilings and precisions (and run effect)."""
         out = {
-            "slope_pop": default("Normal", "Population slope of accuracy in loss, 1/nats. OLMo-ladder and Gadre et "
-                                 "al. fits move from chance to ceiling over 0.5-2 nats of loss (slopes 2-8); centred "
-                                 "at 2 with room for flat tasks (0) and inverse scaling (< 0).", mu=2.0, sigma=2.0),
-            "slope_sd": default("HalfNormal", "Spread of task slopes around the population, 1/nats: tasks differ "
+            "slope_pop": default("Normal",
+                                 "Population slope of accuracy in loss, 1/nats. OLMo-ladder and "
+                                 "Gadre et al. fits move from chance to ceiling over 0.5-2 nats of "
+                                 "loss (slopes 2-8); centred at 2 with room for flat tasks (0) and "
+                                 "inverse scaling (< 0).", mu=2.0, sigma=2.0),
+            "slope_sd": default("HalfNormal",
+                                "Spread of task slopes around the population, 1/nats: tasks differ "
                                 "several-fold in how sharply they respond to loss.", sigma=2.0),
-            "level_pop": default("Normal", "Logit of each task's accuracy at the ladder's centre loss as a share of "
-                                 "[chance, 1]. Small-model ladders sit in the lower part of most benchmarks' range; "
-                                 "centred at -1 (27% of the range), 90% prior mass in [-4.3, 2.3] (1%-91%).",
+            "level_pop": default("Normal",
+                                 "Logit of each task's accuracy at the ladder's centre loss as a "
+                                 "share of [chance, 1]. Small-model ladders sit in the lower part "
+                                 "of most benchmarks' range; centred at -1 (27% of the range), 90% "
+                                 "prior mass in [-4.3, 2.3] (1%-91%).",
                                  mu=-1.0, sigma=2.0),
-            "level_sd": default("HalfNormal", "Spread of task levels, logit scale: at the same loss some tasks are "
-                                "still at chance (share < 5%) while others are well above it.", sigma=2.0),
-            "ceiling_pop": default("Normal", "Logit of the ceiling's share of the headroom above the task's accuracy "
-                                   "at the centre. 2 -> 88%: benchmarks have label noise and unanswerable items.",
+            "level_sd": default("HalfNormal",
+                                "Spread of task levels, logit scale: at the same loss some tasks "
+                                "are still at chance (share < 5%) while others are well above it.",
+                                sigma=2.0),
+            "ceiling_pop": default("Normal",
+                                   "Logit of the ceiling's share of the headroom above the task's "
+                                   "accuracy at the centre. 2 -> 88%: benchmarks have label noise "
+                                   "and unanswerable items.",
                                    mu=2.0, sigma=1.5),
-            "ceiling_sd": default("HalfNormal", "Spread of task ceilings on the logit scale.", sigma=1.0),
-            "precision": default("Gamma", "Precision of the Beta likelihood for accuracies whose number of items is "
-                                 "unknown (mean 200: like a benchmark of ~200 items).", alpha=2.0, beta=0.01),
+            "ceiling_sd": default("HalfNormal", "Spread of task ceilings on the logit scale.",
+                                  sigma=1.0),
+            "precision": default("Gamma",
+                                 "Precision of the Beta likelihood for accuracies whose number of "
+                                 "items is unknown (mean 200: like a benchmark of ~200 items).",
+                                 alpha=2.0, beta=0.01),
         }
         if self.overdispersion:
             out["phi_pop"] = default(
-                "LogNormal", "Population precision of the Beta-Binomial accuracy likelihood: accuracy p scatters "
-                "around the link with sd at most sqrt(p(1-p)/(phi+1)) beyond item sampling. Seed-to-seed accuracy "
-                "differences of ~0.5-2 points are typical (Madaan et al. 2024), phi ~ 2500 at p = 0.5: median "
-                "e^7.8 = 2400, 90% prior mass in [90, 66000]; phi >> n_items is the plain Binomial.",
+                "LogNormal",
+                "Population precision of the Beta-Binomial accuracy likelihood: accuracy p "
+                "scatters around the link with sd at most sqrt(p(1-p)/(phi+1)) beyond item "
+                "sampling. Seed-to-seed accuracy differences of ~0.5-2 points are typical (Madaan "
+                "et al. 2024), phi ~ 2500 at p = 0.5: median e^7.8 = 2400, 90% prior mass in [90, "
+                "66000]; phi >> n_items is the plain Binomial.",
                 mu=7.8, sigma=2.0)
             out["phi_sd"] = default(
-                "HalfNormal", "Spread of task precisions around phi_pop on the log scale: benchmarks differ by one to "
-                "two orders of magnitude in extra-Binomial noise (Gadre et al. 2024: close to Binomial for some "
-                "tasks, 24-243x it for squad, bbq, boolq, jeopardy, coqa).", sigma=1.5)
+                "HalfNormal",
+                "Spread of task precisions around phi_pop on the log scale: benchmarks differ by "
+                "one to two orders of magnitude in extra-Binomial noise (Gadre et al. 2024: close "
+                "to Binomial for some tasks, 24-243x it for squad, bbq, boolq, jeopardy, coqa).",
+                sigma=1.5)
         if self.run_effect:
             out["tau_downstream"] = default(
-                "HalfNormal", "Scale of the run-level downstream effect on ln(loss): every task of run r sees its "
-                "latent loss times exp(tau z_r). Seed-to-seed differences alone are 0.5-2 accuracy points (Madaan et "
-                "al. 2024), what a few hundredths of a nat buy; half-normal 0.05 has median 0.034, 95% below 0.1.",
+                "HalfNormal",
+                "Scale of the run-level downstream effect on ln(loss): every task of run r sees "
+                "its latent loss times exp(tau z_r). Seed-to-seed differences alone are 0.5-2 "
+                "accuracy points (Madaan et al. 2024), what a few hundredths of a nat buy; "
+                "half-normal 0.05 has median 0.034, 95% below 0.1.",
                 sigma=0.05)
         return out
 
     def variables(self, model) -> list[str]:
+        """The tasks' population and spread parameters (and ``tau_downstream``), no per-task."""
         names = ["slope_pop", "slope_sd", "level_pop", "level_sd", "ceiling_pop", "ceiling_sd"]
         if self.overdispersion:
             names += ["phi_pop", "phi_sd"]
@@ -121,32 +150,40 @@ class Downstream(Part):
 
     # ------------------------------------------------------------------ rows
     def select(self, table: pd.DataFrame, loss_rows: pd.DataFrame, checkpoints) -> pd.DataFrame:
-        """The accuracy rows to fit (chosen like the loss rows by the model's ``checkpoints``
-        part, see :func:`~bayescale.parts.checkpoints.select_rows`), sorted by metric,
-        family, run and tokens."""
+        """The accuracy rows to fit, sorted by metric, family, run and tokens.
+
+        They are chosen like the loss rows by the model's ``checkpoints`` part (see
+        :func:`~bayescale.parts.checkpoints.select_rows`).
+        """
         from .checkpoints import select_rows
 
         acc = table[table["metric"].str.startswith("acc:")]
         if self.tasks is not None:
             missing = sorted(set(self.tasks) - set(acc["metric"]))
             if missing:
-                raise ModelError(f"downstream: task(s) {missing} are not in the runs table's 'metric' column")
+                raise ModelError(f"downstream: task(s) {missing} are not in the runs table's "
+                                 "'metric' column")
             acc = acc[acc["metric"].isin(self.tasks)]
         if acc.empty:
             raise ModelError("downstream: needs 'acc:<task>' rows in the runs table (none found)")
         if AVERAGE in set(acc["metric"]) and acc["metric"].nunique() > 1:
-            raise ModelError(f"downstream: the runs table has '{AVERAGE}' rows and per-task 'acc:<task>' rows; "
-                             f"fitting both counts the same answers twice: set tasks=['{AVERAGE}'] to fit the average "
-                             f"as one metric, or list the tasks without it (their mean is predicted as '{AVERAGE}')")
+            raise ModelError(f"downstream: the runs table has '{AVERAGE}' rows and per-task "
+                             "'acc:<task>' rows; fitting both counts the same answers twice: set "
+                             f"tasks=['{AVERAGE}'] to fit the average as one metric, or list the "
+                             f"tasks without it (their mean is predicted as '{AVERAGE}')")
         unknown = sorted(set(acc["run"]) - set(loss_rows["run"]))
         if unknown:
-            raise ModelError(f"downstream: accuracy rows of runs without fitted loss rows: {unknown[:5]}")
+            raise ModelError("downstream: accuracy rows of runs without fitted loss rows: "
+                             f"{unknown[:5]}")
         acc, _ = select_rows(acc, checkpoints)
-        return acc.sort_values(["metric", "family", "run", "tokens"], kind="stable").reset_index(drop=True)
+        return acc.sort_values(["metric", "family", "run", "tokens"],
+                               kind="stable").reset_index(drop=True)
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Add the tasks' links and the accuracy likelihood on the ``acc_obs`` rows."""
         acc_rows = ctx.acc_rows
+        assert acc_rows is not None  # the model is built with this part only with accuracy rows
         tasks = task_table(acc_rows)
         model = pm.modelcontext(None)
         model.add_coord("task", tasks["task"].tolist())
@@ -157,7 +194,8 @@ class Downstream(Part):
             acc_runs = [r for r in ctx.runs if r in with_acc]
             model.add_coord("acc_run", acc_runs)
             lookup = {r: i for i, r in enumerate(acc_runs)}
-            index = pm.Data("acc_offset_index", acc_rows["run"].map(lookup).to_numpy(), dims="acc_obs")
+            index = pm.Data("acc_offset_index", acc_rows["run"].map(lookup).to_numpy(),
+                            dims="acc_obs")
             tau = priors["tau_downstream"].create_variable("tau_downstream")
             z = pm.Normal("z_downstream", 0.0, 1.0, dims="acc_run")  # non-centred
             offset = pm.Deterministic("downstream_offset", tau * z, dims="acc_run")
@@ -172,6 +210,7 @@ class Downstream(Part):
 
     def _likelihood(self, ctx: BuildContext, tasks: pd.DataFrame, latent, centre) -> None:
         acc_rows = ctx.acc_rows
+        assert acc_rows is not None  # see build
         priors = ctx.model.priors
         task_index = {t: i for i, t in enumerate(tasks["task"])}
         t_idx = pm.Data("task_index", acc_rows["metric"].map(task_index).to_numpy(), dims="acc_obs")
@@ -181,10 +220,14 @@ class Downstream(Part):
         level = _pooled_over_tasks(priors, "level", centred=True)
         headroom = _pooled_over_tasks(priors, "ceiling", record=False)
         at_centre = chance + (1 - chance) * pm.math.sigmoid(level)
-        ceiling = pm.Deterministic("ceiling", at_centre + (1 - at_centre) * pm.math.sigmoid(headroom), dims="task")
+        ceiling = pm.Deterministic("ceiling",
+                                   at_centre + (1 - at_centre) * pm.math.sigmoid(headroom),
+                                   dims="task")
         if self.link == "sigmoid":
             intercept = level + pt.softplus(-headroom)
-        else:  # -z at the centre, from the share reached there (exp: 1 - e^{-e^{-z}}; gompertz: e^{-e^z})
+        else:
+            # -z at the centre, from the share reached there
+            # (exp: 1 - e^{-e^{-z}}; gompertz: e^{-e^z})
             log_share = pt.log(pm.math.sigmoid(level)) - pt.log(
                 pm.math.sigmoid(level) + pm.math.sigmoid(-level) * pm.math.sigmoid(headroom))
             if self.link == "exp":
@@ -194,8 +237,8 @@ class Downstream(Part):
                 intercept = -pt.log(pt.clip(-log_share, 1e-12, np.inf))
         intercept = pm.Deterministic("intercept", intercept, dims="task")
         pm.Deterministic("midpoint", centre + intercept / slope, dims="task")
-        p = link_centred(self.link, latent, chance[t_idx], ceiling[t_idx], slope[t_idx], intercept[t_idx], centre,
-                         xp=pt)
+        p = link_centred(self.link, latent, chance[t_idx], ceiling[t_idx], slope[t_idx],
+                         intercept[t_idx], centre, xp=pt)
         if ctx.store.get("record_mean"):
             pm.Deterministic("p_acc", p, dims="acc_obs")
         p = pt.clip(p, 1e-6, 1 - 1e-6)
@@ -204,16 +247,20 @@ class Downstream(Part):
             hits = successes(acc_rows).astype("int64")
             if self.overdispersion:
                 phi = _pooled_over_tasks(priors, "phi")[t_idx]
-                pm.BetaBinomial("acc", n=n_items, alpha=p * phi, beta=(1 - p) * phi, observed=hits, dims="acc_obs")
+                pm.BetaBinomial("acc", n=n_items, alpha=p * phi, beta=(1 - p) * phi, observed=hits,
+                                dims="acc_obs")
             else:
                 pm.Binomial("acc", n=n_items, p=p, observed=hits, dims="acc_obs")
         else:
             precision = priors["precision"].create_variable("precision")
             value = np.clip(acc_rows["value"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)
-            pm.Beta("acc", alpha=p * precision, beta=(1 - p) * precision, observed=value, dims="acc_obs")
+            pm.Beta("acc", alpha=p * precision, beta=(1 - p) * precision, observed=value,
+                    dims="acc_obs")
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Store accuracy draws of the ``acc:``/``err:`` targets in ``ctx.store["accuracy"]``."""
+        assert ctx.metrics is not None and ctx.mu is not None  # set before the parts predict
         downstream = ctx.metrics.str.startswith(("acc:", "err:")).to_numpy()
         if not downstream.any():
             return
@@ -222,12 +269,16 @@ class Downstream(Part):
             latent = latent * np.exp(self._offsets(ctx, ctx.run_labels[downstream]))
         E = np.broadcast_to(ctx.theta["E"], ctx.mu.shape)[:, downstream]
         latent = to_link_scale(self.scale, latent, E)
-        ctx.store["accuracy"] = (downstream, self.accuracy_draws(ctx, ctx.metrics[downstream].tolist(), latent))
+        ctx.store["accuracy"] = (downstream,
+                                 self.accuracy_draws(ctx, ctx.metrics[downstream].tolist(), latent))
 
     def _offsets(self, ctx: PredictContext, runs: pd.Series) -> np.ndarray:
-        """Run-level downstream offsets per draw and target, shape (S, T): a fitted run's own;
-        a new run's draw ``tau z`` in observation draws, else zero."""
-        names = [str(r) for r in ctx.idata.posterior["downstream_offset"].coords["acc_run"].to_numpy()]
+        """Run-level downstream offsets per draw and target, shape (S, T).
+
+        A fitted run's own; a new run's draw ``tau z`` in observation draws, else zero.
+        """
+        names = [str(r)
+                 for r in ctx.idata.posterior["downstream_offset"].coords["acc_run"].to_numpy()]
         offsets = ctx.draws("downstream_offset")
         out = np.zeros((offsets.shape[0], len(runs)))
         for j, run in enumerate(runs):
@@ -237,10 +288,14 @@ class Downstream(Part):
                 out[:, j] = ctx.draws("tau_downstream") * ctx.rng.standard_normal(offsets.shape[0])
         return out
 
-    def accuracy_draws(self, ctx: PredictContext, metrics: list[str], latent: np.ndarray) -> np.ndarray:
-        """Accuracy (``acc:<task>``, ``acc:avg``) or error (``err:...``) draws at latent losses
-        (shape (S, len(metrics)), on the link's scale).  ``acc:avg`` is the mean over every
-        fitted task draw by draw (correlations kept), or the fitted average's own link."""
+    def accuracy_draws(self, ctx: PredictContext, metrics: list[str],
+                       latent: np.ndarray) -> np.ndarray:
+        """Accuracy (``acc:<task>``, ``acc:avg``) or error (``err:...``) draws at latent losses.
+
+        ``latent`` is on the link's scale; the draws have shape (S, len(metrics)).  ``acc:avg``
+        is the mean over every fitted task draw by draw (correlations kept), or the fitted
+        average's own link.
+        """
         tasks = task_table(ctx.fit.acc_rows)
         names = tasks["task"].tolist()
         slope, ceiling = ctx.draws("slope"), ctx.draws("ceiling")
@@ -255,9 +310,10 @@ class Downstream(Part):
             elif task == AVERAGE:
                 columns = list(range(len(names)))
             else:
-                raise ModelError(f"downstream: metric {metric!r} is not a fitted task; fitted: {names} and {AVERAGE}")
-            acc = link_centred(self.link, latent[:, [j]], chance[columns], ceiling[:, columns], slope[:, columns],
-                               intercept[:, columns], centre)
+                raise ModelError(f"downstream: metric {metric!r} is not a fitted task; fitted: "
+                                 f"{names} and {AVERAGE}")
+            acc = link_centred(self.link, latent[:, [j]], chance[columns], ceiling[:, columns],
+                               slope[:, columns], intercept[:, columns], centre)
             if ctx.new_draws:
                 for k, col in enumerate(columns):
                     p = np.clip(acc[:, k], 1e-9, 1 - 1e-9)
@@ -273,9 +329,11 @@ class Downstream(Part):
         return out
 
 
-def _pooled_over_tasks(priors, name: str, centred: bool = False, record: bool = True) -> pt.TensorVariable:
-    """Task-level parameter (dims ``task``) partially pooled around ``<name>_pop`` with spread
-    ``<name>_sd`` (on the log scale for a LogNormal ``<name>_pop``).
+def _pooled_over_tasks(priors, name: str, centred: bool = False,
+                       record: bool = True) -> pt.TensorVariable:
+    """Task-level parameter (dims ``task``) partially pooled around ``<name>_pop``.
+
+    The spread is ``<name>_sd`` (on the log scale for a LogNormal ``<name>_pop``).
 
     ``centred=True`` samples the task values directly around the population (parameters every
     task's data pin down: non-centred they tie each ``z`` to pop and sd and NUTS takes hundreds
@@ -286,7 +344,8 @@ def _pooled_over_tasks(priors, name: str, centred: bool = False, record: bool = 
     prior = priors[f"{name}_pop"]
     log = prior.distribution == "LogNormal"
     if log:
-        pop = pm.Normal(f"ln_{name}_pop", mu=prior.parameters["mu"], sigma=prior.parameters["sigma"])
+        pop = pm.Normal(f"ln_{name}_pop", mu=prior.parameters["mu"],
+                        sigma=prior.parameters["sigma"])
         pm.Deterministic(f"{name}_pop", pt.exp(pop))
     else:
         pop = prior.create_variable(f"{name}_pop")

@@ -51,47 +51,61 @@ class Drift(Part):
         choice(self.lookup_name, "clock", self.clock, CLOCKS)
 
     def priors(self) -> dict[str, Default]:
+        """``sigma_drift``, the walk's scale per square root of a unit of its clock."""
         if self.clock == "fraction":
             return {"sigma_drift": default(
-                "HalfNormal", "Scale of the random-walk drift on ln(loss) per square root of the fraction of the "
-                "run, at the ladder's centre size. A 5-10% rise of an evaluation loss over the second half of a run "
-                "(Pythia's LAMBADA losses of 70M and 160M, Biderman et al. 2023) is a walk of scale 0.07-0.14; "
-                "half-normal 0.1 (median 0.067) allows that and shrinks to zero for runs that follow the law.",
+                "HalfNormal",
+                "Scale of the random-walk drift on ln(loss) per square root of the fraction of the "
+                "run, at the ladder's centre size. A 5-10% rise of an evaluation loss over the "
+                "second half of a run (Pythia's LAMBADA losses of 70M and 160M, Biderman et al. "
+                "2023) is a walk of scale 0.07-0.14; half-normal 0.1 (median 0.067) allows that "
+                "and shrinks to zero for runs that follow the law.",
                 sigma=0.1)}
         return {"sigma_drift": default(
-            "HalfNormal", "Scale of each run's random-walk drift from the law on ln(loss) per square root of a unit "
-            "of ln tokens, at the ladder's centre size. Evaluation losses of small models can flatten or rise in the "
-            "second half of training by 5-10% (Pythia's LAMBADA losses of 70M and 160M); half-normal 0.05 allows "
-            "that and shrinks to zero for runs that follow the law.", sigma=0.05)}
+            "HalfNormal",
+            "Scale of each run's random-walk drift from the law on ln(loss) per square root of a "
+            "unit of ln tokens, at the ladder's centre size. Evaluation losses of small models can "
+            "flatten or rise in the second half of training by 5-10% (Pythia's LAMBADA losses of "
+            "70M and 160M); half-normal 0.05 allows that and shrinks to zero for runs that follow "
+            "the law.", sigma=0.05)}
 
     def check(self, model) -> None:
+        """Require the checkpoints part with ``min_fraction > 0``."""
         checkpoints = model.part("checkpoints")
         if checkpoints is None:
-            raise ModelError("drift: needs the checkpoints part (a walk along each run's checkpoints)")
+            raise ModelError("drift: needs the checkpoints part (a walk along each run's "
+                             "checkpoints)")
         if checkpoints.min_fraction <= 0:
-            raise ModelError("drift: needs checkpoints.min_fraction > 0 (a new run's drift is counted from there)")
+            raise ModelError("drift: needs checkpoints.min_fraction > 0 (a new run's drift is "
+                             "counted from there)")
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Add each run's random walk to ``ctx.mu`` of the loss (and accuracy) rows."""
         x = ctx.x["obs"]
         gap = walk_gaps(x, self.clock)
         sigma_drift = ctx.model.priors["sigma_drift"].create_variable("sigma_drift")
         step = pm.Data("walk_gap", gap, dims="obs")
         start = pm.Data("walk_start", walk_starts(x), dims="obs")
-        increments = sigma_drift * ctx.size_factor("obs") * pt.sqrt(step) * pm.Normal("z_walk", 0.0, 1.0, dims="obs")
+        increments = (sigma_drift * ctx.size_factor("obs") * pt.sqrt(step)
+                      * pm.Normal("z_walk", 0.0, 1.0, dims="obs"))
         total = pt.cumsum(increments)
         walk = total - total[start] + increments[start]
         ctx.mu["obs"] = ctx.mu["obs"] + walk
         if "acc" in ctx.wheres:  # an accuracy row sees its run's walk at its checkpoint
-            index = latest_row_of_run(ctx.rows, ctx.acc_rows["run"].astype(str), ctx.acc_rows["tokens"])
+            assert ctx.acc_rows is not None  # "acc" is a where only with accuracy rows
+            index = latest_row_of_run(ctx.rows, ctx.acc_rows["run"].astype(str),
+                                      ctx.acc_rows["tokens"])
             if (index < 0).any():
                 missing = sorted(set(ctx.acc_rows["run"].astype(str)[index < 0]))
-                raise ModelError(f"drift: needs loss rows for every run with accuracies; run(s) {missing[:5]} have "
-                                 f"accuracy rows (column 'metric' acc:...) but no fitted loss rows")
+                raise ModelError("drift: needs loss rows for every run with accuracies; run(s) "
+                                 f"{missing[:5]} have accuracy rows (column 'metric' acc:...) but "
+                                 "no fitted loss rows")
             ctx.mu["acc"] = ctx.mu["acc"] + walk[pm.Data("acc_walk_index", index, dims="acc_obs")]
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Add :meth:`walk_terms` to ``ctx.mu``."""
         ctx.mu = ctx.mu + self.walk_terms(ctx)
 
     def walk_at_rows(self, ctx: PredictContext) -> np.ndarray:
@@ -105,10 +119,12 @@ class Drift(Part):
         return total - total[:, start] + increments[:, start]
 
     def walk_terms(self, ctx: PredictContext) -> np.ndarray:
-        """Drift per draw and target, shape (S, T): a fitted run continues from its walk at its
-        latest fitted row at or before the target (its first row if the target precedes them
-        all); a new run starts at zero at ``min_fraction`` of its length.  With
-        ``ctx.new_draws`` the walk still ahead is added."""
+        """Drift per draw and target, shape (S, T).
+
+        A fitted run continues from its walk at its latest fitted row at or before the target
+        (its first row if the target precedes them all); a new run starts at zero at
+        ``min_fraction`` of its length.  With ``ctx.new_draws`` the walk still ahead is added.
+        """
         targets = ctx.targets
         out = np.zeros((ctx.n_draws, len(targets)))
         tokens = targets["tokens"].to_numpy(dtype=float)
@@ -148,15 +164,19 @@ def walk_starts(x: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def walk_clock(fraction, clock: str = "ln_tokens") -> np.ndarray:
-    """Position on the walk's clock at ``fraction`` of a run: ln of the fraction (ln tokens,
-    up to the run's constant), or the fraction itself with ``clock="fraction"``."""
+    """Position on the walk's clock at ``fraction`` of a run.
+
+    The ln of the fraction (ln tokens, up to the run's constant), or the fraction itself with
+    ``clock="fraction"``.
+    """
     fraction = np.asarray(fraction, dtype=float)
     return fraction if clock == "fraction" else np.log(np.clip(fraction, 1e-12, None))
 
 
 def walk_variance_units(fraction, min_fraction: float, clock: str = "ln_tokens") -> np.ndarray:
-    """Clock units a new run has walked by ``fraction`` of its length from its start at
-    ``min_fraction``: ``max(clock(fraction) - clock(min_fraction), 0)``.
+    """Clock units a new run has walked by ``fraction`` of its length since ``min_fraction``.
+
+    That is ``max(clock(fraction) - clock(min_fraction), 0)``.
 
     >>> float(walk_variance_units(1.0, 0.5, "fraction"))
     0.5

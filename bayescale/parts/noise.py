@@ -46,43 +46,53 @@ class Noise(Part):
         choice(self.lookup_name, "likelihood", self.likelihood, LIKELIHOODS)
 
     def priors(self) -> dict[str, Default]:
+        """``sigma``, with ``nu`` (Student-t) and ``kappa`` (``by_size``)."""
         out = {"sigma": default(
-            "HalfNormal", "Scale of the residual on ln(loss). Digitised or single-seed final losses scatter by "
-            "0.5-3% (0.005-0.03 on the log scale); half-normal 0.1 leaves room for noisier evaluation sets.",
+            "HalfNormal",
+            "Scale of the residual on ln(loss). Digitised or single-seed final losses scatter by "
+            "0.5-3% (0.005-0.03 on the log scale); half-normal 0.1 leaves room for noisier "
+            "evaluation sets.",
             sigma=0.1)}
         if self.likelihood == "student_t":
             out["nu"] = default(
-                "Gamma", "Degrees of freedom of the Student-t likelihood (Juarez and Steel 2010): mean 20, mass down "
-                "to ~2 so a few outlying runs are down-weighted rather than bending the law.", alpha=2.0, beta=0.1)
+                "Gamma", "Degrees of freedom of the Student-t likelihood (Juarez and Steel 2010): "
+                "mean 20, mass down to ~2 so a few outlying runs are down-weighted rather than "
+                "bending the law.", alpha=2.0, beta=0.1)
         if self.by_size:
             out["kappa"] = default(
-                "Normal", "Exponent of the residual scale in model size, sigma (N/N0)^-kappa. Between-checkpoint "
-                "fluctuations of evaluation losses shrink with size in Pythia (sd of LAMBADA ln ppl after step "
-                "13,000 about 5x larger at 70M than at 1.4B: kappa near 0.5 over a 20x size range); centred at 0 "
-                "(constant noise) with room for either sign.", mu=0.0, sigma=0.5)
+                "Normal",
+                "Exponent of the residual scale in model size, sigma (N/N0)^-kappa. "
+                "Between-checkpoint fluctuations of evaluation losses shrink with size in Pythia "
+                "(sd of LAMBADA ln ppl after step 13,000 about 5x larger at 70M than at 1.4B: "
+                "kappa near 0.5 over a 20x size range); centred at 0 (constant noise) with room "
+                "for either sign.", mu=0.0, sigma=0.5)
         return out
 
     @property
     def noise_params(self) -> tuple[str, ...]:
+        """The likelihood's parameters: ``("sigma", "nu")`` or ``("sigma",)``."""
         return ("sigma", "nu") if self.likelihood == "student_t" else ("sigma",)
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Create the noise parameters and set ``ctx.sigma`` (times the size factor)."""
         priors = ctx.model.priors
         ctx.noise = {p: priors[p].create_variable(p) for p in self.noise_params}
         ctx.kappa = priors["kappa"].create_variable("kappa") if self.by_size else None
         ctx.sigma = ctx.noise["sigma"] * ctx.size_factor("obs")
 
     def observe(self, ctx: BuildContext) -> None:
-        """The observed ``ln_loss`` around ``ctx.mu["obs"]`` with scale ``ctx.sigma`` (last step)."""
+        """The observed ``ln_loss`` around ``ctx.mu["obs"]``, scale ``ctx.sigma`` (last step)."""
         if self.likelihood == "student_t":
-            pm.StudentT(OBSERVED, nu=ctx.noise["nu"], mu=ctx.mu["obs"], sigma=ctx.sigma, observed=ctx.ln_value,
-                        dims="obs")
+            pm.StudentT(OBSERVED, nu=ctx.noise["nu"], mu=ctx.mu["obs"], sigma=ctx.sigma,
+                        observed=ctx.ln_value, dims="obs")
         else:
-            pm.Normal(OBSERVED, mu=ctx.mu["obs"], sigma=ctx.sigma, observed=ctx.ln_value, dims="obs")
+            pm.Normal(OBSERVED, mu=ctx.mu["obs"], sigma=ctx.sigma, observed=ctx.ln_value,
+                      dims="obs")
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Set ``ctx.sigma`` to the residual scale per draw and target, shape (S, T)."""
         ctx.sigma = ctx.draws("sigma")[:, None] * ctx.size_factor()
 
     def add_noise(self, ctx: PredictContext, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:

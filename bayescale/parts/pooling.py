@@ -54,46 +54,57 @@ class FamilyPooling(Part):
     def __post_init__(self):
         choice(self.lookup_name, "prior", self.prior, PRIORS)
         if self.parameters is not None and not self.parameters:
-            raise ModelError("family_pooling: parameters=() pools nothing; leave the part out instead")
+            raise ModelError("family_pooling: parameters=() pools nothing; leave the part out "
+                             "instead")
 
     def priors(self) -> dict[str, Default]:
+        """The prior of the families' spread: ``family_sd`` or ``family_var``."""
         if self.prior == "half_normal":
             return {"family_sd": default(
-                "HalfNormal", "Spread between families of each law parameter on the log scale. Architectures and "
-                "data mixes in Gadre et al. 2024 and the OLMo ladder differ by 5-30% in fitted coefficients and "
-                "exponents; half-normal 0.2 allows that and shrinks families with few runs toward the population.",
+                "HalfNormal",
+                "Spread between families of each law parameter on the log scale. Architectures and "
+                "data mixes in Gadre et al. 2024 and the OLMo ladder differ by 5-30% in fitted "
+                "coefficients and exponents; half-normal 0.2 allows that and shrinks families with "
+                "few runs toward the population.",
                 sigma=0.2)}
         return {"family_var": default(
-            "InverseGamma", "Square of the spread between families on the log scale (integrated out: the families' "
-            "deviations become Student-t with 4 degrees of freedom and scale 0.1). Median spread 0.11, 90% of its "
-            "mass in [0.065, 0.24]: the scale of family_sd's half-normal 0.2, kept away from zero, where few "
-            "families leave a funnel, with a lighter upper tail.", alpha=2.0, beta=0.02)}
+            "InverseGamma",
+            "Square of the spread between families on the log scale (integrated out: the families' "
+            "deviations become Student-t with 4 degrees of freedom and scale 0.1). Median spread "
+            "0.11, 90% of its mass in [0.065, 0.24]: the scale of family_sd's half-normal 0.2, "
+            "kept away from zero, where few families leave a funnel, with a lighter upper tail.",
+            alpha=2.0, beta=0.02)}
 
     def pooled(self, model) -> list[str]:
+        """The law parameters that differ between families."""
         if self.parameters is not None:
             return list(self.parameters)
         return [p for p in model.law.sampled if p not in model.law.shared]
 
     def variables(self, model) -> list[str]:
+        """``<p>_pop`` and ``<p>_sd`` of every pooled parameter ``p``."""
         pooled = self.pooled(model)
         return [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
 
     def check(self, model) -> None:
+        """Require pooled parameters of the law with LogNormal priors."""
         unknown = sorted(set(self.pooled(model)) - set(model.law.sampled))
         if unknown:
-            raise ModelError(f"family_pooling: parameters {unknown} are not parameters of the {model.law.lookup_name} "
-                             f"law ({', '.join(model.law.sampled)})")
+            raise ModelError(f"family_pooling: parameters {unknown} are not parameters of the "
+                             f"{model.law.lookup_name} law ({', '.join(model.law.sampled)})")
         for p in self.pooled(model):
             if model.priors[p].distribution != "LogNormal":
-                raise ModelError(f"family_pooling: pools on the log scale and needs a LogNormal prior for {p!r}, "
-                                 f"got {model.priors[p].distribution}")
+                raise ModelError("family_pooling: pools on the log scale and needs a LogNormal "
+                                 f"prior for {p!r}, got {model.priors[p].distribution}")
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Create the per-family law parameters and index them by row into ``ctx.theta``."""
         model = ctx.model
         law = model.law
         pooled = self.pooled(model)
-        theta_f = {p: pooled_parameter(model.priors, p, len(ctx.families), self.prior) if p in pooled
+        theta_f = {p: pooled_parameter(model.priors, p, len(ctx.families), self.prior)
+                   if p in pooled
                    else model.priors[p].create_variable(p) for p in law.sampled}
         ctx.theta_family = theta_f
         for where in ctx.wheres:
@@ -106,6 +117,7 @@ class FamilyPooling(Part):
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Set ``ctx.theta`` per draw and target; new families draw from the population."""
         law = ctx.fit.model.law
         index = {f: i for i, f in enumerate(ctx.fit.families)}
         new = sorted({f for f in ctx.family_labels if f not in index})
@@ -127,9 +139,10 @@ class FamilyPooling(Part):
 
 def pooled_parameter(priors: dict[str, Prior], name: str, n_families: int,
                      family_prior: str = "half_normal") -> pt.TensorVariable:
-    """Family-level parameter ``theta_f = exp(mu + delta_f)`` (dims ``family``), pooled on the
-    log scale toward a population ``mu = ln_<name>_pop ~ Normal(m0, s0)`` (the LogNormal
-    prior ``priors[name]``).
+    """Family-level parameter ``theta_f = exp(mu + delta_f)`` (dims ``family``), log-pooled.
+
+    Pooled on the log scale toward a population ``mu = ln_<name>_pop ~ Normal(m0, s0)`` (the
+    LogNormal prior ``priors[name]``).
 
     ``family_prior="half_normal"``: ``delta_f = s z_f``, non-centred, with ``z_f ~ Normal(0, 1)``
     and the spread ``s = <name>_sd`` from the ``family_sd`` prior.
@@ -167,13 +180,17 @@ def pooled_parameter(priors: dict[str, Prior], name: str, n_families: int,
         return pm.Deterministic(name, pt.exp(log_pop + spread * z), dims="family")
     var = priors["family_var"]
     if var.distribution != "InverseGamma" or set(var.parameters) != {"alpha", "beta"}:
-        raise ModelError(f"family_pooling: prior='student_t' needs family_var ~ InverseGamma(alpha, beta), got "
+        raise ModelError("family_pooling: prior='student_t' needs family_var ~ "
+                         "InverseGamma(alpha, beta), got "
                          f"{var.distribution}({', '.join(sorted(var.parameters))})")
     a, b = float(var.parameters["alpha"]), float(var.parameters["beta"])
-    basis = scipy.linalg.helmert(n_families, full=True)  # F x F orthonormal; row 0 is the mean direction
-    rotated = pm.MvStudentT(f"dev_{name}_rot", nu=2 * a, mu=np.zeros(n_families), scale=(b / a) * np.eye(n_families))
+    # F x F orthonormal; row 0 is the mean direction
+    basis = scipy.linalg.helmert(n_families, full=True)
+    rotated = pm.MvStudentT(f"dev_{name}_rot", nu=2 * a, mu=np.zeros(n_families),
+                            scale=(b / a) * np.eye(n_families))
     mean_deviation = rotated[0] / np.sqrt(n_families)
-    within = pt.dot(basis[1:].T, rotated[1:])  # sum-zero: each family's deviation from the families' mean
+    # sum-zero: each family's deviation from the families' mean
+    within = pt.dot(basis[1:].T, rotated[1:])
     ln_mean = pm.Normal(f"ln_{name}_mean", mu=mu + mean_deviation, sigma=sigma)
     log_pop = pm.Deterministic(f"ln_{name}_pop", ln_mean - mean_deviation)
     pm.Deterministic(f"{name}_pop", pt.exp(log_pop))

@@ -31,17 +31,23 @@ class AR1Residuals(Part):
     order = 60
 
     def priors(self) -> dict[str, Default]:
+        """``ell``, the correlation length in ln(tokens)."""
         return {"ell": default(
-            "LogNormal", "Correlation length of within-run residuals in ln(tokens): checkpoints a factor e^ell apart "
-            "in tokens have residual correlation 1/e. Median 1 (a factor 2.7 in tokens), 90% in [0.2, 5].",
+            "LogNormal",
+            "Correlation length of within-run residuals in ln(tokens): checkpoints a factor e^ell "
+            "apart in tokens have residual correlation 1/e. Median 1 (a factor 2.7 in tokens), 90% "
+            "in [0.2, 5].",
             mu=0.0, sigma=1.0)}
 
     def check(self, model) -> None:
+        """Require the checkpoints part."""
         if model.part("checkpoints") is None:
-            raise ModelError("ar1_residuals: needs the checkpoints part (residuals correlated along a run's checkpoints)")
+            raise ModelError("ar1_residuals: needs the checkpoints part (residuals correlated "
+                             "along a run's checkpoints)")
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Condition each row on its run's previous residual (mean and scale)."""
         x = ctx.x["obs"]
         prev = pm.Data("prev_index", np.maximum(x["prev"], 0), dims="obs")
         has_prev = pm.Data("has_prev", (x["prev"] >= 0).astype(float), dims="obs")
@@ -54,10 +60,13 @@ class AR1Residuals(Part):
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Condition fitted runs' targets on the residual of the run's last fitted row."""
         if not ctx.known.any():
             return
+        assert ctx.mu is not None and ctx.sigma is not None  # set by the law and noise parts
         rows = ctx.fit.rows
-        resid = np.log(rows["value"].to_numpy(dtype=float))[None, :] - ctx.fit.structural_mean(ctx, rows)
+        resid = (np.log(rows["value"].to_numpy(dtype=float))[None, :]
+                 - ctx.fit.structural_mean(ctx, rows))
         ell = ctx.draws("ell")
         last_row = rows.reset_index(drop=True).groupby("run")["tokens"].idxmax()
         tokens = ctx.targets["tokens"].to_numpy(dtype=float)

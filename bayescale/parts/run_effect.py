@@ -39,24 +39,32 @@ class RunEffect(Part):
     slope: bool = False
 
     def priors(self) -> dict[str, Default]:
+        """``sigma_run`` (and ``sigma_slope`` with ``slope=True``)."""
         out = {"sigma_run": default(
-            "HalfNormal", "Spread between seeds/runs of one configuration on ln(loss). Seed-to-seed final-loss "
-            "differences are typically 0.1-1% (Pythia, OLMo ladders); half-normal 0.03 covers up to ~6%.",
+            "HalfNormal",
+            "Spread between seeds/runs of one configuration on ln(loss). Seed-to-seed final-loss "
+            "differences are typically 0.1-1% (Pythia, OLMo ladders); half-normal 0.03 covers up "
+            "to ~6%.",
             sigma=0.03)}
         if self.slope:
             out["sigma_slope"] = default(
-                "HalfNormal", "Spread of per-run slopes of ln(loss) in ln tokens, relative to the law. Pythia's 70M "
-                "and 160M LAMBADA curves drift from a monotone law by 0.03-0.06 per unit of ln tokens in the second "
-                "half of training; half-normal 0.05 allows that and shrinks well-behaved runs to the law's shape.",
+                "HalfNormal",
+                "Spread of per-run slopes of ln(loss) in ln tokens, relative to the law. Pythia's "
+                "70M and 160M LAMBADA curves drift from a monotone law by 0.03-0.06 per unit of ln "
+                "tokens in the second half of training; half-normal 0.05 allows that and shrinks "
+                "well-behaved runs to the law's shape.",
                 sigma=0.05)
         return out
 
     def check(self, model) -> None:
+        """With ``slope=True``, require the checkpoints part."""
         if self.slope and model.part("checkpoints") is None:
-            raise ModelError("run_effect: slope=True needs the checkpoints part (a slope within each run's checkpoints)")
+            raise ModelError("run_effect: slope=True needs the checkpoints part (a slope within "
+                             "each run's checkpoints)")
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Add each run's offset (and slope) to ``ctx.mu`` of its rows."""
         pm.modelcontext(None).add_coord("run", ctx.runs)
         priors = ctx.model.priors
         sigma_run = priors["sigma_run"].create_variable("sigma_run")
@@ -73,13 +81,16 @@ class RunEffect(Part):
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Add :func:`run_terms` to ``ctx.mu``."""
         ctx.mu = ctx.mu + run_terms(ctx, self.slope)
 
 
 def run_terms(ctx: PredictContext, slope: bool) -> np.ndarray:
-    """Run offsets (and slopes times ln(tokens / total tokens)) per draw and target, shape
-    (S, T): the fitted values for fitted runs; for other targets a new seed's draw when
-    ``ctx.new_draws``, else zero (the expected run)."""
+    """Run offsets (and slopes times ln(tokens / total tokens)) per draw and target, (S, T).
+
+    The fitted values for fitted runs; for other targets a new seed's draw when
+    ``ctx.new_draws``, else zero (the expected run).
+    """
     known = ctx.known
     columns = [ctx.fit.run_names.index(r) for r in ctx.run_labels[known]]
     n_draws, n_new = ctx.n_draws, int((~known).sum())

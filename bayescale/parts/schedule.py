@@ -15,6 +15,7 @@ dict_keys(['c_tokens'])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -55,27 +56,36 @@ class ScheduleTerm(Part):
 
     @property
     def parameter(self) -> str:
+        """The annealing parameter: ``"c"`` (nats) or ``"c_tokens"``."""
         return "c" if self.anneal == "loss" else "c_tokens"
 
     def priors(self) -> dict[str, Default]:
+        """The prior of :attr:`parameter`."""
         if self.anneal == "loss":
             return {"c": default(
-                "HalfNormal", "Annealing term, nats: loss a checkpoint still owes to the learning-rate decay ahead "
-                "of it (Tissue et al. 2024 report 0.1-0.5 nats for cosine schedules at small scale).", sigma=0.5)}
+                "HalfNormal",
+                "Annealing term, nats: loss a checkpoint still owes to the learning-rate decay "
+                "ahead of it (Tissue et al. 2024 report 0.1-0.5 nats for cosine schedules at small "
+                "scale).", sigma=0.5)}
         return {"c_tokens": default(
-            "HalfNormal", "Annealing as a shortfall of effective tokens: a checkpoint whose learning rate has yet to "
-            "decay by u (0-0.9 for cosine to 10%) counts as e^(-c_tokens u) of its effective tokens. Annealing a "
-            "cosine run gains roughly what 1.5-3x more tokens at constant rate would (Hagele et al. 2024; Tissue et "
-            "al. 2024), i.e. c_tokens of 0.5-1.2; half-normal 1 allows that and up to ~2.", sigma=1.0)}
+            "HalfNormal",
+            "Annealing as a shortfall of effective tokens: a checkpoint whose learning rate has "
+            "yet to decay by u (0-0.9 for cosine to 10%) counts as e^(-c_tokens u) of its "
+            "effective tokens. Annealing a cosine run gains roughly what 1.5-3x more tokens at "
+            "constant rate would (Hagele et al. 2024; Tissue et al. 2024), i.e. c_tokens of "
+            "0.5-1.2; half-normal 1 allows that and up to ~2.", sigma=1.0)}
 
-    def resolve(self, rows: pd.DataFrame) -> "ScheduleTerm":
+    def resolve(self, rows: pd.DataFrame) -> ScheduleTerm:
+        """With ``source="auto"`` settled: ``"table"`` with a ``schedule`` column."""
         if self.source != "auto":
             return self
         return replace(self, source="table" if "schedule" in rows else "learned")
 
     def validate(self, rows: pd.DataFrame) -> None:
+        """With ``source="table"``, require a ``schedule`` column."""
         if self.source == "table" and "schedule" not in rows:
-            raise ModelError("schedule: source='table' needs a 'schedule' column in the runs table (e.g. 'cosine')")
+            raise ModelError("schedule: source='table' needs a 'schedule' column in the runs table "
+                             "(e.g. 'cosine')")
 
     def inputs(self, rows: pd.DataFrame, fallback: Schedule | None) -> dict[str, np.ndarray]:
         """``d_eff`` (effective tokens, same units as ``tokens``) and ``u`` per row."""
@@ -85,11 +95,12 @@ class ScheduleTerm(Part):
         if self.source == "learned":
             return {"d_eff": tokens, "u": 1.0 - frac}
         d_eff, u = tokens.copy(), np.zeros(len(rows))
-        per_row = schedules_of(rows) or [fallback] * len(rows)
+        per_row: Sequence[Schedule | None] = schedules_of(rows) or [fallback] * len(rows)
         for i, sched in enumerate(per_row):
             sched = sched or fallback
             if sched is None:
-                raise ModelError(f"schedule: target row {i} gives no schedule and the fit has none to fall back on")
+                raise ModelError(f"schedule: target row {i} gives no schedule and the fit has none "
+                                 "to fall back on")
             d_eff[i] = tokens[i] * float(sched.lr_area(frac[i]) / sched.lr_area(1.0))
             u[i] = float(sched.annealing(1.0) - sched.annealing(frac[i]))
         return {"d_eff": d_eff, "u": u}
@@ -102,20 +113,22 @@ class ScheduleTerm(Part):
 
     # ------------------------------------------------------------------ PyMC
     def build(self, ctx: BuildContext) -> None:
+        """Set ``ctx.mu`` to ln of the law with the annealing term at every row."""
         import pytensor.tensor as pt
 
         c = ctx.model.priors[self.parameter].create_variable(self.parameter)
         for where in ctx.wheres:
-            mean = self.law_mean(ctx.model.law, ctx.theta[where], ctx.data("n", where), ctx.data("d", where),
-                                 ctx.data("u", where), c, pt.exp)
+            mean = self.law_mean(ctx.model.law, ctx.theta[where], ctx.data("n", where),
+                                 ctx.data("d", where), ctx.data("u", where), c, pt.exp)
             ctx.mu[where] = pt.log(mean)
 
     # ------------------------------------------------------------------ numpy
     def predict(self, ctx: PredictContext) -> None:
+        """Set ``ctx.mu`` to ln of the law with the annealing term, shape (S, T)."""
         c = ctx.draws(self.parameter)[:, None]
         x = ctx.x
-        mean = self.law_mean(ctx.fit.model.law, ctx.theta, x["n"][None, :], x["d"][None, :], x["u"][None, :], c,
-                             np.exp)
+        mean = self.law_mean(ctx.fit.model.law, ctx.theta, x["n"][None, :], x["d"][None, :],
+                             x["u"][None, :], c, np.exp)
         ctx.mu = np.log(np.asarray(mean, dtype=float))
 
 

@@ -67,7 +67,8 @@ def parameter_unit(name: str) -> str:
 # ----------------------------------------------------------------------------- basics
 def check_fit(fit: Any) -> None:
     """Raise TypeError unless ``fit`` looks like a :class:`~bayescale.ScalingFit`."""
-    missing = [a for a in ("idata", "model", "scale", "runs", "sampler_config") if not hasattr(fit, a)]
+    missing = [a for a in ("idata", "model", "scale", "runs", "sampler_config")
+               if not hasattr(fit, a)]
     if missing:
         raise TypeError(
             f"expected a bayescale ScalingFit (from bayescale.fit or bayescale.load_fit), got "
@@ -170,12 +171,14 @@ def link_bands(fit: Any, metric: str, loss_grid: np.ndarray, hdi_prob: float) ->
     """Posterior band of one task's link, accuracy against loss, on ``loss_grid`` (nats).
 
     With the link's ``scale="log_reducible"`` the loss is mapped through each draw's ``E`` (the
-    mean over families when E is per family: the links are shared by the families)."""
+    mean over families when E is per family: the links are shared by the families).
+    """
     from ..downstream import link, task_table, to_link_scale
 
     tasks = task_table(fit.acc_rows)
     j = tasks["task"].tolist().index(metric)
-    slope, midpoint, ceiling = (fit.posterior_draws(p)[:, j][:, None] for p in ("slope", "midpoint", "ceiling"))
+    slope, midpoint, ceiling = (fit.posterior_draws(p)[:, j][:, None]
+                                for p in ("slope", "midpoint", "ceiling"))
     part = fit.model.part("downstream")
     scale = part.scale
     E = fit.posterior_draws("E")
@@ -183,7 +186,8 @@ def link_bands(fit: Any, metric: str, loss_grid: np.ndarray, hdi_prob: float) ->
     x = to_link_scale(scale, loss_grid[None, :], E)
     acc = link(part.link, x, float(tasks["chance"].iloc[j]), ceiling, slope, midpoint)
     lo, hi = np.quantile(acc, [(1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2], axis=0)
-    return pd.DataFrame({"loss": loss_grid, "median": np.median(acc, axis=0), "lower": lo, "upper": hi})
+    return pd.DataFrame({"loss": loss_grid, "median": np.median(acc, axis=0), "lower": lo,
+                         "upper": hi})
 
 
 def largest_run(fit: Any) -> pd.Series:
@@ -198,12 +202,13 @@ def default_targets(fit: Any) -> pd.DataFrame:
     The largest run is the fitted row with the largest N x D.
     """
     top = largest_run(fit)
-    return pd.DataFrame({"params": [10.0 * float(top["params"])], "tokens": [10.0 * float(top["tokens"])]})
+    return pd.DataFrame({"params": [10.0 * float(top["params"])],
+                         "tokens": [10.0 * float(top["tokens"])]})
 
 
 # ----------------------------------------------------------------------------- draws
 def thinned_posterior(fit: Any, names: list[str], max_draws: int | None = None) -> xr.Dataset:
-    """Posterior variables ``names`` with chain and draw stacked into an evenly thinned ``sample`` dim."""
+    """Posterior variables ``names``, chain and draw stacked into an evenly thinned ``sample``."""
     max_draws = rcparams.get("max_draws", max_draws)
     post = fit.idata.posterior[names]
     total = post.sizes["chain"] * post.sizes["draw"]
@@ -215,7 +220,8 @@ def thinned_posterior(fit: Any, names: list[str], max_draws: int | None = None) 
 def target_frame(params, tokens, family: str | None = None, total_tokens=None) -> pd.DataFrame:
     """A prediction-targets table (``params, tokens`` and optionally ``total_tokens, family``)."""
     params = np.atleast_1d(np.asarray(params, dtype=float))
-    frame = pd.DataFrame({"params": params, "tokens": np.broadcast_to(np.asarray(tokens, dtype=float), params.shape)})
+    frame = pd.DataFrame({"params": params,
+                          "tokens": np.broadcast_to(np.asarray(tokens, dtype=float), params.shape)})
     if total_tokens is not None:
         frame["total_tokens"] = np.broadcast_to(np.asarray(total_tokens, dtype=float), params.shape)
     if family is not None:
@@ -248,7 +254,8 @@ def interval(draws: np.ndarray, hdi_prob: float | None = None) -> pd.DataFrame:
         bounds = np.asarray(az.hdi(draws[None, ...], hdi_prob=hdi_prob)).reshape(-1, 2)
     else:
         bounds = np.repeat(draws.T, 2, axis=1)
-    return pd.DataFrame({"median": np.median(draws, axis=0), "lower": bounds[:, 0], "upper": bounds[:, 1]})
+    return pd.DataFrame({"median": np.median(draws, axis=0), "lower": bounds[:, 0],
+                         "upper": bounds[:, 1]})
 
 
 # ----------------------------------------------------------------------------- bands
@@ -389,19 +396,22 @@ def prior_draws(
         values = pm.draw(variables, draws=draws, random_seed=seed)
     if len(variables) == 1:
         values = [values]
-    return {name: np.asarray(v, dtype=float) for name, v in zip(names, values)}
+    return {name: np.asarray(v, dtype=float) for name, v in zip(names, values, strict=True)}
 
 
-def posterior_by_family(fit: Any, name: str, max_draws: int | None = None) -> dict[str | None, np.ndarray]:
+def posterior_by_family(fit: Any, name: str,
+                        max_draws: int | None = None) -> dict[str | None, np.ndarray]:
     """Thinned draws of ``name``: ``{family: draws}`` with a family dim, else ``{None: draws}``."""
     post = thinned_posterior(fit, [name], max_draws)[name]
     if FAMILY in post.dims:
-        return {str(f): post.isel({FAMILY: i}).to_numpy() for i, f in enumerate(post[FAMILY].to_numpy())}
+        return {str(f): post.isel({FAMILY: i}).to_numpy()
+                for i, f in enumerate(post[FAMILY].to_numpy())}
     return {None: post.to_numpy().reshape(post.sizes["sample"], -1)[:, 0]}
 
 
 # ----------------------------------------------------------------------------- tables
-def forest_table(fit: Any, var_names: list[str] | None = None, hdi_prob: float | None = None) -> pd.DataFrame:
+def forest_table(fit: Any, var_names: list[str] | None = None,
+                 hdi_prob: float | None = None) -> pd.DataFrame:
     """Median, HDI and central 50% HDI of each parameter (per family where a family dim exists).
 
     Returns
@@ -442,8 +452,11 @@ def forest_table(fit: Any, var_names: list[str] | None = None, hdi_prob: float |
 
 
 def ladder_table(fit: Any) -> pd.DataFrame:
-    """One row per run: ``family, run, params, total_tokens, checkpoints, tokens`` (last checkpoint),
-    ``value`` (metric at the last checkpoint) and ``compute`` (6 N D at the last checkpoint)."""
+    """One row per run, at its last checkpoint.
+
+    Columns ``family, run, params, total_tokens, checkpoints``, ``tokens`` (last checkpoint),
+    ``value`` (metric at the last checkpoint) and ``compute`` (6 N D at the last checkpoint).
+    """
     runs = fit.runs.sort_values(["family", "params", "total_tokens", "tokens"], kind="stable")
     last = runs.groupby("run", sort=False).tail(1).set_index("run")
     out = pd.DataFrame(
@@ -469,8 +482,11 @@ def quiet_predict(fit: Any, targets, hdi_prob: float | None = None) -> pd.DataFr
 
 
 def band_width_table(fit: Any, targets, hdi_prob: float | None = None) -> pd.DataFrame:
-    """``fit.predict(targets)`` plus ``compute`` (FLOP), ``width`` (upper - lower, metric
-    units) and ``relative_width`` (width / median)."""
+    """``fit.predict(targets)`` plus ``compute``, ``width`` and ``relative_width``.
+
+    ``compute`` in FLOP, ``width`` is upper - lower (metric units) and ``relative_width`` is
+    width / median.
+    """
     table = quiet_predict(fit, targets, hdi_prob)
     table["compute"] = flops(table["params"], table["tokens"])
     table["width"] = table["upper"] - table["lower"]
@@ -500,7 +516,8 @@ def band_width_sweep(fit: Any, targets, hdi_prob: float | None = None) -> pd.Dat
     frame = target_frame(table["params"], table["tokens"], family)
     mu = predictive_samples(fit, frame, "mean")
     first = frame.iloc[:1]
-    eps = np.log(predictive_samples(fit, first, "observation")) - np.log(predictive_samples(fit, first, "mean"))
+    eps = (np.log(predictive_samples(fit, first, "observation"))
+           - np.log(predictive_samples(fit, first, "mean")))
     law = interval(mu, hdi_prob)
     observation = interval(mu * np.exp(eps), hdi_prob)
     return pd.DataFrame(
@@ -537,4 +554,5 @@ def scale_sweep(fit: Any, targets=None, points: int = 30) -> pd.DataFrame:
         table = read_targets(targets)
         c_max = 3.0 * max(float((table["params"] * table["tokens"]).max()), 10.0 * c_top)
     scale = np.sqrt(np.geomspace(c_min / c_top, c_max / c_top, points))
-    return pd.DataFrame({"params": float(top["params"]) * scale, "tokens": float(top["tokens"]) * scale})
+    return pd.DataFrame({"params": float(top["params"]) * scale,
+                         "tokens": float(top["tokens"]) * scale})

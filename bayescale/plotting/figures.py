@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import arviz as az
 import matplotlib as mpl
@@ -27,13 +28,17 @@ from . import compute as cp
 from . import rcparams
 from .colors import family_colors
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import RcKeyType
+
 LABEL_N = "parameters N"
 LABEL_D = "tokens D"
 LABEL_C = "training compute C (FLOP)"
 #: Chains are not families: rank plots use neutral slate tones, never a family colour.
 CHAIN_COLORS = ("#334155", "#94a3b8", "#64748b", "#cbd5e1")
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
@@ -79,7 +84,8 @@ def _plain_number(value: float, _pos: Any = None) -> str:
 
 def _tidy_log_ticks(ax) -> None:
     """Readable log axes: 1-2-5 labels as plain numbers over short spans, no minor labels."""
-    for axis, limits, scale in ((ax.xaxis, ax.get_xlim(), ax.get_xscale()), (ax.yaxis, ax.get_ylim(), ax.get_yscale())):
+    for axis, limits, scale in ((ax.xaxis, ax.get_xlim(), ax.get_xscale()),
+                                (ax.yaxis, ax.get_ylim(), ax.get_yscale())):
         low, high = sorted(limits)
         if scale != "log" or low <= 0:
             continue
@@ -106,7 +112,8 @@ def _grid(fig: Figure, n: int, ncols: int, **kwargs: Any) -> list:
 
 def _family_legend(ax, colors: dict[str, str], extra: list | None = None, **kwargs: Any) -> None:
     """Legend of the families (only when there are several) plus ``extra`` handles."""
-    handles = [Line2D([], [], color=c, marker="o", lw=1.5, label=f) for f, c in colors.items()] if len(colors) > 1 else []
+    handles = ([Line2D([], [], color=c, marker="o", lw=1.5, label=f) for f, c in colors.items()]
+               if len(colors) > 1 else [])
     handles += extra or []
     if handles:
         ax.legend(handles=handles, **kwargs)
@@ -172,7 +179,8 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
         if len(rows) > 1:
             ax.plot(x, y, "-", color=color, lw=1.2, alpha=0.6, gid=_gid(family))
             ax.scatter(x[:-1], y[:-1], s=12, color=color, alpha=0.6, lw=0, gid=_gid(family))
-        ax.scatter(x[-1:], y[-1:], s=38, color=color, edgecolor="white", lw=0.6, zorder=3, gid=_gid(family))
+        ax.scatter(x[-1:], y[-1:], s=38, color=color, edgecolor="white", lw=0.6, zorder=3,
+                   gid=_gid(family))
     xs = [runs["params"].min(), runs["params"].max()]
     extra = []
     if targets is not None:
@@ -180,9 +188,9 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
 
         table = read_targets(targets)
         ax.scatter(table["params"], table["tokens"], marker="*", s=180, color="black", zorder=4)
-        for i, row in table.iterrows():
-            ax.annotate(f"target {i + 1}", (row["params"], row["tokens"]), xytext=(7, -3),
-                        textcoords="offset points", fontsize=9)
+        for i, row in table.iterrows():  # read_targets gives a RangeIndex: i is the position
+            ax.annotate(f"target {cast(int, i) + 1}", (row["params"], row["tokens"]),
+                        xytext=(7, -3), textcoords="offset points", fontsize=9)
         xs += [table["params"].min(), table["params"].max()]
         extra.append(Line2D([], [], color="black", marker="*", ms=11, lw=0, label="target"))
     lo, hi = min(xs) / 1.6, max(xs) * 1.6
@@ -194,15 +202,17 @@ def plot_ladder(fit: Any, targets=None, width: float | None = None) -> Figure:
     ax.set_xlabel(LABEL_N)
     ax.set_ylabel(LABEL_D)
     n_runs = runs["run"].nunique()
-    ax.set_title(f"Training ladder: {n_runs} runs, {len(runs)} checkpoints, {len(fams)} famil{'y' if len(fams) == 1 else 'ies'}")
+    ax.set_title(f"Training ladder: {n_runs} runs, {len(runs)} checkpoints, {len(fams)} "
+                 f"famil{'y' if len(fams) == 1 else 'ies'}")
     _family_legend(ax, {f: colors[f] for f in fams}, extra, loc="upper left")
     return fig
 
 
 @figure_function
 def plot_downstream(fit: Any, width: float | None = None, hdi_prob: float | None = None) -> Figure:
-    """Downstream accuracy against the loss of the same checkpoint, one panel per task,
-    with the posterior band of the task's link (fits with ``downstream=...``).
+    """Downstream accuracy against the loss of the same checkpoint, one panel per task.
+
+    Each panel has the posterior band of the task's link (fits with ``downstream=...``).
 
     Raises
     ------
@@ -212,22 +222,24 @@ def plot_downstream(fit: Any, width: float | None = None, hdi_prob: float | None
     hdi_prob = rcparams.get("hdi_prob", hdi_prob)
     metrics = cp.downstream_metrics(fit)
     if not metrics:
-        raise ValueError("the fit has no downstream tasks (fit with downstream='sigmoid', 'exp' or 'gompertz')")
+        raise ValueError("the fit has no downstream tasks (fit with downstream='sigmoid', 'exp' or "
+                         "'gompertz')")
     colors = _colors(fit)
     loss = fit.runs.set_index(["run", "tokens"])["value"]
     grid = np.linspace(float(loss.min()) * 0.8, float(loss.max()) * 1.05, 120)
     ncols = min(3, len(metrics))
     fig = _figure(0.42 * math.ceil(len(metrics) / ncols), width)
-    for ax, metric in zip(_grid(fig, len(metrics), ncols), metrics):
+    for ax, metric in zip(_grid(fig, len(metrics), ncols), metrics, strict=True):
         rows = fit.acc_rows[fit.acc_rows["metric"] == metric]
-        keys = list(zip(rows["run"], rows["tokens"]))
+        keys = list(zip(rows["run"], rows["tokens"], strict=True))
         x = loss.reindex(keys).to_numpy()
         for family, idx in rows.groupby("family").groups.items():
             pos = rows.index.get_indexer(idx)
-            ax.plot(x[pos], rows.loc[idx, "value"], "o", ms=3.5, color=colors[str(family)], alpha=0.8,
-                    gid=_gid(family))
+            ax.plot(x[pos], rows.loc[idx, "value"], "o", ms=3.5, color=colors[str(family)],
+                    alpha=0.8, gid=_gid(family))
         band = cp.link_bands(fit, metric, grid, hdi_prob)
-        ax.fill_between(band["loss"], band["lower"], band["upper"], color="#6b7280", alpha=0.25, lw=0)
+        ax.fill_between(band["loss"], band["lower"], band["upper"], color="#6b7280", alpha=0.25,
+                        lw=0)
         ax.plot(band["loss"], band["median"], color="#374151", lw=1.2)
         chance = rows["chance"].dropna()
         if len(chance):
@@ -241,7 +253,8 @@ def plot_downstream(fit: Any, width: float | None = None, hdi_prob: float | None
 
 # ----------------------------------------------------------------------------- fit
 @figure_function
-def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float | None = None) -> Figure:
+def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None,
+             width: float | None = None) -> Figure:
     """The fitted law against the data.
 
     Top: observed metric against training compute C = 6 N D with the posterior band of the
@@ -273,57 +286,69 @@ def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float
         c_hi = max(c_hi, prediction["compute"].max() * 2)
     c_grid = np.geomspace(observed_c.min() / 2, c_hi, 60)
     lows, highs = [runs["value"].min()], [runs["value"].max()]
+    bands: dict[str | None, tuple[pd.DataFrame, str]]
     if cp.has_family_dim(fit):
         bands = {f: (cp.frontier_band(fit, c_grid, f, hdi_prob), colors[f]) for f in fams}
     else:
-        bands = {None: (cp.frontier_band(fit, c_grid, None, hdi_prob), rcparams.rcParams["posterior_color"])}
+        bands = {None: (cp.frontier_band(fit, c_grid, None, hdi_prob),
+                        rcparams.rcParams["posterior_color"])}
     for key, (band, color) in bands.items():
-        top.fill_between(band["compute"], band["lower"], band["upper"], color=color, alpha=0.18, lw=0, gid=_gid(key))
+        top.fill_between(band["compute"], band["lower"], band["upper"], color=color, alpha=0.18,
+                         lw=0, gid=_gid(key))
         top.plot(band["compute"], band["median"], color=color, lw=1.4, gid=_gid(key))
         lows.append(band["lower"].min())
     for family, rows in runs.groupby("family", sort=True):
         last = rows["tokens"] == rows["total_tokens"]
         c = cp.flops(rows["params"], rows["tokens"])
-        top.scatter(c[~last.to_numpy()], rows["value"][~last], s=10, color=colors[str(family)], alpha=0.45, lw=0,
-                    gid=_gid(family))
-        top.scatter(c[last.to_numpy()], rows["value"][last], s=30, color=colors[str(family)], edgecolor="white",
-                    lw=0.5, zorder=3, gid=_gid(family))
+        top.scatter(c[~last.to_numpy()], rows["value"][~last], s=10, color=colors[str(family)],
+                    alpha=0.45, lw=0, gid=_gid(family))
+        top.scatter(c[last.to_numpy()], rows["value"][last], s=30, color=colors[str(family)],
+                    edgecolor="white", lw=0.5, zorder=3, gid=_gid(family))
     extra = [
-        Line2D([], [], color=rcparams.rcParams["posterior_color"] if None in bands else "#6b7280", lw=6, alpha=0.3,
-               label=f"compute-optimal L*(C), {hdi_prob:.0%} band"),
+        Line2D([], [], color=rcparams.rcParams["posterior_color"] if None in bands else "#6b7280",
+               lw=6, alpha=0.3, label=f"compute-optimal L*(C), {hdi_prob:.0%} band"),
     ]
     if prediction is not None:
         top.errorbar(
             prediction["compute"], prediction["median"],
-            yerr=[prediction["median"] - prediction["lower"], prediction["upper"] - prediction["median"]],
+            yerr=[prediction["median"] - prediction["lower"],
+                  prediction["upper"] - prediction["median"]],
             fmt="*", ms=11, color="black", capsize=4, lw=1.4, zorder=5,
         )
         lows.append(prediction["lower"].min())
         highs.append(prediction["upper"].max())
-        extra.append(Line2D([], [], color="black", marker="*", ms=10, label=f"target prediction, {hdi_prob:.0%} band"))
+        extra.append(Line2D([], [], color="black", marker="*", ms=10,
+                            label=f"target prediction, {hdi_prob:.0%} band"))
     span = max(highs) - min(lows)
     top.set_ylim(min(lows) - 0.06 * span, max(highs) + 0.08 * span)
     _log_axes(top)
     top.set_xlabel(LABEL_C)
     top.set_ylabel(cp.metric_label(metric))
-    top.set_title("Observed loss and the compute-optimal law" if metric == "loss" else f"Observed {metric} and the law")
-    _family_legend(top, {f: colors[f] for f in fams}, extra, loc="upper right", ncols=2 if len(fams) > 2 else 1)
+    top.set_title("Observed loss and the compute-optimal law" if metric == "loss"
+                  else f"Observed {metric} and the law")
+    _family_legend(top, {f: colors[f] for f in fams}, extra, loc="upper right",
+                   ncols=2 if len(fams) > 2 else 1)
 
     curves = cp.law_curves(fit, hdi_prob)
-    axes = []
+    axes: list[Axes] = []
     for i, family in enumerate(fams):
         ax = fig.add_subplot(grid[1 + i // ncols, i % ncols], sharey=axes[0] if axes else None)
         axes.append(ax)
         color = colors[family]
         sub = curves[curves["family"] == family]
         for params, curve in sub.groupby("params", sort=True):
-            ax.fill_between(curve["tokens"], curve["lower"], curve["upper"], color=color, alpha=0.15, lw=0, gid=_gid(family))
-            ax.plot(curve["tokens"], curve["median"], color=color, lw=0.9, alpha=0.9, gid=_gid(family))
-            ax.annotate(f"N={cp.human(params)}", (curve["tokens"].iloc[-1], curve["median"].iloc[-1]),
-                        xytext=(2, 0), textcoords="offset points", fontsize=7.5, color="#374151", va="center")
-        for _, run in runs[runs["family"] == family].sort_values("tokens").groupby("run", sort=False):
-            ax.plot(run["tokens"], run["value"], "o-", ms=3.5, lw=0.8, color=color, mec="white", mew=0.4, zorder=3,
+            ax.fill_between(curve["tokens"], curve["lower"], curve["upper"], color=color,
+                            alpha=0.15, lw=0, gid=_gid(family))
+            ax.plot(curve["tokens"], curve["median"], color=color, lw=0.9, alpha=0.9,
                     gid=_gid(family))
+            ax.annotate(f"N={cp.human(cast(float, params))}",
+                        (curve["tokens"].iloc[-1], curve["median"].iloc[-1]),
+                        xytext=(2, 0), textcoords="offset points", fontsize=7.5, color="#374151",
+                        va="center")
+        by_run = runs[runs["family"] == family].sort_values("tokens").groupby("run", sort=False)
+        for _, run in by_run:
+            ax.plot(run["tokens"], run["value"], "o-", ms=3.5, lw=0.8, color=color, mec="white",
+                    mew=0.4, zorder=3, gid=_gid(family))
         rows = runs[runs["family"] == family]
         pad = 0.08 * (runs["value"].max() - runs["value"].min())
         ax.set_ylim(runs["value"].min() - pad, runs["value"].max() + pad)
@@ -331,7 +356,8 @@ def plot_fit(fit: Any, targets=None, hdi_prob: float | None = None, width: float
         _log_axes(ax)
         ax.set_xlabel(LABEL_D)
         ax.set_ylabel(cp.metric_label(metric))
-        title = f"{family}: {rows['run'].nunique()} runs" if len(fams) > 1 else f"{metric} against tokens, per model size"
+        title = (f"{family}: {rows['run'].nunique()} runs" if len(fams) > 1
+                 else f"{metric} against tokens, per model size")
         ax.set_title(title, fontsize=10)
     return fig
 
@@ -350,21 +376,24 @@ def plot_residuals(fit: Any, width: float | None = None) -> Figure:
     dodge = table["family"].map(cp.family_offsets(_fitted_families(fit)))
     xs = {"compute": (table["compute"] * dodge, LABEL_C),
           "ratio": (table["tokens"] / table["params"] * dodge, "tokens per parameter D/N")}
-    for ax, (x, label) in zip(axes, xs.values()):
+    for ax, (x, label) in zip(axes, xs.values(), strict=True):
         if sigma is not None:
             ax.axhspan(-sigma, sigma, color="#e5e7eb", alpha=0.8, lw=0, zorder=0)
         ax.axhline(0, color="#4b5563", lw=0.9)
         for family, rows in table.groupby("family", sort=True):
-            ax.scatter(x[rows.index], rows["residual"], s=18, color=colors[str(family)], alpha=0.85, lw=0,
-                       gid=_gid(family))
+            ax.scatter(x[rows.index], rows["residual"], s=18, color=colors[str(family)], alpha=0.85,
+                       lw=0, gid=_gid(family))
         _log_axes(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("residual ln L_obs − ln L_law")
     axes[0].set_title("Residuals on the log scale (≈ relative error)")
-    extra = [mpl.patches.Patch(color="#e5e7eb", label=f"±σ = {sigma:.3g} (posterior median)")] if sigma is not None else []
+    extra = ([mpl.patches.Patch(color="#e5e7eb", label=f"±σ = {sigma:.3g} (posterior median)")]
+             if sigma is not None else [])
     fams = _fitted_families(fit)
-    handles = [Line2D([], [], color=colors[f], marker="o", lw=0, label=f) for f in fams] if len(fams) > 1 else []
-    fig.legend(handles=handles + extra, loc="outside lower center", ncols=min(len(handles + extra), 6))
+    handles = ([Line2D([], [], color=colors[f], marker="o", lw=0, label=f) for f in fams]
+               if len(fams) > 1 else [])
+    fig.legend(handles=handles + extra, loc="outside lower center",
+               ncols=min(len(handles + extra), 6))
     return fig
 
 
@@ -383,13 +412,15 @@ def plot_ppc(fit: Any, hdi_prob: float | None = None, width: float | None = None
     fig = _figure(0.38, width)
     left, right = fig.subplots(1, 2, width_ratios=[1.6, 1])
     rel = lambda v: 100 * (v / table["pred_median"] - 1)  # noqa: E731
-    x = table["compute"] * table["family"].map(cp.family_offsets(_fitted_families(fit), spread=0.03))
+    offsets = cp.family_offsets(_fitted_families(fit), spread=0.03)
+    x = table["compute"] * table["family"].map(offsets)
     for family, rows in table.groupby("family", sort=True):
         color = colors[str(family)]
         idx = rows.index
-        left.vlines(x[idx], rel(rows["pred_lower"])[idx], rel(rows["pred_upper"])[idx], color=color, alpha=0.45,
-                    lw=2.2, gid=_gid(family))
-        left.scatter(x[idx], rel(rows["value"])[idx], s=14, color=color, zorder=3, lw=0, gid=_gid(family))
+        left.vlines(x[idx], rel(rows["pred_lower"])[idx], rel(rows["pred_upper"])[idx], color=color,
+                    alpha=0.45, lw=2.2, gid=_gid(family))
+        left.scatter(x[idx], rel(rows["value"])[idx], s=14, color=color, zorder=3, lw=0,
+                     gid=_gid(family))
     outside = table.index[~table["inside"]]
     left.scatter(x[outside], rel(table["value"])[outside], s=70, facecolor="none",
                  edgecolor="#dc2626", lw=1.2, zorder=4)
@@ -398,7 +429,8 @@ def plot_ppc(fit: Any, hdi_prob: float | None = None, width: float | None = None
     left.set_xlabel(LABEL_C)
     left.set_ylabel("observed vs predictive median (%)")
     inside = int(table["inside"].sum())
-    left.set_title(f"{inside}/{len(table)} observations inside their {hdi_prob:.0%} predictive interval")
+    left.set_title(f"{inside}/{len(table)} observations inside their {hdi_prob:.0%} predictive "
+                   "interval")
     _family_legend(left, {f: colors[f] for f in _fitted_families(fit)}, loc="best")
 
     bins = int(np.clip(len(table) // 4, 4, 10))
@@ -439,7 +471,7 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
     colors = _colors(fit)
     ncols = min(4, len(names))
     fig = _figure(0.26 * math.ceil(len(names) / ncols), width)
-    for ax, name in zip(_grid(fig, len(names), ncols), names):
+    for ax, name in zip(_grid(fig, len(names), ncols), names, strict=True):
         prior = priors[name].ravel()
         posts = cp.posterior_by_family(fit, name)
         pop = cp.population_name(fit, name)
@@ -450,7 +482,8 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
         post_all = np.concatenate([np.ravel(v) for v in posts.values()])
         lo = min(np.quantile(prior, 0.01), post_all.min())
         hi = max(np.quantile(prior, 0.99), post_all.max())
-        grid = np.geomspace(lo / 1.2, hi * 1.2, 400) if log else np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400)
+        grid = (np.geomspace(lo / 1.2, hi * 1.2, 400) if log
+                else np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400))
         density = _density(prior, grid, log)
         if density is not None:
             ax.fill_between(grid, density, color=rcparams.rcParams["prior_color"], alpha=0.25, lw=0)
@@ -470,15 +503,18 @@ def plot_prior_posterior(fit: Any, var_names: list[str] | None = None, width: fl
         ax.set_xlabel(cp.parameter_label(name), fontsize=9)
         ax.set_ylabel("density per log10 unit" if log else "density", fontsize=9)
         ax.set_title(name)
-    handles = [mpl.patches.Patch(facecolor=rcparams.rcParams["prior_color"], alpha=0.6, edgecolor="#6b7280",
+    handles = [mpl.patches.Patch(facecolor=rcparams.rcParams["prior_color"], alpha=0.6,
+                                 edgecolor="#6b7280",
                                  ls="--", label="prior")]
     if cp.has_family_dim(fit):
-        handles += [mpl.patches.Patch(color=colors[f], alpha=0.6, label=f"posterior, {f}") for f in cp.families(fit)]
+        handles += [mpl.patches.Patch(color=colors[f], alpha=0.6, label=f"posterior, {f}")
+                    for f in cp.families(fit)]
         if any(cp.population_name(fit, n) for n in names):
             handles.append(mpl.patches.Patch(color=rcparams.rcParams["posterior_color"], alpha=0.6,
                                              label="posterior, population"))
     else:
-        handles.append(mpl.patches.Patch(color=rcparams.rcParams["posterior_color"], alpha=0.6, label="posterior"))
+        handles.append(mpl.patches.Patch(color=rcparams.rcParams["posterior_color"], alpha=0.6,
+                                         label="posterior"))
     fig.legend(handles=handles, loc="outside upper right", ncols=len(handles))
     return fig
 
@@ -499,13 +535,14 @@ def plot_forest(fit: Any, var_names: list[str] | None = None, hdi_prob: float | 
     per_family = cp.has_family_dim(fit)
     n_rows = len(cp.families(fit)) if per_family else 1
     fig = _figure((0.12 + 0.035 * n_rows) * math.ceil(len(names) / ncols) + 0.04, width)
-    for ax, name in zip(_grid(fig, len(names), ncols), names):
+    for ax, name in zip(_grid(fig, len(names), ncols), names, strict=True):
         rows = table[table["parameter"] == name].reset_index(drop=True)
         labels = []
         for i, row in rows.iterrows():
             y = len(rows) - 1 - i
             family = None if pd.isna(row["family"]) else str(row["family"])
-            color = colors.get(family, rcparams.rcParams["posterior_color"]) if family else rcparams.rcParams["posterior_color"]
+            color = (colors.get(family, rcparams.rcParams["posterior_color"]) if family
+                     else rcparams.rcParams["posterior_color"])
             gid = _gid(family) if family in colors else None
             ax.hlines(y, row["lower"], row["upper"], color=color, lw=1.2, gid=gid)
             ax.hlines(y, row["lower_50"], row["upper_50"], color=color, lw=3.5, gid=gid)
@@ -518,14 +555,16 @@ def plot_forest(fit: Any, var_names: list[str] | None = None, hdi_prob: float | 
         ax.set_ylabel("family")
         ax.set_title(name)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-    fig.suptitle(f"Posterior medians, 50% and {hdi_prob:.0%} intervals", x=0.01, ha="left", fontsize=11, fontweight="bold")
+    fig.suptitle(f"Posterior medians, 50% and {hdi_prob:.0%} intervals", x=0.01, ha="left",
+                 fontsize=11, fontweight="bold")
     return fig
 
 
 # ----------------------------------------------------------------------------- diagnostics
 def _require_mcmc(fit: Any, what: str) -> None:
     if not cp.is_mcmc(fit):
-        raise ValueError(f"{what} needs NUTS draws; this fit used method={fit.sampler_config.method!r}")
+        raise ValueError(f"{what} needs NUTS draws; this fit used "
+                         f"method={fit.sampler_config.method!r}")
 
 
 @figure_function
@@ -534,7 +573,8 @@ def plot_rank(fit: Any, var_names: list[str] | None = None, width: float | None 
     _require_mcmc(fit, "a rank plot")
     names = cp.sampled_names(fit) if var_names is None else list(var_names)
     post = fit.idata.posterior
-    n_panels = sum(int(np.prod([post.sizes[d] for d in post[n].dims if d not in ("chain", "draw")])) for n in names)
+    n_panels = sum(int(np.prod([post.sizes[d] for d in post[n].dims if d not in ("chain", "draw")]))
+                   for n in names)
     ncols = min(4, n_panels)
     fig = _figure(0.24 * math.ceil(n_panels / ncols), width)
     axes = np.array(_grid(fig, n_panels, ncols))
@@ -563,7 +603,8 @@ def plot_energy(fit: Any, width: float | None = None) -> Figure:
 
 # ----------------------------------------------------------------------------- uncertainty
 @figure_function
-def plot_band_vs_scale(fit: Any, targets=None, hdi_prob: float | None = None, width: float | None = None) -> Figure:
+def plot_band_vs_scale(fit: Any, targets=None, hdi_prob: float | None = None,
+                       width: float | None = None) -> Figure:
     """Width of the predictive band against target compute.
 
     Two curves follow N and D scaled together from the ladder's largest run (see
@@ -584,13 +625,18 @@ def plot_band_vs_scale(fit: Any, targets=None, hdi_prob: float | None = None, wi
     ax = fig.subplots()
     ladder_c = cp.flops(fit.runs["params"], fit.runs["tokens"])
     color = rcparams.rcParams["posterior_color"]
-    ax.axvspan(ladder_c.min(), ladder_c.max(), color="#e5e7eb", alpha=0.7, lw=0, label="ladder's compute")
+    ax.axvspan(ladder_c.min(), ladder_c.max(), color="#e5e7eb", alpha=0.7, lw=0,
+               label="ladder's compute")
     ax.axvline(1000 * ladder_c.max(), color="#9ca3af", ls=":", lw=1.2, label="1000× largest run")
-    ax.plot(sweep["compute"], sweep["width_observation"], color=color, lw=1.8, label="new run's loss (law + noise)")
-    ax.plot(sweep["compute"], sweep["width_mean"], color=color, lw=1.4, ls="--", label="the law (parameters only)")
-    ax.scatter(points["compute"], points["width"], marker="*", s=170, color="black", zorder=4, label="targets")
+    ax.plot(sweep["compute"], sweep["width_observation"], color=color, lw=1.8,
+            label="new run's loss (law + noise)")
+    ax.plot(sweep["compute"], sweep["width_mean"], color=color, lw=1.4, ls="--",
+            label="the law (parameters only)")
+    ax.scatter(points["compute"], points["width"], marker="*", s=170, color="black", zorder=4,
+               label="targets")
     for i, row in points.iterrows():
-        ax.annotate(f"target {i + 1}: ±{50 * row['relative_width']:.2g}%", (row["compute"], row["width"]),
+        ax.annotate(f"target {cast(int, i) + 1}: ±{50 * row['relative_width']:.2g}%",
+                    (row["compute"], row["width"]),
                     xytext=(8, -4), textcoords="offset points", fontsize=9)
     _log_axes(ax, x=True, y=True)
     ax.set_xlabel(LABEL_C)
@@ -627,7 +673,8 @@ def available_figures(fit: Any, targets=None) -> list[str]:
     ok = {
         "forest": cp.has_family_dim(fit),
         "rank": cp.is_mcmc(fit) and fit.idata.posterior.sizes["chain"] > 1,
-        "energy": cp.is_mcmc(fit) and "sample_stats" in fit.idata.groups() and "energy" in fit.idata.sample_stats,
+        "energy": cp.is_mcmc(fit) and "sample_stats" in fit.idata.groups()
+        and "energy" in fit.idata.sample_stats,
         "downstream": bool(cp.downstream_metrics(fit)),
         "band_vs_scale": targets is not None,
     }

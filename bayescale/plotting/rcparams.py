@@ -15,9 +15,9 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 from matplotlib.colors import is_color_like, to_hex
 
@@ -97,7 +97,8 @@ class RcParams(MutableMapping):
 
     def _check_key(self, key: str) -> None:
         if key not in _SPEC:
-            raise KeyError(f"{key!r} is not a bayescale plotting rcParam; valid keys: {sorted(_SPEC)}")
+            raise KeyError(f"{key!r} is not a bayescale plotting rcParam; valid keys: "
+                           f"{sorted(_SPEC)}")
 
     def describe(self) -> dict[str, str]:
         """``{key: what it sets}``."""

@@ -19,10 +19,10 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -53,8 +53,8 @@ MAX_RUN_ROWS = 40
 PREDICTION_COLUMNS = ("params", "tokens", "metric", "median", "lower", "upper")
 
 LIKELIHOOD_WORDS = {
-    "student_t": "Student-t on ln(loss), with scale σ and degrees of freedom ν: a few outlying runs are "
-    "down-weighted instead of bending the law.",
+    "student_t": "Student-t on ln(loss), with scale σ and degrees of freedom ν: a few outlying "
+                 "runs are down-weighted instead of bending the law.",
     "normal": "Normal on ln(loss) with scale σ: a relative scatter of the same size at every loss.",
 }
 
@@ -88,7 +88,7 @@ def sci(value: Any, digits: int = 4) -> Markup:
         return Markup("–")
     if abs(value) < 1e4:
         return Markup(escape(f"{value:.{digits}g}"))
-    exponent = int(math.floor(math.log10(abs(value))))
+    exponent = math.floor(math.log10(abs(value)))
     mantissa = f"{value / 10**exponent:.{digits}g}"
     if mantissa == "10":
         mantissa, exponent = "1", exponent + 1
@@ -155,12 +155,15 @@ class ReportBuilder:
                 fig = figs.plot(self.fit, key, **kwargs)
             return InlineFigure(key, encode_png(fig, dpi=self.dpi), alt, caption)
         except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
-            self.problems.append(f"The {key} figure could not be drawn ({type(err).__name__}: {err}).")
-            warnings.warn(f"write_report: the {key} figure could not be drawn: {err}", UserWarning, stacklevel=3)
+            self.problems.append(f"The {key} figure could not be drawn ({type(err).__name__}: "
+                                 f"{err}).")
+            warnings.warn(f"write_report: the {key} figure could not be drawn: {err}", UserWarning,
+                          stacklevel=3)
             return None
 
     # ------------------------------------------------------------------ sections
     def headline(self) -> dict[str, Any]:
+        """The predictions table, verdict, warnings and notes of the report's top."""
         fit = self.fit
         predictions = cp.quiet_predict(fit, self.targets, self.hdi_prob)
         diag = fit.diagnostics()
@@ -171,47 +174,54 @@ class ReportBuilder:
             for col in columns:
                 value = row[col]
                 if col in ("params", "tokens"):
-                    cells.append({"col": col, "text": sci(value), "value": raw(value), "numeric": True})
+                    cells.append({"col": col, "text": sci(value), "value": raw(value),
+                                  "numeric": True})
                 elif col in ("median", "lower", "upper"):
-                    cells.append({"col": col, "text": sig(value, 6), "value": raw(value), "numeric": True})
+                    cells.append({"col": col, "text": sig(value, 6), "value": raw(value),
+                                  "numeric": True})
                 else:
-                    cells.append({"col": col, "text": str(value), "value": str(value), "numeric": False})
+                    cells.append({"col": col, "text": str(value), "value": str(value),
+                                  "numeric": False})
             rows.append(cells)
         warnings_ = []
         if diag.passed is False:
             warnings_.append(
-                "The sampler did not converge, so the numbers in this report may be wrong: sample longer (more "
-                "tune and draws) or revisit the model before trusting them. The Diagnostics section has the details."
+                "The sampler did not converge, so the numbers in this report may be wrong: sample "
+                "longer (more tune and draws) or revisit the model before trusting them. The "
+                "Diagnostics section has the details."
             )
         elif diag.passed is None:
             warnings_.append(
-                f"This fit is a {fit.sampler_config.method.upper()} preview: it has no convergence diagnostics and its "
-                "bands ignore most of the posterior uncertainty. Fit with method='nuts' before relying on these numbers."
+                f"This fit is a {fit.sampler_config.method.upper()} preview: it has no convergence "
+                "diagnostics and its bands ignore most of the posterior uncertainty. Fit with "
+                "method='nuts' before relying on these numbers."
             )
         for i, row in predictions.iterrows():
             if row["extrapolation"] > FAR_EXTRAPOLATION:
                 warnings_.append(
                     Markup(
-                        f"Target {i + 1} (N = {sci(row['params'])}, D = {sci(row['tokens'])}) lies "
-                        f"{factor(row['extrapolation'])}× beyond the ladder's largest compute: its band assumes the "
-                        "law holds that far, which the data cannot check."
+                        f"Target {cast(int, i) + 1} (N = {sci(row['params'])}, "
+                        f"D = {sci(row['tokens'])}) lies "
+                        f"{factor(row['extrapolation'])}× beyond the ladder's largest compute: its "
+                        "band assumes the law holds that far, which the data cannot check."
                     )
                 )
-        notes = []
+        notes: list[str] = []
         if not self.targets_given:
             top = cp.largest_run(fit)
             notes.append(
                 Markup(
-                    "No targets were given: the table shows the default target, 10× the largest run "
-                    f"(N = {sci(top['params'])}, D = {sci(top['tokens'])}) in both N and D."
+                    "No targets were given: the table shows the default target, 10× the largest "
+                    f"run (N = {sci(top['params'])}, D = {sci(top['tokens'])}) in both N and D."
                 )
             )
         notes.append(
-            f"Bands are {self.hdi_prob:.0%} highest-density intervals of a new run's measured {fit.metric} "
-            "(parameter uncertainty plus noise), from fit.predict(targets)."
+            f"Bands are {self.hdi_prob:.0%} highest-density intervals of a new run's measured "
+            f"{fit.metric} (parameter uncertainty plus noise), from fit.predict(targets)."
         )
         extrapolation = [
-            {"index": i + 1, "factor": float(row["extrapolation"]), "compute": cp.flops(row["params"], row["tokens"])}
+            {"index": cast(int, i) + 1, "factor": float(row["extrapolation"]),
+             "compute": cp.flops(row["params"], row["tokens"])}
             for i, row in predictions.iterrows()
         ]
         verdict = {True: "pass", False: "fail", None: "preview"}[diag.passed]
@@ -228,6 +238,7 @@ class ReportBuilder:
         }
 
     def data(self) -> dict[str, Any]:
+        """The Data section: facts about the ladder, its runs and the ladder figure."""
         fit = self.fit
         runs = fit.runs
         table = cp.ladder_table(fit)
@@ -239,7 +250,8 @@ class ReportBuilder:
             ("metric", fit.metric),
             ("parameters N", Markup(f"{sci(runs['params'].min())} – {sci(runs['params'].max())}")),
             ("tokens D", Markup(f"{sci(runs['tokens'].min())} – {sci(runs['tokens'].max())}")),
-            ("training compute C = 6ND (FLOP)", Markup(f"{sci(compute.min())} – {sci(compute.max())}")),
+            ("training compute C = 6ND (FLOP)",
+             Markup(f"{sci(compute.min())} – {sci(compute.max())}")),
         ]
         shown = table.head(MAX_RUN_ROWS)
         rows = [
@@ -264,6 +276,7 @@ class ReportBuilder:
         return {"facts": facts, "rows": rows, "hidden": len(table) - len(shown), "figure": ladder}
 
     def model(self) -> dict[str, Any]:
+        """The Model section: law, likelihood, priors (used and unused) and structure."""
         fit = self.fit
         model = fit.model
         law = model.law
@@ -271,18 +284,22 @@ class ReportBuilder:
         used = set(cp.sampled_names(fit))
         if cp.has_family_dim(fit):
             pooling = model.part("family_pooling")
-            used.add("family_var" if pooling is not None and pooling.prior == "student_t" else "family_sd")
-        priors, unused = [], []
+            used.add("family_var" if pooling is not None and pooling.prior == "student_t"
+                     else "family_sd")
+        priors: list[dict[str, str]] = []
+        unused: list[dict[str, str]] = []
         provenance = model.provenance
         for name, prior in model.priors.items():
-            entry = {"name": name, "prior": _prior_text(prior), "provenance": provenance.get(name, "")}
+            entry = {"name": name, "prior": _prior_text(prior),
+                     "provenance": provenance.get(name, "")}
             (priors if name in used else unused).append(entry)
-        structure = [(f"part {p.lookup_name}", ", ".join(f"{k}={v!r}" for k, v in p.to_dict().items() if k != "part")
+        structure = [(f"part {p.lookup_name}",
+                      ", ".join(f"{k}={v!r}" for k, v in p.to_dict().items() if k != "part")
                       or "(defaults)") for p in model.parts]
         figure = self.figure(
             "prior_posterior",
-            "Grey: the model's prior; coloured: the posterior. Where the posterior is much narrower than the prior, "
-            "the data, not the prior, set the parameter.",
+            "Grey: the model's prior; coloured: the posterior. Where the posterior is much "
+            "narrower than the prior, the data, not the prior, set the parameter.",
             "Prior against posterior density of each parameter",
         )
         return {
@@ -301,31 +318,34 @@ class ReportBuilder:
         }
 
     def fit_section(self) -> dict[str, Any]:
+        """The Fit section: the fit, residual and posterior predictive figures."""
         figures = [
             self.figure(
                 "fit",
-                "Top: observed loss against compute with the posterior band of the compute-optimal law "
-                "(the law minimised over N at each C); stars are the targets' predictive bands. "
-                "Bottom: loss against tokens, with the law's band at each model size.",
+                "Top: observed loss against compute with the posterior band of the compute-optimal "
+                "law (the law minimised over N at each C); stars are the targets' predictive "
+                "bands. Bottom: loss against tokens, with the law's band at each model size.",
                 "Observed loss and the fitted law",
                 targets=self.targets,
             ),
             self.figure(
                 "residuals",
-                "ln(observed) − ln(law): roughly the relative error. Structure here (a trend, a family off "
-                "the line) is misfit the bands do not include. Grey band: ±σ.",
+                "ln(observed) − ln(law): roughly the relative error. Structure here (a trend, a "
+                "family off the line) is misfit the bands do not include. Grey band: ±σ.",
                 "Residuals against compute and tokens per parameter",
             ),
             self.figure(
                 "ppc",
-                "Each observation against the predictive interval of a new run with its N, D and family. "
-                "A calibrated model puts about the nominal share inside and gives a flat PIT histogram.",
+                "Each observation against the predictive interval of a new run with its N, D and "
+                "family. A calibrated model puts about the nominal share inside and gives a flat "
+                "PIT histogram.",
                 "Posterior predictive check",
             ),
         ]
         return {"figures": [f for f in figures if f is not None]}
 
     def parameters(self) -> dict[str, Any]:
+        """The Parameters section: the summary table (no MCSE) and the forest figure."""
         fit = self.fit
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -340,12 +360,14 @@ class ReportBuilder:
         if cp.has_family_dim(self.fit):
             forest = self.figure(
                 "forest",
-                f"Posterior medians with 50% (thick) and {self.hdi_prob:.0%} (thin) intervals, per family.",
+                f"Posterior medians with 50% (thick) and {self.hdi_prob:.0%} (thin) intervals, per "
+                "family.",
                 "Forest plot of the parameters across families",
             )
         return {"columns": columns, "rows": rows, "forest": forest}
 
     def diagnostics(self) -> dict[str, Any]:
+        """The Diagnostics section: verdict, R-hat, ESS, divergences and figures."""
         diag = self.fit.diagnostics()
         facts = [
             ("method", f"{self.fit.sampler_config.method} ({self.fit.sampler_config.sampler})"),
@@ -357,11 +379,14 @@ class ReportBuilder:
         available = figs.available_figures(self.fit)
         figures = []
         if "rank" in available:
-            figures.append(self.figure("rank", "Rank histograms per chain: roughly flat and alike when the "
+            figures.append(self.figure("rank",
+                                       "Rank histograms per chain: roughly flat and alike when the "
                                        "chains sample the same distribution.", "Rank plots"))
         if "energy" in available:
-            figures.append(self.figure("energy", "NUTS energy: the marginal and transition distributions overlap "
-                                       "when the sampler explores the posterior well (BFMI above 0.3).",
+            figures.append(self.figure("energy",
+                                       "NUTS energy: the marginal and transition distributions "
+                                       "overlap when the sampler explores the posterior well (BFMI "
+                                       "above 0.3).",
                                        "Energy plot"))
         return {
             "verdict": {True: "pass", False: "fail", None: "preview"}[diag.passed],
@@ -372,25 +397,31 @@ class ReportBuilder:
         }
 
     def downstream(self) -> dict[str, Any]:
-        figure = self.figure("downstream", "Accuracy of each checkpoint against its loss, with the posterior "
-                             "median and band of each task's link; dashed: chance.", "Downstream accuracy against loss")
+        """The Downstream section: per-task verdicts, likelihood and the figure."""
+        figure = self.figure("downstream",
+                             "Accuracy of each checkpoint against its loss, with the posterior "
+                             "median and band of each task's link; dashed: chance.",
+                             "Downstream accuracy against loss")
         report = self.fit.task_report()
         tasks = [
-            {"task": r.task, "p": f"{r.p_improves:.2f}", "slope": sig(r.slope_median, 3), "verdict": r.verdict}
+            {"task": r.task, "p": f"{r.p_improves:.2f}", "slope": sig(r.slope_median, 3),
+             "verdict": r.verdict}
             for r in report.itertuples()
         ]
         binomial = self.fit.acc_rows["n_items"].notna().all()
         posterior = self.fit.idata.posterior
-        likelihood = ("Beta-Binomial (n_items, per-task precision)" if "phi" in posterior else "Binomial (n_items)") \
+        likelihood = ("Beta-Binomial (n_items, per-task precision)" if "phi" in posterior
+                      else "Binomial (n_items)") \
             if binomial else "Beta"
         return {"metrics": cp.downstream_metrics(self.fit), "figure": figure, "tasks": tasks,
                 "link": self.fit.model.part("downstream").link, "likelihood": likelihood}
 
     def uncertainty(self) -> dict[str, Any]:
+        """The Uncertainty section: band widths at the targets and their figure."""
         table = cp.band_width_table(self.fit, self.targets, self.hdi_prob)
         rows = [
             {
-                "index": i + 1,
+                "index": cast(int, i) + 1,
                 "compute": sci(r["compute"], 3),
                 "extrapolation": f"{factor(r['extrapolation'])}×",
                 "width": sig(r["width"], 4),
@@ -400,21 +431,26 @@ class ReportBuilder:
         ]
         figure = self.figure(
             "band_vs_scale",
-            "Width of the predictive band as the target moves beyond the ladder (N and D scaled together from "
-            "its largest run). Solid: a new run's loss; dashed: the law alone. Stars: the targets.",
+            "Width of the predictive band as the target moves beyond the ladder (N and D scaled "
+            "together from its largest run). Solid: a new run's loss; dashed: the law alone. "
+            "Stars: the targets.",
             "Band width against target compute",
             targets=self.targets,
         )
         return {"rows": rows, "figure": figure, "unit": cp.metric_label(str(self.fit.metric))}
 
     def reproducibility(self) -> dict[str, Any]:
+        """The Reproducibility section: hashes, seed, sampler, versions, model JSON."""
         fit = self.fit
         info = fit.info or {}
         sampler = fit.sampler_config.to_dict()
         created = fit.idata.posterior.attrs.get("created_at", "")
         facts = [
-            ("runs data hash (SHA-256)", Markup(f'<code class="hash">{escape(info.get("runs_hash", "–"))}</code>')),
-            ("model", Markup(f'{escape(fit.model.name)}, hash <code class="hash">{escape(fit.model.hash())}</code>')),
+            ("runs data hash (SHA-256)",
+             Markup(f'<code class="hash">{escape(info.get("runs_hash", "–"))}</code>')),
+            ("model",
+             Markup(f'{escape(fit.model.name)}, hash <code '
+                    f'class="hash">{escape(fit.model.hash())}</code>')),
             ("random seed", str(sampler.get("random_seed", "–"))),
             ("fit wall time", _seconds(info.get("fit_seconds"))),
             ("posterior created", str(created) or "–"),
@@ -430,9 +466,11 @@ class ReportBuilder:
 
     # ------------------------------------------------------------------ all
     def context(self) -> dict[str, Any]:
+        """The template's context: title, subtitle, sections and each section's dict."""
         fit = self.fit
         diag = fit.diagnostics()
-        parts: dict[str, Any] = {"headline": self.headline(), "data": self.data(), "model": self.model(),
+        parts: dict[str, Any] = {"headline": self.headline(), "data": self.data(),
+                                 "model": self.model(),
                                  "fit": self.fit_section(), "parameters": self.parameters()}
         if diag.passed is not None and cp.is_mcmc(fit):
             parts["diagnostics"] = self.diagnostics()
@@ -445,8 +483,8 @@ class ReportBuilder:
         sections = [{"id": sid, "title": title} for sid, title in SECTIONS if sid in parts]
         runs = fit.runs
         subtitle = (
-            f"model {fit.model.name} ({fit.model.law.equation}) fitted to {runs['run'].nunique()} runs "
-            f"({len(runs)} rows) of {fit.metric}"
+            f"model {fit.model.name} ({fit.model.law.equation}) fitted to {runs['run'].nunique()} "
+            f"runs ({len(runs)} rows) of {fit.metric}"
         )
         return {"title": self.title, "subtitle": subtitle, "sections": sections, **parts}
 
@@ -496,7 +534,8 @@ def render_report(fit: Any, targets=None, title: str | None = None, hdi_prob: fl
     return _environment().get_template("report.html.j2").render(**builder.context())
 
 
-def write_report(fit: Any, path, targets=None, title: str | None = None, hdi_prob: float | None = None,
+def write_report(fit: Any, path, targets=None, title: str | None = None,
+                 hdi_prob: float | None = None,
                  dpi: int | None = None, figures: bool | Iterable[str] = True) -> Path:
     """Write the self-contained HTML posterior report of a fit.
 
@@ -543,9 +582,11 @@ def write_report(fit: Any, path, targets=None, title: str | None = None, hdi_pro
     Examples
     --------
     >>> from bayescale.report import write_report
-    >>> write_report(fit, "report.html", targets={"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
+    >>> targets = {"params": 7e9, "tokens": 1.4e11}
+    >>> write_report(fit, "report.html", targets=targets)  # doctest: +SKIP
     """
-    html = render_report(fit, targets=targets, title=title, hdi_prob=hdi_prob, dpi=dpi, figures=figures)
+    html = render_report(fit, targets=targets, title=title, hdi_prob=hdi_prob, dpi=dpi,
+                         figures=figures)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")

@@ -1,0 +1,67 @@
+"""The same data, model and seed give bit-identical posteriors in separate processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: Fits each preset on its small SBC design (benchmarks/sbc.py) and prints one digest of
+#: every posterior array per preset.
+SCRIPT = """
+import hashlib, json, sys, warnings
+import numpy as np
+sys.path.insert(0, {benchmarks!r})
+warnings.simplefilter("ignore")
+import bayescale
+from sbc import preset_design
+
+out = {{}}
+for preset in {presets!r}:
+    fit = bayescale.fit(preset_design(preset), preset, draws={draws}, tune={tune}, chains=2,
+                        random_seed=7, sampler={sampler!r}, progressbar=False, retry=False)
+    digest = hashlib.sha256()
+    for name in sorted(fit.idata["posterior"].data_vars):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(fit.idata["posterior"][name].to_numpy()).tobytes())
+    out[preset] = digest.hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _digests_of_two_processes(presets, draws, tune, sampler="nutpie") -> list[dict[str, str]]:
+    """Run SCRIPT in two processes at once, with different hash seeds (so that anything
+    ordered by a set of strings comes out in another order)."""
+    code = SCRIPT.format(benchmarks=str(BENCHMARKS), presets=list(presets), draws=draws, tune=tune,
+                         sampler=sampler)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)})
+             for seed in (1, 2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_two_processes_give_identical_draws_small():
+    """Default tier: the Gadre per-task downstream model and the Pythia checkpoint model on
+    small simulated ladders, 2 x (60 + 60) draws."""
+    first, second = _digests_of_two_processes(["gadre_tasks", "pythia_lambada"], draws=60, tune=60)
+    assert first == second
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
+def test_two_processes_give_identical_draws_for_every_preset(sampler):
+    import bayescale
+
+    presets = list(bayescale.available_models())
+    first, second = _digests_of_two_processes(presets, draws=300, tune=300, sampler=sampler)
+    assert first == second
