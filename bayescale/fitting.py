@@ -48,12 +48,15 @@ class Prepared:
                            self.schedule, self.acc_rows, record_mean=record_mean)
 
     def cache_key(self, pm_model) -> str:
-        """Key of the compiled sampler: the structure, and the accuracy rows.
+        """Key of the compiled sampler.
 
-        The accuracy rows count because their counts are constants of the graph.
+        The structure, and whether accuracy rows are counts (Binomial likelihoods) or
+        fractions (Beta).
         """
         key = structure_key(self.model, pm_model)
-        return key if self.acc_rows is None else key + "|" + runs_hash(self.acc_rows)
+        if self.acc_rows is None:
+            return key
+        return key + ("|acc:counts" if self.acc_rows["n_items"].notna().all() else "|acc:fractions")
 
 
 def prepare(runs: pd.DataFrame | str, model: str | os.PathLike | Model = "auto", *,

@@ -243,8 +243,10 @@ class Downstream(Part):
             pm.Deterministic("p_acc", p, dims="acc_obs")
         p = pt.clip(p, 1e-6, 1 - 1e-6)
         if acc_rows["n_items"].notna().all():
-            n_items = acc_rows["n_items"].to_numpy(dtype=float).astype("int64")
-            hits = successes(acc_rows).astype("int64")
+            # data, not constants: one compiled model serves every ladder of this shape
+            items = acc_rows["n_items"].to_numpy(dtype=float).astype("int64")
+            n_items = pm.Data("acc_items", items, dims="acc_obs")
+            hits = pm.Data("acc_hits", successes(acc_rows).astype("int64"), dims="acc_obs")
             if self.overdispersion:
                 phi = _pooled_over_tasks(priors, "phi")[t_idx]
                 pm.BetaBinomial("acc", n=n_items, alpha=p * phi, beta=(1 - p) * phi, observed=hits,
@@ -253,7 +255,8 @@ class Downstream(Part):
                 pm.Binomial("acc", n=n_items, p=p, observed=hits, dims="acc_obs")
         else:
             precision = priors["precision"].create_variable("precision")
-            value = np.clip(acc_rows["value"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)
+            fractions = np.clip(acc_rows["value"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)
+            value = pm.Data("acc_value", fractions, dims="acc_obs")
             pm.Beta("acc", alpha=p * precision, beta=(1 - p) * precision, observed=value,
                     dims="acc_obs")
 
