@@ -559,12 +559,21 @@ def _selection_note(fit, n_metric_rows: int) -> None:
 
 
 def _summary_lines(fit, hdi: float) -> list[str]:
+    from .result import OUTLIER_DROP_NATS
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the verdict is printed by _verdict
         table = fit.summary(hdi_prob=hdi)
     formats = {c: ".0f" for c in table.columns if c.startswith("ess")}
     formats["r_hat"] = ".3f"
-    return [f"Posterior ({hdi:.0%} HDI):", _table(table, formats, index=True)]
+    lines = [f"Posterior ({hdi:.0%} HDI):", _table(table, formats, index=True)]
+    outliers = table.attrs.get("outliers")
+    if outliers is not None and len(outliers):
+        lines += ["", f"Outlying rows (leave-one-out log density over {OUTLIER_DROP_NATS:g} nats "
+                      "below the typical row's; check them):",
+                  _table(outliers, {"params": ".3g", "tokens": ".3g", "value": ".4f",
+                                    "drop_nats": ".1f"})]
+    return lines
 
 
 def _prediction_table(preds: pd.DataFrame) -> str:

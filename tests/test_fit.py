@@ -257,3 +257,20 @@ def test_low_rank_mass_matrix_recovers_the_law_and_is_recorded(tmp_path):
         bayescale.fit(runs, sampler="pymc", mass_matrix="low_rank")
     with pytest.raises(ValueError, match="mass_matrix='dense'"):
         bayescale.fit(runs, mass_matrix="dense")
+
+
+def test_a_loss_spike_is_flagged_and_does_not_move_the_forecast(small_fit):
+    fit, _ = small_fit
+    assert fit.outliers().empty  # a clean ladder: nothing to flag
+    spiked = fit.runs.copy()
+    row = spiked.index[5]
+    spiked.loc[row, "value"] *= 1.15  # one run's loss 15% too high
+    spiked_fit = quiet_fit(spiked, draws=500, tune=500, chains=2, random_seed=1)
+    flagged = spiked_fit.outliers()
+    assert list(flagged["run"]) == [spiked.loc[row, "run"]]
+    assert spiked_fit.summary().attrs["outliers"]["run"].tolist() == [spiked.loc[row, "run"]]
+    # the Student-t noise keeps the spike from pulling the law: the forecast stays in the
+    # clean fit's band
+    clean = fit.predict(TARGETS.iloc[:1])
+    median = spiked_fit.predict(TARGETS.iloc[:1])["median"].iloc[0]
+    assert clean["lower"].iloc[0] <= median <= clean["upper"].iloc[0]

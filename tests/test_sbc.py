@@ -67,9 +67,9 @@ def test_the_simulator_follows_the_ar1_residuals_along_each_run():
 
 
 def test_sbc_of_the_chinchilla_preset_small():
-    """20 prior draws, fitted and ranked: the ranks pass the uniformity test (the slow tier
-    runs 100 replicates of every preset)."""
-    result = run_sbc("chinchilla", replicates=20, draws=300, tune=300, seed=0)
+    """20 prior draws, each fitted with 2 x (200 + 200) draws and ranked among 100 of them: the
+    ranks pass the uniformity test (the slow tier runs 100 replicates of every preset)."""
+    result = run_sbc("chinchilla", replicates=20, draws=200, tune=200, seed=0)
     print(result.line())
     assert not result.failed_fits
     assert result.passed, result.test.to_string()

@@ -33,6 +33,7 @@ from ..plotting import compute as cp
 from ..plotting import figures as figs
 from ..plotting import rcparams
 from ..plotting.save import encode_png
+from ..result import OUTLIER_DROP_NATS
 
 #: ``(id, heading)`` of every section, in report order.
 SECTIONS = (
@@ -195,6 +196,17 @@ class ReportBuilder:
                 f"This fit is a {fit.sampler_config.method.upper()} preview: it has no convergence "
                 "diagnostics and its bands ignore most of the posterior uncertainty. Fit with "
                 "method='nuts' before relying on these numbers."
+            )
+        outliers = fit.outliers()
+        if len(outliers):
+            shown = "; ".join(f"run {r['run']} at D = {sci(r['tokens'])} (loss {r['value']:.4g})"
+                              for _, r in outliers.head(5).iterrows())
+            more = f" and {len(outliers) - 5} more" if len(outliers) > 5 else ""
+            warnings_.append(
+                f"{len(outliers)} fitted row(s) the model cannot account for (leave-one-out log "
+                f"density more than {OUTLIER_DROP_NATS:g} nats below the typical row's): {shown}"
+                f"{more}. A loss spike or a wrong value? The robust noise keeps them from pulling "
+                "the law, but check them."
             )
         for i, row in predictions.iterrows():
             if row["extrapolation"] > FAR_EXTRAPOLATION:
