@@ -567,8 +567,8 @@ def _summary_lines(fit, hdi: float) -> list[str]:
     formats = {c: ".0f" for c in table.columns if c.startswith("ess")}
     formats["r_hat"] = ".3f"
     lines = [f"Posterior ({hdi:.0%} HDI):", _table(table, formats, index=True)]
-    outliers = table.attrs.get("outliers")
-    if outliers is not None and len(outliers):
+    outliers = pd.DataFrame(table.attrs.get("outliers", []))
+    if len(outliers):
         lines += ["", f"Outlying rows (leave-one-out log density over {OUTLIER_DROP_NATS:g} nats "
                       "below the typical row's; check them):",
                   _table(outliers, {"params": ".3g", "tokens": ".3g", "value": ".4f",

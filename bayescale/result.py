@@ -128,7 +128,8 @@ class ScalingFit:
         """Posterior mean, sd, HDI, R-hat and ESS of every law parameter.
 
         Warns (ConvergenceWarning) when the diagnostics fail; the verdict is also in
-        ``result.attrs["diagnostics"]``.
+        ``result.attrs["diagnostics"]``, and the rows :meth:`outliers` flags in
+        ``result.attrs["outliers"]`` (a list of records).
         """
         diag = self.diagnostics()
         self.warn_unconverged("summary")
@@ -138,7 +139,7 @@ class ScalingFit:
         table = cast(pd.DataFrame, az.summary(self.idata, var_names=self.parameter_names,
                                               hdi_prob=hdi_prob, kind=kind))
         table.attrs["diagnostics"] = diag.message()
-        table.attrs["outliers"] = self.outliers()
+        table.attrs["outliers"] = self.outliers().to_dict("records")
         return table
 
     def outliers(self, drop_nats: float = OUTLIER_DROP_NATS) -> pd.DataFrame:
