@@ -227,8 +227,11 @@ class SBCResult:
 
 def run_sbc(preset: str, replicates: int = 100, *, draws: int = 500, tune: int = 500,
             chains: int = 2, thin_to: int = 100, seed: int = 0, design: pd.DataFrame | None = None,
-            progressbar: bool = False) -> SBCResult:
+            progressbar: bool = False, ranks_csv: Path | None = None) -> SBCResult:
     """SBC of ``preset`` with ``replicates`` simulated ladders (see the module docstring).
+
+    With ``ranks_csv``, the ranks so far are written there after every replicate, so a long
+    run stopped early still leaves them (:func:`summarise_csv` tests them).
 
     Example
     -------
@@ -257,6 +260,8 @@ def run_sbc(preset: str, replicates: int = 100, *, draws: int = 500, tune: int =
             continue
         rhats.append(fitted.diagnostics().max_rhat)
         rows.append(rank_statistics(fitted.idata.posterior, truth, names, thin_to))
+        if ranks_csv is not None:
+            pd.DataFrame(rows).assign(preset=preset).to_csv(ranks_csv, index_label="replicate")
         if progressbar:
             print(f"\r{preset}: {r + 1}/{replicates}", end="", flush=True)
     if progressbar:
@@ -267,6 +272,16 @@ def run_sbc(preset: str, replicates: int = 100, *, draws: int = 500, tune: int =
                      uniformity(ranks, n_ranks, bins=min(10, max(2, replicates // 5))),
                      failed, time.perf_counter() - start,
                      float(np.nanmax(rhats)) if rhats else np.nan)
+
+
+def summarise_csv(path: Path, thin_to: int = 100, chains: int = 2) -> pd.DataFrame:
+    """The uniformity test of the ranks :func:`run_sbc` wrote to ``path``.
+
+    Complete or not (a run stopped early); one row per statistic (see :func:`uniformity`).
+    """
+    ranks = pd.read_csv(path, index_col="replicate").drop(columns="preset")
+    n_ranks = (thin_to // chains) * chains + 1
+    return uniformity(ranks, n_ranks, bins=min(10, max(2, len(ranks) // 5)))
 
 
 def plot_ranks(result: SBCResult, path: Path, bins: int = 10) -> None:
@@ -310,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for preset in args.presets or list(bayescale.available_models()):
         result = run_sbc(preset, args.replicates, draws=args.draws, tune=args.tune, seed=args.seed,
-                         progressbar=True)
-        result.ranks.assign(preset=preset).to_csv(out / f"sbc_{preset}.csv",
-                                                  index_label="replicate")
+                         progressbar=True, ranks_csv=out / f"sbc_{preset}.csv")
         plot_ranks(result, out / f"sbc_{preset}.png")
         print(result.line(), flush=True)
         for failure in result.failed_fits[:3]:
