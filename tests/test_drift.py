@@ -194,7 +194,7 @@ def test_walk_moves_the_tasks_of_its_run():
 
     task = Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0)
     runs, truth = bayescale.simulate_ladder(**{**SIM, "drift": 0.08}, tasks=[task])
-    fit = _quiet_fit(runs, Drift(), Downstream(link="sigmoid"), draws=400, tune=600, chains=2)
+    fit = _quiet_fit(runs, Drift(), Downstream(link="sigmoid"), draws=400, tune=1000, chains=2)
     require_sampled(fit, max_rhat=1.1, min_ess_bulk=20)  # short: structure, not tails (see above)
     last = runs[(runs["metric"] == "loss")
                 & (runs["tokens"] == runs["total_tokens"])].reset_index(drop=True)
