@@ -17,6 +17,7 @@ from .report import write_report as report  # eager: the subpackage would shadow
 from .result import ScalingFit
 from .runs import RunsTableError, read_runs
 from .simulate import Task, Truth, simulate_ladder
+from .uncertainty_scaling import UncertaintyScaling, uncertainty_scaling
 
 __version__ = "0.2.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "ScalingFit",
     "Task",
     "Truth",
+    "UncertaintyScaling",
     "available_laws",
     "available_models",
     "datasets",
@@ -42,4 +44,5 @@ __all__ = [
     "read_runs",
     "report",
     "simulate_ladder",
+    "uncertainty_scaling",
 ]

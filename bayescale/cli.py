@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  bayescale summary fit.nc\n"
             "  bayescale predict fit.nc --params 7e9 --tokens 1.4e11\n"
             "  bayescale allocate fit.nc --compute 1e21 1e23\n"
-            "  bayescale report fit.nc --out report.html\n\n"
+            "  bayescale report fit.nc --out report.html\n"
+            "  bayescale uncertainty fit.nc --params 7e9 --tokens 1.4e11   "
+            "# where the band comes from\n\n"
             "Run 'bayescale COMMAND --help' for a command's options. Input errors exit with "
             "status 2, internal errors with 1."
         ),
@@ -388,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: shown on a terminal)")
     p.set_defaults(handler=_cmd_demo)
+
+    from .cli_uncertainty import add_commands
+
+    add_commands(sub, common)
     return parser
 
 
@@ -683,7 +689,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise CLIError("--family labels --params/--tokens targets; put a family column in the "
                            "--targets CSV instead")
         targets = _read_targets_csv(args.targets)
-    elif args.params and args.tokens:
+    else:
+        targets = targets_from_flags(args)
+    fit = _load(args.fit)
+    _verdict(fit, in_summary=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=_convergence_warning())
+        preds = fit.predict(targets, hdi_prob=args.hdi, kind=args.kind)
+    _out(f"Posterior predictive {fit.metric} ({args.kind}, {args.hdi:.0%} HDI) from {args.fit}:")
+    _out(_prediction_table(preds))
+    if args.out:
+        _out(f"Wrote {_write_csv(preds, args.out)}")
+    return EXIT_OK
+
+
+def targets_from_flags(args: argparse.Namespace) -> pd.DataFrame:
+    """Targets from ``--params``/``--tokens`` (paired up; one value repeats) and ``--family``."""
+    if args.params and args.tokens:
         n, d = len(args.params), len(args.tokens)
         if n != d and 1 not in (n, d):
             raise CLIError(f"--params has {n} values and --tokens {d}: give the same number, or "
@@ -695,22 +717,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "tokens": args.tokens * (size if d == 1 else 1),
             }
         )
-        if args.family:
+        if getattr(args, "family", None):
             targets["family"] = args.family
-    elif given:
+        return targets
+    if args.params is not None or args.tokens is not None:
         raise CLIError("give both --params and --tokens (or a --targets CSV)")
-    else:
-        raise CLIError("give the targets: --params N --tokens D, or --targets TARGETS.csv")
-    fit = _load(args.fit)
-    _verdict(fit, in_summary=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=_convergence_warning())
-        preds = fit.predict(targets, hdi_prob=args.hdi, kind=args.kind)
-    _out(f"Posterior predictive {fit.metric} ({args.kind}, {args.hdi:.0%} HDI) from {args.fit}:")
-    _out(_prediction_table(preds))
-    if args.out:
-        _out(f"Wrote {_write_csv(preds, args.out)}")
-    return EXIT_OK
+    raise CLIError("give the targets: --params N --tokens D, or --targets TARGETS.csv")
 
 
 def _cmd_allocate(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class Structure:
                              family_labels=rows["family"].astype(str),
                              run_labels=rows["run"].astype(str),
                              known=np.ones(len(rows), dtype=bool), new_draws=False, rng=ctx.rng,
-                             store=ctx.store)
+                             store=ctx.store, copies=ctx.copies, frozen=ctx.frozen)
         run_parts(sub, below=RECORD_ORDER)
         assert sub.mu is not None  # run_parts always sets the mean
         return sub.mu
@@ -169,6 +169,31 @@ def predictive_draws(
     xarray.DataArray
         dims ``("chain", "draw", "target")``, in the metric's units (nats for loss).
     """
+    values = predictive_values(idata, structure, targets, kind,
+                               np.random.default_rng([seed, 20_240_601]))
+    chains, draws = idata["posterior"].sizes["chain"], idata["posterior"].sizes["draw"]
+    return xr.DataArray(
+        values.reshape(chains, draws, -1),
+        dims=("chain", "draw", "target"),
+        coords={
+            "chain": idata["posterior"]["chain"].to_numpy(),
+            "draw": idata["posterior"]["draw"].to_numpy(),
+            "target": np.arange(len(targets)),
+        },
+        name=kind,
+    )
+
+
+def predictive_values(idata, structure: Structure, targets: pd.DataFrame, kind: str,
+                      rng: np.random.Generator, copies: int = 1,
+                      frozen: frozenset[str] = frozenset(),
+                      gaussian_noise: bool = False) -> np.ndarray:
+    """The metric at the targets per posterior draw, shape (copies x S, T) (copy-major).
+
+    ``idata`` needs only a ``posterior`` attribute.  ``copies``, ``frozen`` and
+    ``gaussian_noise``: see :class:`~bayescale.parts.PredictContext` (nested Monte Carlo in
+    :mod:`bayescale.uncertainty`).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
     targets = targets.copy().reset_index(drop=True)
@@ -186,8 +211,8 @@ def predictive_draws(
                          "(e.g. the 'downstream' preset)")
     ctx = PredictContext(fit=structure, idata=idata, targets=targets, x=structure.design(targets),
                          family_labels=resolve_families(targets, structure), run_labels=runs,
-                         known=known, new_draws=kind == "observation",
-                         rng=np.random.default_rng([seed, 20_240_601]), metrics=metrics)
+                         known=known, new_draws=kind == "observation", rng=rng, metrics=metrics,
+                         copies=copies, frozen=frozen, gaussian_noise=gaussian_noise)
     run_parts(ctx)
     mu = ctx.mu
     assert mu is not None  # run_parts always sets the mean
@@ -198,17 +223,7 @@ def predictive_draws(
     if "accuracy" in ctx.store:
         mask, accuracy = ctx.store["accuracy"]
         values[:, mask] = accuracy
-    chains, draws = idata["posterior"].sizes["chain"], idata["posterior"].sizes["draw"]
-    return xr.DataArray(
-        values.reshape(chains, draws, -1),
-        dims=("chain", "draw", "target"),
-        coords={
-            "chain": idata["posterior"]["chain"].to_numpy(),
-            "draw": idata["posterior"]["draw"].to_numpy(),
-            "target": np.arange(len(targets)),
-        },
-        name=kind,
-    )
+    return values
 
 
 def bands(draws: xr.DataArray, hdi_prob: float) -> pd.DataFrame:

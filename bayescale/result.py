@@ -18,6 +18,7 @@ from .predict import Structure, bands, predictive_draws, read_targets, resolve_f
 from .runs import Scale
 from .sampling import SamplerConfig
 from .schedules import Schedule
+from .uncertainty import DEFAULT_COPIES, DEFAULT_MAX_DRAWS, extrapolation_path, variance_parts
 
 #: :meth:`ScalingFit.outliers` flags a fitted row whose leave-one-out log density lies this
 #: many nats below the median row's.
@@ -205,14 +206,7 @@ class ScalingFit:
         >>> fit.predict({"params": 7e10, "tokens": 1.4e12})  # doctest: +SKIP
         """
         table = read_targets(targets)
-        metrics = table.pop("metric").fillna(self.metric).astype(str) if "metric" in table else None
-        if metrics is not None:
-            allowed = {self.metric, *self.tasks, *(("acc:avg",) if self.tasks else ())}
-            allowed |= {"err:" + m[4:] for m in allowed if m.startswith("acc:")}
-            other = set(metrics) - allowed
-            if other:
-                raise ValueError(f"targets ask for metric(s) {sorted(other)}; this fit predicts "
-                                 f"{sorted(allowed)}")
+        metrics = self._target_metrics(table)
         diag = self.diagnostics()
         self.warn_unconverged("predict")
         draws = predictive_draws(self.idata, self.structure,
@@ -237,6 +231,166 @@ class ScalingFit:
         out.attrs["converged"] = diag.passed
         out.attrs["diagnostics"] = diag.message()
         return out
+
+    def _target_metrics(self, table: pd.DataFrame) -> pd.Series | None:
+        """Pop and check the targets' ``metric`` column (``None`` without one)."""
+        if "metric" not in table:
+            return None
+        metrics = table.pop("metric").fillna(self.metric).astype(str)
+        allowed = {self.metric, *self.tasks, *(("acc:avg",) if self.tasks else ())}
+        allowed |= {"err:" + m[4:] for m in allowed if m.startswith("acc:")}
+        other = set(metrics) - allowed
+        if other:
+            raise ValueError(f"targets ask for metric(s) {sorted(other)}; this fit predicts "
+                             f"{sorted(allowed)}")
+        return metrics
+
+    def uncertainty(self, targets, *, hdi_prob: float | None = None,
+                    copies: int = DEFAULT_COPIES,
+                    max_draws: int = DEFAULT_MAX_DRAWS) -> pd.DataFrame:
+        """The predictive variance at ``targets`` split by where it comes from.
+
+        The law of total variance over nested draws (see :mod:`bayescale.uncertainty`):
+        ``law_var`` (the posterior of the model's parameters: epistemic), then one column per
+        random source the model draws (``family_var``: a family the fit has not seen;
+        ``run_var``: a new seed; ``drift_var``; ``downstream_var``; ``benchmark_var``: the
+        benchmark's items; ``noise_var``: measurement noise), and ``total_var``, their sum:
+        the variance of :meth:`predict`'s observation draws.
+
+        Parameters
+        ----------
+        targets
+            As for :meth:`predict` (``metric`` included).
+        hdi_prob
+            If given, also ``<source>_var_lower``/``_upper``: each source's variance with every
+            other source held fixed, as a central interval over the posterior (e.g. 0.9).
+        copies, max_draws
+            Inner draws per posterior draw, and posterior draws used (more: less Monte
+            Carlo error, more time).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The target columns, ``metric``, the ``<source>_var`` columns, ``total_var``,
+            ``total_sd`` and ``epistemic_share`` (``law_var / total_var``); in the metric's
+            units squared (nats^2 for loss).  ``attrs["mc_se"]``: Monte Carlo standard errors
+            of the parts.
+
+        Examples
+        --------
+        >>> fit.uncertainty({"params": 7e10, "tokens": 1.4e12})  # doctest: +SKIP
+        """
+        table = read_targets(targets)
+        metrics = self._target_metrics(table)
+        self.warn_unconverged("uncertainty")
+        with_metric = table.assign(metric=metrics) if metrics is not None else table
+        parts = variance_parts(self.idata, self.structure, with_metric,
+                               seed=self.sampler_config.random_seed or 0, copies=copies,
+                               max_draws=max_draws, hdi_prob=hdi_prob)
+        out = pd.concat([table.reset_index(drop=True), parts], axis=1)
+        out.insert(len(table.columns), "metric",
+                   metrics.to_numpy() if metrics is not None else self.metric)
+        out["total_sd"] = np.sqrt(out["total_var"])
+        out["epistemic_share"] = out["law_var"] / out["total_var"].where(out["total_var"] > 0)
+        out.attrs.update(parts.attrs)
+        out.attrs["diagnostics"] = self.diagnostics().message()
+        return out
+
+    def uncertainty_path(self, compute=None, *, tokens_per_param: float | str = 20.0,
+                         family: str | None = None, copies: int = DEFAULT_COPIES,
+                         max_draws: int = DEFAULT_MAX_DRAWS) -> pd.DataFrame:
+        """How the band and its parts grow as the target moves beyond the ladder.
+
+        Parameters
+        ----------
+        compute
+            Target budgets in FLOPs (default: 30 budgets from the ladder's smallest compute
+            to 1000x its largest, log-spaced).
+        tokens_per_param
+            The path: a fixed ratio of tokens to parameters (default 20), or ``"optimal"``:
+            the posterior median compute-optimal split (laws in N and D only).
+        family
+            The family of the targets (default: the only one, else a new family).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per budget: ``compute``, ``params``, ``tokens``, ``extrapolation``
+            (compute over the ladder's largest), the ``<source>_var`` parts, ``total_var``
+            and ``total_sd`` (nats, nats^2).  ``attrs["ladder_compute"]``: the largest fitted
+            compute; ``attrs["crossover_compute"]``: the budget from which on the law's
+            (epistemic) variance exceeds every other part's (``None`` if it never does).
+
+        Examples
+        --------
+        >>> path = fit.uncertainty_path(tokens_per_param=20)  # doctest: +SKIP
+        >>> bayescale.plotting.plot_uncertainty_path(path)  # doctest: +SKIP
+        """
+        fitted = self.runs["params"] * self.runs["tokens"] * 6.0
+        ladder = float(fitted.max())
+        if compute is None:
+            compute = np.geomspace(float(fitted.min()), 1000 * ladder, 30)
+        if tokens_per_param == "optimal":
+            allocation = self.optimal_allocation(compute, family=family)
+            params = allocation.query("quantity == 'params'")["median"].to_numpy()
+            budgets = allocation.query("quantity == 'params'")["compute"].to_numpy()
+            targets = pd.DataFrame({"params": params, "tokens": budgets / (6.0 * params),
+                                    "compute": budgets})
+        elif isinstance(tokens_per_param, str):
+            raise ValueError(f"tokens_per_param must be a number or 'optimal', got "
+                             f"{tokens_per_param!r}")
+        else:
+            targets = extrapolation_path(compute, float(tokens_per_param))
+        if family is not None:
+            targets["family"] = family
+        parts = self.uncertainty(targets.drop(columns="compute"), copies=copies,
+                                 max_draws=max_draws)
+        out = pd.concat([targets[["compute"]], parts], axis=1)
+        out.insert(3, "extrapolation", out["compute"] / ladder)
+        sources = [str(c) for c in out.columns
+                   if str(c).endswith("_var") and c not in ("total_var", "law_var")]
+        above = (out["law_var"] > out[sources].max(axis=1)).to_numpy()
+        # from the crossover on, the law's part stays the largest
+        crossing = pd.Series(np.logical_and.accumulate(above[::-1])[::-1], index=out.index)
+        out.attrs.update(parts.attrs)
+        out.attrs["ladder_compute"] = ladder
+        out.attrs["crossover_compute"] = (float(out["compute"][crossing].min())
+                                          if crossing.any() else None)
+        return out
+
+    def suggest_runs(self, candidates, target, **options: Any) -> pd.DataFrame:
+        """Rank candidate runs by the expected shrinkage of ``target``'s band per FLOP.
+
+        See :func:`bayescale.advisor.suggest_runs` (preposterior analysis by importance
+        reweighting of the posterior) for the method, the columns and ``options``.
+
+        Examples
+        --------
+        >>> fit.suggest_runs([{"params": 1e9, "tokens": 2e10},
+        ...                   {"params": 3e8, "tokens": 6e9, "seeds": 4}],
+        ...                  {"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
+        """
+        from .advisor import suggest_runs
+
+        self.warn_unconverged("suggest_runs")
+        return suggest_runs(self, candidates, target, **options)
+
+    def compare_families(self, target, families: list[str] | None = None,
+                         **options: Any) -> pd.DataFrame:
+        """Probability that each family (data mix) reaches the best value at ``target``.
+
+        With the expected regret of choosing each; see
+        :func:`bayescale.decisions.compare_families` for the columns and ``options``
+        (``metric``, ``kind``).
+
+        Examples
+        --------
+        >>> fit.compare_families({"params": 1.4e9, "tokens": 2.8e10})  # doctest: +SKIP
+        """
+        from .decisions import compare_families
+
+        self.warn_unconverged("compare_families")
+        return compare_families(self, target, families, **options)
 
     def posterior_draws(self, name: str) -> np.ndarray:
         """Flattened draws of one posterior variable, shape (chain*draw, ...)."""
@@ -286,6 +440,22 @@ class ScalingFit:
             rows.append(b)
         return (pd.concat(rows, ignore_index=True)
                 .sort_values(["compute", "quantity"], kind="stable").reset_index(drop=True))
+
+    def allocation_probability(self, compute, params, tokens=None, *, within: float = 0.01,
+                               family: str | None = None) -> pd.DataFrame:
+        """Probability that an (N, D) split is within ``within`` of the optimal loss.
+
+        See :func:`bayescale.decisions.allocation_probability` (``p_within`` per split, with
+        the excess loss over the optimum).
+
+        Examples
+        --------
+        >>> fit.allocation_probability(1e21, params=[1e9, 3e9, 1e10])  # doctest: +SKIP
+        """
+        from .decisions import allocation_probability
+
+        self.warn_unconverged("allocation_probability")
+        return allocation_probability(self, compute, params, tokens, within=within, family=family)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:

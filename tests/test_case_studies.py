@@ -65,3 +65,23 @@ def test_chinchilla_full_replicates_epoch(tmp_path):
         assert (table.loc[name, "hdi90_lower"] <= chinchilla_replication.EPOCH_2024[name]
                 <= table.loc[name, "hdi90_upper"])
         assert bool(table.loc[name, "epoch_2024_in_hdi90"])
+
+
+needs_pythia = needs_data("pythia", "Pythia data")
+
+
+@needs_pythia
+@pytest.mark.slow
+def test_pythia_uncertainty_scaling_writes_table_and_figure(tmp_path):
+    """#18: nested refits of Pythia (70M+160M up to 1.4B) with the pythia_lambada preset; the
+    law's band at the 2.8B target narrows as larger runs join, and kappa has an interval."""
+    import pythia_uncertainty_scaling
+
+    assert pythia_uncertainty_scaling.main(["--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "uncertainty_scaling.csv")
+    summary = json.loads((tmp_path / "uncertainty_scaling.json").read_text())
+    assert len(table) == 4 and table["ladder_compute"].is_monotonic_increasing
+    assert table["width"].iloc[-1] < table["width"].iloc[0]
+    kappa = summary["kappa"]
+    assert kappa["lower"] < kappa["median"] < kappa["upper"]
+    assert (tmp_path / "uncertainty_scaling.png").stat().st_size > 0

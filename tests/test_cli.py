@@ -24,7 +24,8 @@ from bayescale import cli
 from bayescale.cli import main
 from bayescale.diagnostics import Diagnostics
 
-COMMANDS = ("models", "fit", "predict", "summary", "allocate", "report", "demo")
+COMMANDS = ("models", "fit", "predict", "summary", "allocate", "report", "demo", "uncertainty",
+            "uncertainty-scaling", "suggest", "compare-families")
 TINY = ["--draws", "100", "--tune", "100", "--chains", "2", "--method", "nuts", "--no-progress"]
 
 
@@ -74,7 +75,7 @@ def test_top_level_help_lists_every_command():
     assert rc == 0
     assert out.startswith("usage: bayescale")
     for command in COMMANDS:
-        assert f"\n    {command} " in out
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -211,6 +212,72 @@ def test_allocate(fitted, tmp_path):
     assert len(table) == 6 and set(table["quantity"]) == {"params", "tokens", "loss"}
     n_opt = table[table["quantity"] == "params"]["median"].to_numpy()
     assert n_opt[1] > n_opt[0] > 0  # a bigger budget buys a bigger model
+
+
+def test_uncertainty_parts_at_targets_and_along_a_path(fitted, tmp_path):
+    path = fitted[0]
+    rc, out, err = run("uncertainty", path, "--params", "7e9", "7e10", "--tokens", "1.4e11",
+                       "--out", tmp_path / "parts.csv", "--plot", tmp_path / "parts.png")
+    assert rc == 0, err
+    assert "law_var" in out and "noise_var" in out and "total_var" in out
+    table = pd.read_csv(tmp_path / "parts.csv")
+    fit = bayescale.load_fit(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        library = fit.uncertainty({"params": [7e9, 7e10], "tokens": [1.4e11, 1.4e11]})
+    assert np.allclose(table["total_var"], library["total_var"])
+    assert (tmp_path / "parts.png").stat().st_size > 0
+    rc, out, err = run("uncertainty", path, "--path", "--tokens-per-param", "20",
+                       "--plot", tmp_path / "path.png")
+    assert rc == 0, err
+    assert "extrapolation" in out and "largest compute" in out
+    rc, _, err = run("uncertainty", path, "--path", "--params", "7e9", "--tokens", "1e11")
+    assert rc == 2
+    assert_one_line_error(err, "--path")
+
+
+def test_uncertainty_scaling_command(ladder, tmp_path):
+    folder, _ = ladder
+    rc, out, err = run("uncertainty-scaling", folder / "runs.csv", "--params", "7e9",
+                       "--tokens", "1.4e11", "--model", "chinchilla", "--draws", "100",
+                       "--tune", "100", "--chains", "2", "--out", tmp_path / "scaling.csv",
+                       "--plot", tmp_path / "scaling.png")
+    assert rc == 0, err
+    assert "kappa" in out
+    table = pd.read_csv(tmp_path / "scaling.csv")
+    assert table["runs"].is_monotonic_increasing and len(table) >= 2
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_suggest_ranks_candidates(fitted, tmp_path):
+    path = fitted[0]
+    pd.DataFrame({"params": [1e9, 1e7], "tokens": [2e10, 2e8]}).to_csv(
+        tmp_path / "candidates.csv", index=False)
+    rc, out, err = run("suggest", path, "--candidates", tmp_path / "candidates.csv",
+                       "--params", "7e9", "--tokens", "1.4e11", "--out", tmp_path / "rank.csv")
+    assert rc == 0, err
+    table = pd.read_csv(tmp_path / "rank.csv")
+    assert list(table["rank"]) == [1, 2] and "variance_reduction_per_flop" in out
+    rc, _, err = run("suggest", path, "--candidates", tmp_path / "missing.csv", "--params", "7e9",
+                     "--tokens", "1.4e11")
+    assert rc == 2
+    assert_one_line_error(err, "missing.csv")
+
+
+def test_compare_families(fitted, tmp_path):
+    families = tmp_path / "families.csv"
+    runs, _ = bayescale.simulate_ladder(seed=3, families=["web", "code"], family_spread=0.05)
+    runs.to_csv(families, index=False)
+    rc, _, err = run("fit", families, "--out", tmp_path / "fit.nc", "--no-retry", *TINY)
+    assert rc == 0, err
+    rc, out, err = run("compare-families", tmp_path / "fit.nc", "--params", "7e9", "--tokens",
+                       "1.4e11", "--out", tmp_path / "p.csv")
+    assert rc == 0, err
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert set(table["family"]) == {"web", "code"} and table["p_best"].sum() == pytest.approx(1)
+    rc, _, err = run("compare-families", fitted[0], "--params", "7e9", "--tokens", "1.4e11")
+    assert rc == 2
+    assert_one_line_error(err, "famil")
 
 
 def test_fit_says_when_it_leaves_rows_out(tmp_path):

@@ -18,11 +18,12 @@ def examples() -> dict[str, str]:
     return dict(MARKER.findall(README.read_text()))
 
 
-def test_readme_has_the_three_worked_examples():
-    assert list(examples()) == ["final_losses", "checkpoint_ladder", "downstream"]
+def test_readme_has_the_four_worked_examples():
+    assert list(examples()) == ["final_losses", "checkpoint_ladder", "downstream", "uncertainty"]
 
 
-@pytest.mark.parametrize("name", ["final_losses", "checkpoint_ladder", "downstream"])
+@pytest.mark.parametrize("name", ["final_losses", "checkpoint_ladder", "downstream",
+                                  "uncertainty"])
 def test_readme_example_runs_as_written(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
@@ -30,6 +31,10 @@ def test_readme_example_runs_as_written(name, tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         exec(compile(examples()[name], f"README.md:{name}", "exec"), {"__name__": "__readme__"})
     text = out.getvalue()
+    if name == "uncertainty":  # the automatic model, then the four tables
+        assert "law    chinchilla" in text and "family_pooling" in text, text[:500]
+        assert all(column in text for column in ("law_var", "band_width_after", "p_best"))
+        return
     preset = {"final_losses": "chinchilla", "checkpoint_ladder": "checkpoints",
               "downstream": "downstream"}[name]
     assert f"model '{preset}'" in text and "law    chinchilla" in text, text[:500]

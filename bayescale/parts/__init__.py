@@ -5,7 +5,16 @@
 ['ar1_residuals', 'checkpoints', 'downstream']
 """
 
-from .base import BuildContext, Default, ModelError, Part, PredictContext, available_parts, get_part
+from .base import (
+    SOURCES,
+    BuildContext,
+    Default,
+    ModelError,
+    Part,
+    PredictContext,
+    available_parts,
+    get_part,
+)
 from .checkpoints import Checkpoints
 from .downstream import Downstream
 from .drift import Drift
@@ -17,6 +26,7 @@ from .run_effect import RunEffect
 from .schedule import ScheduleTerm
 
 __all__ = [
+    "SOURCES",
     "AR1Residuals",
     "BuildContext",
     "Checkpoints",

@@ -29,6 +29,7 @@ Drift(clock='fraction')
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model import Model
 
 _REGISTRY: dict[str, type[Part]] = {}
+
+#: The random sources of a prediction, in the order :mod:`bayescale.uncertainty` nests
+#: them: a new family's parameters, a new seed's run effects, the drift still ahead, a new
+#: run's downstream offset, the benchmark's item sampling, the loss measurement's noise.
+#: Each part names the sources it draws (``Part.sources``).
+SOURCES = ("family", "run", "drift", "downstream", "benchmark", "noise")
 
 
 class ModelError(ValueError):
@@ -73,6 +80,8 @@ class Part:
     order: ClassVar[int]
     #: At most one part per slot (e.g. one schedule term).
     slot: ClassVar[str | None] = None
+    #: The random sources (of :data:`SOURCES`) this part draws when predicting.
+    sources: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +102,10 @@ class Part:
     def resolve(self, rows: pd.DataFrame) -> Part:
         """The part with any data-dependent option settled (default: itself, unchanged)."""
         return self
+
+    def random_sources(self, posterior: Any) -> tuple[str, ...]:
+        """The random sources this part draws in a prediction from ``posterior``."""
+        return self.sources
 
     def variables(self, model: Model) -> list[str]:
         """Posterior variables to summarise and diagnose (scales, populations; not latents)."""
@@ -201,6 +214,10 @@ class PredictContext:
     Arrays are (S, T): S posterior draws (chains x draws, stacked), T targets.  ``known``
     marks targets naming a fitted run; ``new_draws`` asks for what a new measurement adds
     (a new seed's offset, the drift still ahead, the noise: ``kind="observation"``).
+
+    For nested Monte Carlo (:mod:`bayescale.uncertainty`) the posterior draws are repeated
+    ``copies`` times (S is then copies x draws, copy-major) and the sources named in
+    ``frozen`` draw the same values in every copy: parts draw through :meth:`random`.
     """
 
     fit: Any  # the fit's structure: model, scale, families, run_names, rows, acc_rows
@@ -218,18 +235,54 @@ class PredictContext:
     metrics: pd.Series | None = None
     values: np.ndarray | None = None
     store: dict[str, Any] = field(default_factory=dict)
+    copies: int = 1
+    frozen: frozenset[str] = frozenset()
+    #: Draw a new measurement's noise from the likelihood's Gaussian core (a Student-t noise
+    #: on ln loss gives the loss no finite variance; see :mod:`bayescale.uncertainty`).
+    gaussian_noise: bool = False
 
     def draws(self, name: str) -> np.ndarray:
         """Posterior draws of ``name`` stacked over chains: shape (S, ...)."""
         if name not in self.store:
-            self.store[name] = (self.idata.posterior[name].stack(sample=("chain", "draw"))
-                                .transpose("sample", ...).to_numpy())
+            values = (self.idata.posterior[name].stack(sample=("chain", "draw"))
+                      .transpose("sample", ...).to_numpy())
+            if self.copies > 1:
+                values = np.tile(values, (self.copies,) + (1,) * (values.ndim - 1))
+            self.store[name] = values
         return self.store[name]
 
     @property
     def n_draws(self) -> int:
-        """S, the number of posterior draws (chains x draws)."""
-        return self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
+        """S, the number of posterior draws (chains x draws, times ``copies``)."""
+        posterior = self.idata.posterior
+        return posterior.sizes["chain"] * posterior.sizes["draw"] * self.copies
+
+    def random(self, source: str, sample: Callable[..., np.ndarray], *params: Any,
+               inverse: Callable[..., np.ndarray] | None = None) -> np.ndarray:
+        """Random values of ``source`` (one of :data:`SOURCES`): ``sample(rng, n, *params)``.
+
+        ``sample`` returns an array whose first axis has ``n`` rows (one per draw); array
+        ``params`` have one row per draw.  A frozen source takes the same random numbers in
+        every copy: its draws for the first copy are repeated, or, where ``params`` depend on
+        other sources (and so differ between copies), ``inverse(u, *params)`` (the inverse
+        CDF) is applied to uniforms ``u`` repeated in every copy.
+
+        Example
+        -------
+        >>> z = ctx.random("run", lambda rng, n: rng.standard_normal((n, 3)))  # doctest: +SKIP
+        """
+        if source not in SOURCES:
+            raise ValueError(f"unknown random source {source!r}; sources are {SOURCES}")
+        if self.copies == 1 or source not in self.frozen:
+            return sample(self.rng, self.n_draws, *params)
+        outer = self.n_draws // self.copies
+        reps = (self.copies,)
+        if inverse is not None:
+            shape = np.broadcast_shapes(*(np.shape(p) for p in params))
+            u = self.rng.random((outer, *shape[1:]))
+            return inverse(np.tile(u, reps + (1,) * (u.ndim - 1)), *params)
+        first = sample(self.rng, outer, *(np.asarray(p)[:outer] for p in params))
+        return np.tile(first, reps + (1,) * (first.ndim - 1))
 
     def size_factor(self, params=None) -> np.ndarray:
         """``(N/N0)^-kappa`` per draw and target (1 without a size-scaled noise part)."""

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
+from scipy import stats
 
 from ..downstream import (
     AVERAGE,
@@ -66,12 +67,17 @@ class Downstream(Part):
     """
 
     lookup_name = "downstream"
+    sources = ("downstream", "benchmark")
     order = 50
     link: str = "sigmoid"
     scale: str = "loss"
     tasks: tuple[str, ...] | None = None
     run_effect: bool = True
     overdispersion: bool = True
+
+    def random_sources(self, posterior) -> tuple[str, ...]:
+        """``benchmark``, and ``downstream`` where the fit has run-level downstream offsets."""
+        return self.sources if "downstream_offset" in posterior else ("benchmark",)
 
     def __post_init__(self):
         choice(self.lookup_name, "link", self.link, LINKS)
@@ -288,7 +294,8 @@ class Downstream(Part):
             if run in names:
                 out[:, j] = offsets[:, names.index(run)]
             elif ctx.new_draws:
-                out[:, j] = ctx.draws("tau_downstream") * ctx.rng.standard_normal(offsets.shape[0])
+                z = ctx.random("downstream", lambda rng, n: rng.standard_normal(n))
+                out[:, j] = ctx.draws("tau_downstream") * z
         return out
 
     def accuracy_draws(self, ctx: PredictContext, metrics: list[str],
@@ -321,15 +328,30 @@ class Downstream(Part):
                 for k, col in enumerate(columns):
                     p = np.clip(acc[:, k], 1e-9, 1 - 1e-9)
                     if np.isfinite(n_items[col]):
+                        items = int(n_items[col])
                         if phi is not None:
-                            p = ctx.rng.beta(p * phi[:, col], (1 - p) * phi[:, col])
-                        acc[:, k] = ctx.rng.binomial(int(n_items[col]), p) / n_items[col]
+                            p = ctx.random("benchmark", _beta, p, phi[:, col],
+                                           inverse=_beta_quantile)
+                        acc[:, k] = ctx.random(
+                            "benchmark", lambda rng, n, p, m=items: rng.binomial(m, p), p,
+                            inverse=lambda u, p, m=items: stats.binom.ppf(u, m, p)) / items
                     else:
-                        precision = ctx.draws("precision")
-                        acc[:, k] = ctx.rng.beta(p * precision, (1 - p) * precision)
+                        acc[:, k] = ctx.random("benchmark", _beta, p, ctx.draws("precision"),
+                                               inverse=_beta_quantile)
             value = acc.mean(axis=1)
             out[:, j] = 1 - value if metric.startswith("err:") else value
         return out
+
+
+def _beta(rng: np.random.Generator, n: int, mean: np.ndarray,
+          precision: np.ndarray) -> np.ndarray:
+    """Beta draws with the given mean and precision (one per draw)."""
+    return rng.beta(mean * precision, (1 - mean) * precision)
+
+
+def _beta_quantile(u: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """The Beta(mean, precision) quantile at ``u`` (common random numbers)."""
+    return stats.beta.ppf(u, mean * precision, (1 - mean) * precision)
 
 
 def _pooled_over_tasks(priors, name: str, centred: bool = False,

@@ -44,6 +44,7 @@ class Drift(Part):
     """
 
     lookup_name = "drift"
+    sources = ("drift",)
     order = 40
     clock: str = "ln_tokens"
 
@@ -144,7 +145,8 @@ class Drift(Part):
                                - walk_clock(fitted_tokens[at[t]] / run_total, self.clock))
         if ctx.new_draws:
             scale = ctx.draws("sigma_drift")[:, None] * ctx.size_factor()
-            out = out + scale * np.sqrt(units)[None, :] * ctx.rng.standard_normal(out.shape)
+            z = ctx.random("drift", lambda rng, n: rng.standard_normal((n, out.shape[1])))
+            out = out + scale * np.sqrt(units)[None, :] * z
         return out
 
 

@@ -38,6 +38,7 @@ class Noise(Part):
     """
 
     lookup_name = "noise"
+    sources = ("noise",)
     order = 10
     likelihood: str = "student_t"
     by_size: bool = False
@@ -97,8 +98,10 @@ class Noise(Part):
 
     def add_noise(self, ctx: PredictContext, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """``mu`` plus a new measurement's noise with scale ``sigma`` (draws, same shape)."""
-        if self.likelihood == "student_t":
-            z = ctx.rng.standard_t(np.broadcast_to(ctx.draws("nu")[:, None], mu.shape))
+        width = mu.shape[1]
+        if self.likelihood == "student_t" and not ctx.gaussian_noise:
+            z = ctx.random("noise", lambda rng, n, nu: rng.standard_t(
+                np.broadcast_to(nu[:, None], (n, width))), ctx.draws("nu"))
         else:
-            z = ctx.rng.standard_normal(mu.shape)
+            z = ctx.random("noise", lambda rng, n: rng.standard_normal((n, width)))
         return mu + sigma * z

@@ -47,6 +47,7 @@ class FamilyPooling(Part):
     """
 
     lookup_name = "family_pooling"
+    sources = ("family",)
     order = 0
     prior: str = "half_normal"
     parameters: tuple[str, ...] | None = None
@@ -132,7 +133,8 @@ class FamilyPooling(Part):
             if new:
                 ln_pop = np.log(ctx.draws(f"{p}_pop"))[:, None]
                 sd = ctx.draws(f"{p}_sd")[:, None]
-                fresh = np.exp(ln_pop + sd * ctx.rng.standard_normal((len(ln_pop), len(new))))
+                z = ctx.random("family", lambda rng, n: rng.standard_normal((n, len(new))))
+                fresh = np.exp(ln_pop + sd * z)
                 per_family = np.concatenate([per_family, fresh], axis=1)
             ctx.theta[p] = per_family[:, columns]
 

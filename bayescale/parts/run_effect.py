@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 
 from .base import BuildContext, Default, ModelError, Part, PredictContext, default
@@ -35,6 +36,7 @@ class RunEffect(Part):
     """
 
     lookup_name = "run_effect"
+    sources = ("run",)
     order = 30
     slope: bool = False
 
@@ -93,13 +95,19 @@ def run_terms(ctx: PredictContext, slope: bool) -> np.ndarray:
     """
     known = ctx.known
     columns = [ctx.fit.run_names.index(r) for r in ctx.run_labels[known]]
-    n_draws, n_new = ctx.n_draws, int((~known).sum())
+    n_draws = ctx.n_draws
 
     def standardised(name: str) -> np.ndarray:
         z = np.zeros((n_draws, len(known)))
         z[:, known] = ctx.draws(name)[:, columns]
         if ctx.new_draws:
-            z[:, ~known] = ctx.rng.standard_normal((n_draws, n_new))
+            # rows naming the same new run are one run (one draw); unnamed rows are one each
+            labels = ctx.run_labels[~known].astype(str).tolist()
+            keys = [lab if lab not in ("", "nan", "None") else f"\0{i}"
+                    for i, lab in enumerate(labels)]
+            codes, unique = pd.factorize(pd.Series(keys, dtype=object))
+            fresh = ctx.random("run", lambda rng, n: rng.standard_normal((n, len(unique))))
+            z[:, ~known] = fresh[:, codes]
         return z
 
     terms = ctx.draws("sigma_run")[:, None] * standardised("z_run")

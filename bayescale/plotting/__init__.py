@@ -32,6 +32,8 @@ from .figures import (
     plot_prior_posterior,
     plot_rank,
     plot_residuals,
+    plot_uncertainty_path,
+    plot_variance_parts,
 )
 from .rcparams import rc_context, rcParams
 from .save import encode_png, save_figures
@@ -54,6 +56,8 @@ __all__ = [
     "plot_prior_posterior",
     "plot_rank",
     "plot_residuals",
+    "plot_uncertainty_path",
+    "plot_variance_parts",
     "rcParams",
     "rc_context",
     "save_figures",

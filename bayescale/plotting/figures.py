@@ -646,6 +646,100 @@ def plot_band_vs_scale(fit: Any, targets=None, hdi_prob: float | None = None,
     return fig
 
 
+#: Colours of the variance parts (the law's part in the posterior colour).
+SOURCE_COLORS = {"law": "#1d4ed8", "family": "#a855f7", "run": "#f59e0b", "drift": "#10b981",
+                 "downstream": "#ef4444", "benchmark": "#6b7280", "noise": "#cbd5e1"}
+
+
+def _source_columns(table: pd.DataFrame) -> list[str]:
+    return [str(c) for c in table.columns if str(c).endswith("_var") and c != "total_var"]
+
+
+def _target_label(row: pd.Series) -> str:
+    label = f"N={cp.human(row['params'])}\nD={cp.human(row['tokens'])}"
+    if "family" in row and isinstance(row["family"], str):
+        label += f"\n{row['family']}"
+    if row.get("metric", "loss") != "loss":
+        label += f"\n{row['metric']}"
+    return label
+
+
+@figure_function
+def plot_variance_parts(fit: Any, targets=None, width: float | None = None) -> Figure:
+    """Where each target's band comes from: its variance split by source, as stacked bars.
+
+    Each bar is one target (default: 10x the largest run in N and D), split into the
+    shares of :meth:`~bayescale.ScalingFit.uncertainty` (the law's parameters, a new
+    family, a new seed, drift, benchmark items, noise); the total standard deviation is
+    written above it.
+    """
+    if targets is None:
+        targets = cp.default_targets(fit)
+    table = fit.uncertainty(targets)
+    columns = _source_columns(table)
+    total = table["total_var"].where(table["total_var"] > 0)
+    fig = _figure(0.45, width)
+    ax = fig.subplots()
+    bottom = np.zeros(len(table))
+    x = np.arange(len(table))
+    for column in columns:
+        share = (100 * table[column] / total).fillna(0).to_numpy()
+        source = column.removesuffix("_var")
+        ax.bar(x, share, bottom=bottom, color=SOURCE_COLORS.get(source, "#9ca3af"),
+               label=source if source != "law" else "law (epistemic)", width=0.6)
+        bottom += share
+    for i, row in table.iterrows():
+        ax.annotate(f"sd {row['total_sd']:.3g}", (x[cast(int, i)], 101), ha="center",
+                    va="bottom", fontsize=8.5)
+    ax.set_xticks(x, [_target_label(row) for _, row in table.iterrows()], fontsize=8)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("share of the predictive variance (%)")
+    ax.set_title("Where the band comes from (law of total variance)")
+    fig.legend(loc="outside right center", fontsize=8.5)
+    return fig
+
+
+@figure_function
+def plot_uncertainty_path(fit: Any, tokens_per_param: float | str = 20.0,
+                          width: float | None = None) -> Figure:
+    """The band's parts along a compute path (fixed tokens per parameter, or ``"optimal"``).
+
+    Left: the standard deviation each source would give alone (square root of its part)
+    and the total, against target compute; the ladder's largest compute is the dashed
+    line and the point where the law's part takes over is marked.  Right: the shares.
+    """
+    path = fit.uncertainty_path(tokens_per_param=tokens_per_param)
+    columns = _source_columns(path)
+    fig = _figure(0.42, width)
+    left, right = fig.subplots(1, 2)
+    for column in columns:
+        source = column.removesuffix("_var")
+        left.plot(path["compute"], np.sqrt(path[column]), color=SOURCE_COLORS.get(source),
+                  lw=1.6, label=source if source != "law" else "law (epistemic)")
+    left.plot(path["compute"], path["total_sd"], color="black", lw=1.8, label="total")
+    right.stackplot(path["compute"],
+                    *[100 * path[c] / path["total_var"].where(path["total_var"] > 0)
+                      for c in columns],
+                    colors=[SOURCE_COLORS.get(c.removesuffix("_var"), "#9ca3af") for c in columns])
+    for ax in (left, right):
+        ax.axvline(path.attrs["ladder_compute"], color="#374151", ls="--", lw=1)
+        crossover = path.attrs.get("crossover_compute")
+        if crossover is not None:
+            ax.axvline(crossover, color=SOURCE_COLORS["law"], ls=":", lw=1.2)
+        _log_axes(ax, x=True)
+        ax.set_xlabel(LABEL_C)
+    left.set_yscale("log")
+    unit = cp.metric_label(str(fit.metric)).split("(")[-1].rstrip(")")
+    left.set_ylabel(f"standard deviation ({unit})")
+    right.set_ylabel("share of the variance (%)")
+    right.set_ylim(0, 100)
+    ratio = ("compute-optimal split" if tokens_per_param == "optimal"
+             else f"{float(tokens_per_param):g} tokens per parameter")
+    fig.suptitle(f"The band's parts beyond the ladder (dashed: largest run; {ratio})")
+    left.legend(fontsize=8)
+    return fig
+
+
 # ----------------------------------------------------------------------------- registry
 FIGURES: dict[str, Callable[..., Figure]] = {
     "ladder": plot_ladder,
@@ -658,16 +752,19 @@ FIGURES: dict[str, Callable[..., Figure]] = {
     "energy": plot_energy,
     "downstream": plot_downstream,
     "band_vs_scale": plot_band_vs_scale,
+    "variance_parts": plot_variance_parts,
+    "uncertainty_path": plot_uncertainty_path,
 }
 #: Figures that accept ``targets``.
-TAKES_TARGETS = frozenset({"ladder", "fit", "band_vs_scale"})
+TAKES_TARGETS = frozenset({"ladder", "fit", "band_vs_scale", "variance_parts"})
 
 
 def available_figures(fit: Any, targets=None) -> list[str]:
     """Names of the figures that apply to ``fit`` (in :data:`FIGURES` order).
 
     ``forest`` needs a family dim, ``rank``/``energy`` NUTS draws, ``downstream``
-    accuracy rows, and ``band_vs_scale`` targets.
+    accuracy rows, ``band_vs_scale`` and ``variance_parts`` targets, and the variance
+    figures more than one posterior draw.
     """
     cp.check_fit(fit)
     ok = {
@@ -677,8 +774,15 @@ def available_figures(fit: Any, targets=None) -> list[str]:
         and "energy" in fit.idata.sample_stats,
         "downstream": bool(cp.downstream_metrics(fit)),
         "band_vs_scale": targets is not None,
+        "variance_parts": targets is not None and _posterior_draws(fit) > 1,
+        "uncertainty_path": _posterior_draws(fit) > 1,
     }
     return [name for name in FIGURES if ok.get(name, True)]
+
+
+def _posterior_draws(fit: Any) -> int:
+    posterior = fit.idata.posterior
+    return int(posterior.sizes["chain"] * posterior.sizes["draw"])
 
 
 def plot(fit: Any, kind: str, **kwargs: Any) -> Figure:

@@ -449,7 +449,27 @@ class ReportBuilder:
             "Band width against target compute",
             targets=self.targets,
         )
-        return {"rows": rows, "figure": figure, "unit": cp.metric_label(str(self.fit.metric))}
+        parts_figure = None
+        parts_rows: list[dict[str, Any]] = []
+        if "variance_parts" in figs.available_figures(self.fit, self.targets):
+            parts = self.fit.uncertainty(self.targets)
+            columns = [c for c in parts if c.endswith("_var") and c != "total_var"]
+            parts_rows = [
+                {"index": cast(int, i) + 1, "sd": sig(r["total_sd"], 3),
+                 "shares": ", ".join(f"{c.removesuffix('_var')} {100 * r[c] / r['total_var']:.0f}%"
+                                     for c in columns if r["total_var"] > 0)}
+                for i, r in parts.iterrows()
+            ]
+            parts_figure = self.figure(
+                "variance_parts",
+                "Where each target's band comes from: the law of total variance over the "
+                "model's parameters (law, epistemic) and each random source (a new family, a new "
+                "seed, drift, benchmark items, noise), as shares of the predictive variance.",
+                "Variance of each target split by source",
+                targets=self.targets,
+            )
+        return {"rows": rows, "figure": figure, "unit": cp.metric_label(str(self.fit.metric)),
+                "parts_rows": parts_rows, "parts_figure": parts_figure}
 
     def reproducibility(self) -> dict[str, Any]:
         """The Reproducibility section: hashes, seed, sampler, versions, model JSON."""
