@@ -187,12 +187,12 @@ def predictive_draws(
 def predictive_values(idata, structure: Structure, targets: pd.DataFrame, kind: str,
                       rng: np.random.Generator, copies: int = 1,
                       frozen: frozenset[str] = frozenset(),
-                      gaussian_noise: bool = False) -> np.ndarray:
+                      gaussian_noise: bool = False, streams: bool = False) -> np.ndarray:
     """The metric at the targets per posterior draw, shape (copies x S, T) (copy-major).
 
-    ``idata`` needs only a ``posterior`` attribute.  ``copies``, ``frozen`` and
-    ``gaussian_noise``: see :class:`~bayescale.parts.PredictContext` (nested Monte Carlo in
-    :mod:`bayescale.uncertainty`).
+    ``idata`` needs only a ``posterior`` attribute.  ``copies``, ``frozen``,
+    ``gaussian_noise`` and ``streams``: see :class:`~bayescale.parts.PredictContext`
+    (nested Monte Carlo in :mod:`bayescale.uncertainty`).
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
@@ -212,7 +212,8 @@ def predictive_values(idata, structure: Structure, targets: pd.DataFrame, kind: 
     ctx = PredictContext(fit=structure, idata=idata, targets=targets, x=structure.design(targets),
                          family_labels=resolve_families(targets, structure), run_labels=runs,
                          known=known, new_draws=kind == "observation", rng=rng, metrics=metrics,
-                         copies=copies, frozen=frozen, gaussian_noise=gaussian_noise)
+                         copies=copies, frozen=frozen, gaussian_noise=gaussian_noise,
+                         streams=streams)
     run_parts(ctx)
     mu = ctx.mu
     assert mu is not None  # run_parts always sets the mean

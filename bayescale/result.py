@@ -14,7 +14,14 @@ import xarray as xr
 from .allocation import optimal_allocation_draws
 from .diagnostics import Diagnostics, diagnose
 from .model import Model
-from .predict import Structure, bands, predictive_draws, read_targets, resolve_families
+from .predict import (
+    Structure,
+    bands,
+    predictive_draws,
+    predictive_values,
+    read_targets,
+    resolve_families,
+)
 from .runs import Scale
 from .sampling import SamplerConfig
 from .schedules import Schedule
@@ -199,7 +206,9 @@ class ScalingFit:
         pandas.DataFrame
             The target columns plus ``metric``, ``mean``, ``median``, ``lower``, ``upper``
             (nats for loss) and ``extrapolation`` (target compute over the ladder's largest,
-            as a factor).
+            as a factor).  Under a Student-t likelihood a new observation's loss has no
+            finite mean (the exponential of a heavy tail), so ``mean`` is then that of the
+            likelihood's Gaussian core (the same scale); median and band keep the tails.
 
         Examples
         --------
@@ -215,6 +224,15 @@ class ScalingFit:
         if "family" not in table and self.model.part("family_pooling") is not None:
             table["family"] = resolve_families(table, self.structure)
         out = pd.concat([table, bands(draws, hdi_prob)], axis=1)
+        if kind == "observation" and self.model.noise.likelihood == "student_t":
+            # exp of a Student-t has no mean: the mean of the Gaussian core's draws instead
+            core = predictive_values(self.idata, self.structure,
+                                     table.assign(metric=metrics) if metrics is not None
+                                     else table, kind,
+                                     np.random.default_rng([self.sampler_config.random_seed,
+                                                            20_240_601]),
+                                     gaussian_noise=True)
+            out["mean"] = core.mean(axis=0)
         out.insert(len(table.columns), "metric", metrics if metrics is not None else self.metric)
         ladder_c = float((self.runs["params"] * self.runs["tokens"]).max())
         out["extrapolation"] = table["params"] * table["tokens"] / ladder_c

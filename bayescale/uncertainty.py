@@ -119,13 +119,13 @@ def variance_parts(idata, structure: Structure, targets: pd.DataFrame, *, seed: 
             rng = np.random.default_rng([seed, 20_261_202, c])
             if k == len(sources):  # every source conditioned on: Y itself
                 values = predictive_values(chunk, structure, targets, "observation", rng,
-                                           gaussian_noise=True)
+                                           gaussian_noise=True, streams=True)
                 means[k].append(values)
                 inner[k].append(np.zeros_like(values))
                 continue
             values = predictive_values(chunk, structure, targets, "observation", rng,
                                        copies=copies, frozen=frozenset(sources[:k]),
-                                       gaussian_noise=True)
+                                       gaussian_noise=True, streams=True)
             values = values.reshape(copies, m, -1)
             means[k].append(values.mean(axis=0))
             inner[k].append(values.var(axis=0, ddof=1) / copies)
@@ -135,7 +135,7 @@ def variance_parts(idata, structure: Structure, targets: pd.DataFrame, *, seed: 
             rng = np.random.default_rng([seed, 20_261_203, j, c])
             values = predictive_values(chunk, structure, targets, "observation", rng,
                                        copies=copies, frozen=frozenset(sources) - {source},
-                                       gaussian_noise=True)
+                                       gaussian_noise=True, streams=True)
             alone[source].append(values.reshape(copies, m, -1).var(axis=0, ddof=1))
     level = []
     level_se = []

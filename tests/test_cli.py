@@ -270,7 +270,7 @@ def test_compare_families(fitted, tmp_path):
     runs.to_csv(families, index=False)
     rc, _, err = run("fit", families, "--out", tmp_path / "fit.nc", "--no-retry", *TINY)
     assert rc == 0, err
-    rc, out, err = run("compare-families", tmp_path / "fit.nc", "--params", "7e9", "--tokens",
+    rc, _, err = run("compare-families", tmp_path / "fit.nc", "--params", "7e9", "--tokens",
                        "1.4e11", "--out", tmp_path / "p.csv")
     assert rc == 0, err
     table = pd.read_csv(tmp_path / "p.csv")

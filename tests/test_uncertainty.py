@@ -210,3 +210,19 @@ def test_rows_of_one_planned_run_share_its_offset(seeded):
     other = np.log(draws[3]) - np.log(draws[2])
     print("sd of the difference: same run", same.std(), "different runs", other.std())
     assert same.std() < 0.7 * other.std()
+
+
+def test_downstream_parts_include_the_benchmark_items(downstream_fit):
+    """Accuracy targets: the benchmark's item sampling is a part, larger for the 100-item
+    task than for the 5,000-item one (binomial variance p(1-p)/n), and the parts sum."""
+    fit, _, _ = downstream_fit
+    targets = {"params": 7e9, "tokens": 1.4e11, "metric": ["acc:big", "acc:small", "loss"]}
+    parts = fit.uncertainty(targets, copies=48, max_draws=500)
+    assert {"benchmark_var", "noise_var"} <= set(parts.columns)
+    big, small, loss = parts.itertuples()
+    assert small.benchmark_var > 10 * big.benchmark_var > 0
+    assert loss.benchmark_var == 0  # a loss target draws no benchmark items
+    p = fit.predict(targets).loc[1, "median"]
+    assert small.benchmark_var == pytest.approx(p * (1 - p) / 100, rel=0.3)
+    sources = [c for c in parts if c.endswith("_var") and c != "total_var"]
+    assert np.allclose(parts[sources].sum(axis=1), parts["total_var"])

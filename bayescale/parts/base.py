@@ -240,6 +240,10 @@ class PredictContext:
     #: Draw a new measurement's noise from the likelihood's Gaussian core (a Student-t noise
     #: on ln loss gives the loss no finite variance; see :mod:`bayescale.uncertainty`).
     gaussian_noise: bool = False
+    #: Each source draws from its own stream (spawned from ``rng``'s seed), so that freezing
+    #: one source leaves every other source's draws unchanged (common random numbers).
+    streams: bool = False
+    _source_rngs: dict[str, np.random.Generator] = field(default_factory=dict, repr=False)
 
     def draws(self, name: str) -> np.ndarray:
         """Posterior draws of ``name`` stacked over chains: shape (S, ...)."""
@@ -273,15 +277,23 @@ class PredictContext:
         """
         if source not in SOURCES:
             raise ValueError(f"unknown random source {source!r}; sources are {SOURCES}")
+        rng = self.rng
+        if self.streams:
+            if source not in self._source_rngs:
+                seed = self.rng.bit_generator.seed_seq
+                assert isinstance(seed, np.random.SeedSequence)
+                self._source_rngs[source] = np.random.default_rng(np.random.SeedSequence(
+                    seed.entropy, spawn_key=(*seed.spawn_key, SOURCES.index(source))))
+            rng = self._source_rngs[source]
         if self.copies == 1 or source not in self.frozen:
-            return sample(self.rng, self.n_draws, *params)
+            return sample(rng, self.n_draws, *params)
         outer = self.n_draws // self.copies
         reps = (self.copies,)
         if inverse is not None:
             shape = np.broadcast_shapes(*(np.shape(p) for p in params))
-            u = self.rng.random((outer, *shape[1:]))
+            u = rng.random((outer, *shape[1:]))
             return inverse(np.tile(u, reps + (1,) * (u.ndim - 1)), *params)
-        first = sample(self.rng, outer, *(np.asarray(p)[:outer] for p in params))
+        first = sample(rng, outer, *(np.asarray(p)[:outer] for p in params))
         return np.tile(first, reps + (1,) * (first.ndim - 1))
 
     def size_factor(self, params=None) -> np.ndarray:
