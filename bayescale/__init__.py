@@ -7,6 +7,7 @@
 """
 
 from . import datasets, parts, plotting
+from .backtesting import Backtest, backtest
 from .diagnostics import ConvergenceError, ConvergenceWarning, Diagnostics
 from .fitting import fit
 from .io import load_fit
@@ -22,6 +23,7 @@ from .uncertainty_scaling import UncertaintyScaling, uncertainty_scaling
 __version__ = "0.2.0"
 
 __all__ = [
+    "Backtest",
     "ConvergenceError",
     "ConvergenceWarning",
     "Diagnostics",
@@ -34,6 +36,7 @@ __all__ = [
     "UncertaintyScaling",
     "available_laws",
     "available_models",
+    "backtest",
     "datasets",
     "fit",
     "get_law",

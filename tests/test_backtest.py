@@ -1,4 +1,4 @@
-"""bayescale.backtest: rolling-origin backtests of candidate laws inside a ladder."""
+"""bayescale.backtest (module bayescale.backtesting): rolling-origin backtests inside a ladder."""
 
 import time
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import bayescale
-from bayescale.backtest import Backtest, backtest, late_cut, make_folds
+from bayescale.backtesting import Backtest, backtest, late_cut, make_folds
 from bayescale.model import load_model
 
 #: The default tier's ladder: 5 sizes x 3 token multipliers (15 final losses).
@@ -99,6 +99,20 @@ def test_late_holdout_cuts_runs_and_predicts_their_ends():
     assert (result.rows["extrapolation"] > 1).any()
 
 
+def test_log_score_is_the_mixture_density_of_the_loss(monkeypatch):
+    from scipy.stats import lognorm
+
+    import bayescale.backtesting as bt
+
+    mu = np.log(np.array([[2.0, 3.0], [2.1, 2.9], [1.9, 3.2]]))  # (S=3, T=2)
+    s2 = np.array([[0.01, 0.02], [0.02, 0.01], [0.015, 0.03]])
+    monkeypatch.setattr(bt, "per_draw_normal", lambda fit, rows, **kw: (mu, s2))
+    y = np.array([2.05, 3.4])
+    got = bt.log_scores(None, pd.DataFrame({"params": [1e9, 1e9], "tokens": [1e10, 2e10]}), y)
+    want = np.log(np.mean(lognorm.pdf(y[None, :], s=np.sqrt(s2), scale=np.exp(mu)), axis=0))
+    assert np.allclose(got, want)
+
+
 def test_input_errors():
     runs = ladder(seed=0)
     with pytest.raises(ValueError, match="holdout='newest' is not one of"):
@@ -161,7 +175,7 @@ def test_backtest_prefers_the_true_law():
                                               token_multipliers=SLOW_MULTIPLIERS)[0]
                     if truth == "chinchilla" else compute_ladder(seed))
             result = backtest(runs, ["chinchilla", "compute"], folds=3, random_seed=rep,
-                              progressbar=False, **SMALL)
+                              progressbar=False, draws=300, tune=300, chains=2)
             scores = result.scores.set_index("model")
             table.append({"truth": truth, "replicate": rep, "best": result.best,
                           "chinchilla": scores.loc["chinchilla", "mean_log_score"],

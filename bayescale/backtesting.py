@@ -41,7 +41,7 @@ Scores of each held-out row (observed value ``y``, nats for loss):
 Example
 -------
 >>> import bayescale
->>> from bayescale.backtest import backtest
+>>> from bayescale import backtest
 >>> runs, _ = bayescale.simulate_ladder(seed=0)
 >>> result = backtest(runs, ["chinchilla", "compute"], folds=2, draws=200, tune=200,
 ...                   chains=2)  # doctest: +SKIP
@@ -442,7 +442,7 @@ def backtest(
     Examples
     --------
     >>> import bayescale
-    >>> from bayescale.backtest import backtest
+    >>> from bayescale import backtest
     >>> runs, _ = bayescale.simulate_ladder(seed=0)
     >>> result = backtest(runs, ["chinchilla", "compute"], folds=2, draws=200, tune=200,
     ...                   chains=2, progressbar=False)  # doctest: +SKIP
