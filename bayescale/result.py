@@ -328,7 +328,9 @@ class ScalingFit:
             The path: a fixed ratio of tokens to parameters (default 20), or ``"optimal"``:
             the posterior median compute-optimal split (laws in N and D only).
         family
-            The family of the targets (default: the only one, else a new family).
+            The family of the targets (default: the only one, or the first fitted family when
+            the model pools several, as :meth:`optimal_allocation`; any other name: a family
+            the model has not seen).
 
         Returns
         -------
@@ -359,6 +361,8 @@ class ScalingFit:
                              f"{tokens_per_param!r}")
         else:
             targets = extrapolation_path(compute, float(tokens_per_param))
+        if family is None and self.model.part("family_pooling") is not None and self.families:
+            family = self.families[0]
         if family is not None:
             targets["family"] = family
         parts = self.uncertainty(targets.drop(columns="compute"), copies=copies,

@@ -701,20 +701,21 @@ def plot_variance_parts(fit: Any, targets=None, width: float | None = None) -> F
 
 @figure_function
 def plot_uncertainty_path(fit: Any, tokens_per_param: float | str = 20.0,
-                          width: float | None = None) -> Figure:
+                          family: str | None = None, width: float | None = None) -> Figure:
     """The band's parts along a compute path (fixed tokens per parameter, or ``"optimal"``).
 
     Left: the standard deviation each source would give alone (square root of its part)
     and the total, against target compute; the ladder's largest compute is the dashed
     line and the point where the law's part takes over is marked.  Right: the shares.
     """
-    path = fit.uncertainty_path(tokens_per_param=tokens_per_param)
+    path = fit.uncertainty_path(tokens_per_param=tokens_per_param, family=family)
     columns = _source_columns(path)
     fig = _figure(0.42, width)
     left, right = fig.subplots(1, 2)
     for column in columns:
         source = column.removesuffix("_var")
-        left.plot(path["compute"], np.sqrt(path[column]), color=SOURCE_COLORS.get(source),
+        sd = np.sqrt(path[column].where(path[column] > 0))  # a zero part has no place on a log axis
+        left.plot(path["compute"], sd, color=SOURCE_COLORS.get(source),
                   lw=1.6, label=source if source != "law" else "law (epistemic)")
     left.plot(path["compute"], path["total_sd"], color="black", lw=1.8, label="total")
     right.stackplot(path["compute"],
@@ -735,7 +736,8 @@ def plot_uncertainty_path(fit: Any, tokens_per_param: float | str = 20.0,
     right.set_ylim(0, 100)
     ratio = ("compute-optimal split" if tokens_per_param == "optimal"
              else f"{float(tokens_per_param):g} tokens per parameter")
-    fig.suptitle(f"The band's parts beyond the ladder (dashed: largest run; {ratio})")
+    who = f", family {path['family'].iloc[0]}" if "family" in path else ""
+    fig.suptitle(f"The band's parts beyond the ladder (dashed: largest run; {ratio}{who})")
     left.legend(fontsize=8)
     return fig
 
