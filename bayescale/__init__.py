@@ -9,6 +9,7 @@
 from . import datasets, parts, plotting
 from .backtesting import Backtest, backtest
 from .diagnostics import ConvergenceError, ConvergenceWarning, Diagnostics
+from .fanout import FitJob, FitManyResult, fit_many
 from .fitting import fit
 from .io import load_fit
 from .laws import available_laws, get_law
@@ -27,6 +28,8 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "Diagnostics",
+    "FitJob",
+    "FitManyResult",
     "Model",
     "ModelError",
     "RunsTableError",
@@ -39,6 +42,7 @@ __all__ = [
     "backtest",
     "datasets",
     "fit",
+    "fit_many",
     "get_law",
     "load_fit",
     "load_model",
