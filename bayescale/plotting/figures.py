@@ -693,6 +693,7 @@ def plot_variance_parts(fit: Any, targets=None, width: float | None = None) -> F
                     va="bottom", fontsize=8.5)
     ax.set_xticks(x, [_target_label(row) for _, row in table.iterrows()], fontsize=8)
     ax.set_ylim(0, 112)
+    ax.set_xlabel("target (parameters N, tokens D, family)")
     ax.set_ylabel("share of the predictive variance (%)")
     ax.set_title("Where the band comes from (law of total variance)")
     fig.legend(loc="outside right center", fontsize=8.5)
