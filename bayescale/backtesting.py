@@ -56,6 +56,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -233,6 +234,36 @@ def _targets(held: pd.DataFrame, holdout: str) -> pd.DataFrame:
     return held[columns].reset_index(drop=True)
 
 
+def _labelled(scored: pd.DataFrame, label: str, fold: Fold) -> pd.DataFrame:
+    scored.insert(0, "fold", fold.index)
+    scored.insert(0, "model", label)
+    return scored
+
+
+def _fan_out(splits: list[Fold], candidates: list[tuple[str, Model]], settings: dict,
+             scoring: dict, client, progressbar: bool) -> list[pd.DataFrame]:
+    """Every (fold, candidate) fit as one :func:`bayescale.fit_many` job on ``client``.
+
+    Each job fits and scores on its worker (only the scored rows travel back); a failed job
+    raises, naming it, since a backtest with a missing candidate or fold compares nothing.
+    """
+    from .fanout import FitJob, fit_many
+
+    jobs, keys = [], {}
+    for fold in splits:
+        for label, model in candidates:
+            key = f"fold{fold.index}:{label}"
+            keys[key] = (label, fold)
+            jobs.append(FitJob(fold.train, model, dict(settings), label=key,
+                               then=partial(_score_fold, fold=fold, **scoring)))
+    out = fit_many(jobs, client, returns="result", progressbar=progressbar)
+    if not out.ok:
+        first = out.failures.iloc[0]
+        raise RuntimeError(f"backtest: {len(out.failures)} fit(s) failed on the cluster, first "
+                           f"{first['label']}: {first['error']}: {first['message']}")
+    return [_labelled(out.results[key], *keys[key]) for key in keys]
+
+
 def _score_fold(fit: ScalingFit, fold: Fold, holdout: str, hdi_probs: tuple[float, ...], *,
                 seed: int, copies: int, max_draws: int) -> pd.DataFrame:
     held = fold.held_out
@@ -392,6 +423,7 @@ def backtest(
     progressbar: bool = True,
     copies: int = 32,
     max_draws: int = 1000,
+    client=None,
 ) -> Backtest:
     """Rolling-origin backtest of candidate models inside a ladder.
 
@@ -426,6 +458,10 @@ def backtest(
         Print one line per fit (the sampler's own bar stays off).
     copies, max_draws
         Nested draws per posterior draw, and posterior draws used, for the log score.
+    client
+        A ``dask.distributed.Client``: every (fold, candidate) fit runs as one job of
+        :func:`bayescale.fit_many` on its cluster, scored on the worker.  ``None``
+        (default): the fits run one after another in this process.
 
     Returns
     -------
@@ -457,26 +493,28 @@ def backtest(
     if copies < 4:
         raise ValueError(f"copies must be >= 4 (nested draws per posterior draw), got {copies}")
     splits = make_folds(runs, holdout, folds, metric=metric)
-    tables = []
-    for fold in splits:
-        for label, model in candidates:
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fitted = fit_model(fold.train, model, metric=metric, random_seed=random_seed,
-                                   progressbar=False, retry=False, draws=draws, tune=tune,
-                                   chains=chains)
-            scored = _score_fold(fitted, fold, holdout, hdi_probs, seed=random_seed,
-                                 copies=copies, max_draws=max_draws)
-            scored.insert(0, "fold", fold.index)
-            scored.insert(0, "model", label)
-            tables.append(scored)
-            if progressbar:
-                print(f"backtest fold {fold.index} ({fold.label}; {len(fitted.runs)} rows fitted, "
-                      f"{len(fold.held_out)} held out) {label}: mean log score "
-                      f"{scored['log_score'].mean():.3f}, "
-                      f"{'converged' if scored['converged'].all() else 'NOT converged'}, "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
+    settings: dict[str, Any] = dict(metric=metric, random_seed=random_seed, retry=False,
+                                    draws=draws, tune=tune, chains=chains)
+    scoring: dict[str, Any] = dict(holdout=holdout, hdi_probs=hdi_probs, seed=random_seed,
+                                   copies=copies, max_draws=max_draws)
+    if client is not None:
+        tables = _fan_out(splits, candidates, settings, scoring, client, progressbar)
+    else:
+        tables = []
+        for fold in splits:
+            for label, model in candidates:
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fitted = fit_model(fold.train, model, progressbar=False, **settings)
+                scored = _labelled(_score_fold(fitted, fold, **scoring), label, fold)
+                tables.append(scored)
+                if progressbar:
+                    print(f"backtest fold {fold.index} ({fold.label}; {len(fitted.runs)} rows "
+                          f"fitted, {len(fold.held_out)} held out) {label}: mean log score "
+                          f"{scored['log_score'].mean():.3f}, "
+                          f"{'converged' if scored['converged'].all() else 'NOT converged'}, "
+                          f"{time.perf_counter() - start:.1f} s", flush=True)
     rows = pd.concat(tables, ignore_index=True)
     return Backtest(rows=rows, scores=summarise(rows, hdi_probs), holdout=holdout,
                     hdi_probs=hdi_probs, folds=splits)

@@ -545,6 +545,7 @@ def _describe(fit, source: str) -> list[str]:
         f"  sampler  {how}, seed {cfg.random_seed}{took}",
         *([f"  retried  once: the first attempt was {info['retry']['first_attempt']}"]
           if info.get("retry") else []),
+        *([f"  chosen   {fit.model_choice.reason}"] if fit.model_choice is not None else []),
     ]
 
 
@@ -632,17 +633,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .fitting import fit as fit_model
-    from .model import auto_model, load_model
+    from .model import Model, load_model
     from .sampling import check_sampler
 
     # fails before any work; fit checks the cutoff
     check_sampler(args.sampler, args.method, args.mass_matrix or "diag")
-    model = None if args.model == "auto" else load_model(args.model)
+    model: str | Model = "auto" if args.model == "auto" else load_model(args.model)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
-    if model is None:
-        model = auto_model(runs[runs["metric"] == args.metric])
-    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting model "
-         f"{model.name!r} ...")
+    _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting "
+         + ("the model the ladder chooses (--model auto)" if model == "auto"
+            else f"model {cast(Model, model).name!r}") + " ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_convergence_warning())
         fit = fit_model(

@@ -16,7 +16,14 @@ from .parts.checkpoints import select_rows
 from .parts.schedule import default_schedule
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash
-from .sampling import SamplerConfig, check_sampler, check_settings_used, retry_config, run_inference
+from .sampling import (
+    SamplerConfig,
+    check_sampler,
+    check_settings_used,
+    model_precision,
+    retry_config,
+    run_inference,
+)
 from .versions import versions
 
 if TYPE_CHECKING:
@@ -111,6 +118,7 @@ def fit(
     cores: int | None = None,
     mass_matrix: str | None = None,
     low_rank_cutoff: float | None = None,
+    precision: str | None = None,
     progressbar: bool = True,
     retry: bool = True,
     strict: bool = False,
@@ -124,11 +132,16 @@ def fit(
     model
         A preset name (``bayescale.available_models()``: ``"chinchilla"`` for final losses,
         ``"checkpoints"``, ``"downstream"``, ...), a path to a model TOML file, or a
-        :class:`~bayescale.model.Model`.  ``"auto"`` (default): from the table's
-        shape (see :func:`bayescale.model.auto_model`): ``multi_power`` when the rows give
-        each checkpoint's learning rate (an ``lr`` column), else the ``chinchilla`` preset
-        on final losses, with family pooling when the table has several families and run
-        effects when a configuration has several seeds.
+        :class:`~bayescale.model.Model`.  ``"auto"`` (default): the ladder chooses
+        (:mod:`bayescale.model_choice`).  The candidates are the presets that fit the table's
+        shape: ``multi_power`` when the rows give each checkpoint's learning rate (an ``lr``
+        column); the final-loss laws ``chinchilla``, ``kaplan`` (and ``compute``, when no size
+        was trained for two token budgets), with family pooling when the table has several
+        families, run effects when a configuration has several seeds; and for a checkpoint
+        ladder also ``checkpoints`` and ``checkpoints_kaplan``.  Several
+        candidates are compared by a backtest that holds out the largest model sizes (the
+        sampler settings below apply to its fits too); the best is refitted on the whole
+        ladder and ``info["model_choice"]`` records why.
     metric
         Which metric's rows are the loss the law describes (default ``"loss"``).
     priors
@@ -150,6 +163,12 @@ def fit(
     low_rank_cutoff
         With ``mass_matrix="low_rank"``: nutpie's ``mass_matrix_eigval_cutoff`` (default
         from the model, else nutpie's 100); lower it (e.g. to 3) for correlations of 0.9-0.95.
+    precision
+        ``"float64"`` (default) or ``"float32"``: the dtype the model is built and sampled in.
+        ``"float32"`` needs ``sampler="numpyro"`` (it can be faster on a GPU, with less
+        accurate gradients; ``benchmarks/gpu.py`` compares); the draws come back as float64.
+        ``idata.posterior.attrs["chain_method"]`` says how numpyro ran the chains
+        (``"vectorized"`` on a GPU; see :func:`bayescale.sampling.jax_chain_method`).
     progressbar
         Show a progress bar.
     retry
@@ -181,16 +200,28 @@ def fit(
     >>> result.predict({"params": 7e9, "tokens": 1.4e11})  # doctest: +SKIP
     """
     check_settings_used(method, draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                        cores=cores, mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff)
+                        cores=cores, mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff,
+                        precision=precision)
+    precision = precision or "float64"
+    check_sampler(sampler, method, precision=precision)
     if strict and method != "nuts":
         raise ValueError(f"strict=True needs method='nuts': method={method!r} is a preview without "
                          "convergence checks")
+    choice = None
+    if isinstance(model, str) and model == "auto":
+        from .model_choice import choose_model
+
+        # settings that do not depend on the model fail before the backtest
+        check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
+        runs = read_runs(runs)
+        model, choice = choose_model(runs, metric=metric, draws=draws, tune=tune, chains=chains,
+                                     random_seed=random_seed, progressbar=progressbar)
     prepared = prepare(runs, model, metric=metric, priors=priors)
     chosen, rows = prepared.model, prepared.rows
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":
         low_rank_cutoff = chosen.sampler.get("low_rank_cutoff")
-    check_sampler(sampler, method, mass_matrix, low_rank_cutoff)
+    check_sampler(sampler, method, mass_matrix, low_rank_cutoff, precision)
     defaults = chosen.sampler
     config = SamplerConfig(
         sampler=sampler,
@@ -204,8 +235,10 @@ def fit(
         cores=cores,
         mass_matrix=mass_matrix,
         low_rank_cutoff=None if low_rank_cutoff is None else float(low_rank_cutoff),
+        precision=precision,
     )
-    pm_model = prepared.build()
+    with model_precision(precision):
+        pm_model = prepared.build()
     cache_key = prepared.cache_key(pm_model)
     scale, families, run_names = prepared.scale, prepared.families, prepared.run_names
     sched, acc_rows = prepared.schedule, prepared.acc_rows
@@ -217,6 +250,8 @@ def fit(
         "versions": versions(),
         "selection": prepared.dropped,
     }
+    if choice is not None:
+        info["model_choice"] = choice.to_dict()
 
     def result_of(idata, config: SamplerConfig) -> ScalingFit:
         return ScalingFit(

@@ -309,16 +309,18 @@ def available_models() -> dict[str, str]:
     return {name: load_model(name).description for name in names}
 
 
-def auto_model(table: pd.DataFrame) -> Model:
-    """The preset ``fit(runs)`` uses when no model is named, from the table's shape.
+def auto_model(table: pd.DataFrame, law: str = "chinchilla") -> Model:
+    """The shape default for ``table``: the first candidate of ``fit(runs)`` (``model="auto"``).
 
     * A table with an ``lr`` column (the learning rate at each checkpoint) whose runs have
       several checkpoints: ``"multi_power"``, the only preset that reads the schedule from
       the rows (without family pooling when there is one family).
-    * Otherwise ``"chinchilla"`` (each run's final loss), with
-      :class:`~bayescale.parts.FamilyPooling` when the table has several families and a
-      :class:`~bayescale.parts.RunEffect` when some configuration (family, params, total
-      tokens) has several runs (seeds).
+    * Otherwise the final-loss preset named ``law`` (``"chinchilla"``, ``"kaplan"`` or
+      ``"compute"``), with :class:`~bayescale.parts.FamilyPooling` when the table has
+      several families and a :class:`~bayescale.parts.RunEffect` when some configuration
+      (family, params, total tokens) has several runs (seeds).
+
+    :mod:`bayescale.model_choice` compares this model with the other candidates.
 
     Example
     -------
@@ -326,6 +328,8 @@ def auto_model(table: pd.DataFrame) -> Model:
     >>> runs, _ = bayescale.simulate_ladder(seed=0)
     >>> auto_model(bayescale.read_runs(runs)).name
     'chinchilla'
+    >>> auto_model(bayescale.read_runs(runs), law="kaplan").name
+    'kaplan'
     """
     from .parts import FamilyPooling, RunEffect
 
@@ -335,7 +339,7 @@ def auto_model(table: pd.DataFrame) -> Model:
             return model
         return replace(model.with_parts(drop=("family_pooling",)),
                        name="multi_power - family_pooling")
-    model = load_model("chinchilla")
+    model = load_model(law)
     extra: list[Part] = []
     if table["family"].nunique() > 1:
         extra.append(FamilyPooling())
@@ -344,4 +348,4 @@ def auto_model(table: pd.DataFrame) -> Model:
     if not extra:
         return model
     named = " + ".join(p.lookup_name for p in extra)
-    return replace(model.with_parts(*extra), name=f"chinchilla + {named}")
+    return replace(model.with_parts(*extra), name=f"{law} + {named}")

@@ -14,6 +14,7 @@ import xarray as xr
 from .allocation import optimal_allocation_draws
 from .diagnostics import Diagnostics, diagnose
 from .model import Model
+from .model_choice import ModelChoice
 from .predict import (
     Structure,
     bands,
@@ -132,11 +133,18 @@ class ScalingFit:
                     f"target_accept={retry['target_accept']})" if retry else "")
             self.diagnostics().warn(where, note, stacklevel=4)
 
+    @property
+    def model_choice(self) -> ModelChoice | None:
+        """How ``fit(runs)`` (``model="auto"``) chose the model; None when it was named."""
+        data = (self.info or {}).get("model_choice")
+        return None if data is None else ModelChoice.from_dict(data)
+
     def summary(self, hdi_prob: float = 0.9) -> pd.DataFrame:
         """Posterior mean, sd, HDI, R-hat and ESS of every law parameter.
 
         Warns (ConvergenceWarning) when the diagnostics fail; the verdict is also in
-        ``result.attrs["diagnostics"]``, and the rows :meth:`outliers` flags in
+        ``result.attrs["diagnostics"]``, which model was used and why in
+        ``result.attrs["model_choice"]``, and the rows :meth:`outliers` flags in
         ``result.attrs["outliers"]`` (a list of records).
         """
         diag = self.diagnostics()
@@ -147,6 +155,9 @@ class ScalingFit:
         table = cast(pd.DataFrame, az.summary(self.idata, var_names=self.parameter_names,
                                               hdi_prob=hdi_prob, kind=kind))
         table.attrs["diagnostics"] = diag.message()
+        choice = self.model_choice
+        table.attrs["model_choice"] = (choice.message() if choice is not None else
+                                       f"model {self.model.name!r} named by the user")
         table.attrs["outliers"] = self.outliers().to_dict("records")
         return table
 

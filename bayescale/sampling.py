@@ -21,6 +21,14 @@ correlated at 0.9-0.95 (eigenvalues 1.9/0.1 and 1.95/0.05: ratios of 19-39), whi
 each family's ``E``, ``a`` and ``alpha`` look like on the simulated 3-family calibration
 ladder; there ``c = 3`` gave 2-5x the bulk ESS per draw and 5-15x per second
 (``benchmarks/README.md``), while on Pythia's ladder the default mixes well.
+
+JAX (``sampler="numpyro"``): the chains run as one program on the device when JAX's default
+backend is an accelerator (numpyro's ``chain_method="vectorized"``), one chain per device
+when JAX sees at least as many devices as chains (``"parallel"``), else one after another
+(``"sequential"``); ``idata.posterior.attrs["chain_method"]`` records which.  ``precision``:
+``"float64"`` (default) or ``"float32"`` (JAX samplers only: the model is built with
+PyTensor's ``floatX="float32"`` and sampled with ``jax_enable_x64`` off, both restored
+afterwards; the draws come back upcast to float64).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -39,6 +49,9 @@ from pymc.backends.arviz import find_constants, find_observations
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")
 MASS_MATRICES = ("diag", "low_rank")
+PRECISIONS = ("float64", "float32")
+#: Samplers that run on JAX: the only ones that can sample in float32.
+JAX_SAMPLERS = ("numpyro", "blackjax")
 _NEEDS = {"nutpie": ("nutpie",), "numpyro": ("numpyro", "jax"), "blackjax": ("blackjax", "jax")}
 
 
@@ -56,6 +69,7 @@ class SamplerConfig:
     cores: int | None = None
     mass_matrix: str = "diag"
     low_rank_cutoff: float | None = None
+    precision: str = "float64"
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict."""
@@ -63,8 +77,17 @@ class SamplerConfig:
 
 
 def check_sampler(sampler: str, method: str, mass_matrix: str = "diag",
-                  low_rank_cutoff: float | None = None) -> None:
-    """Raise a clear error for an unknown sampler/method/mass matrix or a sampler not installed."""
+                  low_rank_cutoff: float | None = None, precision: str = "float64") -> None:
+    """Raise a clear error for an unknown sampler/method/mass matrix or a sampler not installed.
+
+    Also for a ``precision`` other than ``"float64"``/``"float32"``, and for ``"float32"``
+    with anything but NUTS on a JAX sampler.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    if precision == "float32" and (sampler not in JAX_SAMPLERS or method != "nuts"):
+        raise ValueError(f"precision='float32' needs a JAX sampler (sampler='numpyro', "
+                         f"method='nuts'), not sampler={sampler!r} with method={method!r}")
     if low_rank_cutoff is not None:
         if mass_matrix != "low_rank":
             raise ValueError(f"low_rank_cutoff={low_rank_cutoff} needs mass_matrix='low_rank' (got "
@@ -99,8 +122,10 @@ def check_sampler(sampler: str, method: str, mass_matrix: str = "diag",
 
 #: Sampler settings each non-NUTS method leaves unused.
 UNUSED_BY_METHOD = {
-    "map": ("draws", "tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
-    "advi": ("tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff"),
+    "map": ("draws", "tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff",
+            "precision"),
+    "advi": ("tune", "chains", "target_accept", "cores", "mass_matrix", "low_rank_cutoff",
+             "precision"),
 }
 
 
@@ -110,7 +135,7 @@ def check_settings_used(method: str, **given: Any) -> None:
     For example ``method="map"`` with ``draws=...``.
 
     >>> check_settings_used("map", draws=None, tune=None)
-    >>> check_settings_used("map", draws=500)
+    >>> check_settings_used("map", draws=500)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
     ValueError: method='map' does not use draws (sampler settings of method='nuts'); leave them out
@@ -204,10 +229,13 @@ def run_inference(
     ``cache_key`` (see :func:`bayescale.model.structure_key`) lets the nutpie sampler reuse
     a model compiled earlier in this process.
     """
-    check_sampler(config.sampler, config.method, config.mass_matrix)
+    check_sampler(config.sampler, config.method, config.mass_matrix,
+                  precision=config.precision)
     with model:
         if config.method == "nuts" and config.sampler == "nutpie":
             idata = _sample_nutpie(model, config, progressbar, cache_key)
+        elif config.method == "nuts" and config.sampler in JAX_SAMPLERS:
+            idata = _sample_jax(model, config, progressbar)
         elif config.method == "map":
             idata = _map(model, config, progressbar)
         elif config.method == "advi":
@@ -231,8 +259,87 @@ def run_inference(
         for group in [g for g in idata.groups() if g.startswith("warmup")]:
             delattr(idata, group)
         if "log_likelihood" not in idata.groups():
-            pm.compute_log_likelihood(idata, model=model, progressbar=False,
-                                      extend_inferencedata=True)
+            with model_precision(config.precision):
+                pm.compute_log_likelihood(idata, model=model, progressbar=False,
+                                          extend_inferencedata=True)
+    return _upcast_to_float64(idata)
+
+
+def jax_chain_method(chains: int) -> str:
+    """How numpyro runs ``chains`` chains on the devices JAX sees.
+
+    ``"vectorized"`` (all chains in one program) when JAX's default backend is an
+    accelerator (GPU, TPU), ``"parallel"`` (one chain per device) when there are at least
+    ``chains`` devices, else ``"sequential"``.  On a CPU JAX sees one device unless
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before JAX starts.
+    """
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return "vectorized"
+    return "parallel" if jax.local_device_count() >= chains else "sequential"
+
+
+@contextmanager
+def model_precision(precision: str) -> Iterator[None]:
+    """PyTensor's ``floatX`` set to ``precision`` (``"float64"``/``"float32"``) inside.
+
+    Build a model under it for its free variables, data and logp to take that dtype.
+    """
+    import pytensor
+
+    with pytensor.config.change_flags(floatX=precision):
+        yield
+
+
+@contextmanager
+def jax_precision(precision: str) -> Iterator[None]:
+    """JAX's ``jax_enable_x64`` on for ``"float64"``, off for ``"float32"``, inside only.
+
+    Importing ``pymc.sampling.jax`` sets the flag for the whole process, from ``floatX`` at
+    that moment, so it is imported first, outside any ``floatX`` change.
+    """
+    import jax
+    import pymc.sampling.jax  # noqa: F401
+
+    with jax.enable_x64(precision == "float64"):
+        yield
+
+
+def _sample_jax(model: pm.Model, config: SamplerConfig,
+                progressbar: bool) -> az.InferenceData:
+    """NUTS on JAX through ``pm.sample``, chains as :func:`jax_chain_method` says.
+
+    ``config.precision`` sets the dtype; ``posterior.attrs`` records ``chain_method`` and
+    ``precision``.
+    """
+    chain_method = jax_chain_method(config.chains)
+    with (jax_precision(config.precision), model_precision(config.precision),
+          warnings.catch_warnings()):
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+        idata = pm.sample(
+            draws=config.draws,
+            tune=config.tune,
+            chains=config.chains,
+            target_accept=config.target_accept,
+            random_seed=config.random_seed,
+            nuts_sampler=config.sampler,
+            nuts_sampler_kwargs={"chain_method": chain_method},
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+        )
+    idata.posterior.attrs.update(chain_method=chain_method, precision=config.precision)
+    return idata
+
+
+def _upcast_to_float64(idata: az.InferenceData) -> az.InferenceData:
+    """``idata`` with every float32 variable of every group as float64 (attrs kept)."""
+    for group in idata.groups():
+        data = idata[group]
+        narrow = [name for name, var in data.data_vars.items() if var.dtype == np.float32]
+        if narrow:
+            setattr(idata, group, data.assign({name: data[name].astype(np.float64)
+                                               for name in narrow}))
     return idata
 
 

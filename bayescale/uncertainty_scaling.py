@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -165,9 +166,18 @@ def fit_power_law(compute: np.ndarray, width: np.ndarray,
     return {"median": -slope, "lower": -slope - half, "upper": -slope + half}, line
 
 
+def _band_at(fitted, targets: pd.DataFrame, hdi_prob: float) -> dict[str, Any]:
+    """The mean's band at the one target, and whether the fit converged."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        band = fitted.predict(targets, hdi_prob=hdi_prob, kind="mean").iloc[0]
+    return {"median": float(band["median"]), "lower": float(band["lower"]),
+            "upper": float(band["upper"]), "converged": bool(fitted.diagnostics().passed)}
+
+
 def uncertainty_scaling(runs: pd.DataFrame | str | os.PathLike, target,
                         model: str | os.PathLike | Model = "auto", *, by: str = "size",
-                        hdi_prob: float = 0.9, progressbar: bool = True,
+                        hdi_prob: float = 0.9, progressbar: bool = True, client=None,
                         **fit_kwargs: Any) -> UncertaintyScaling:
     """Refit on nested subsets of the ladder and fit how the target's band shrinks.
 
@@ -178,13 +188,19 @@ def uncertainty_scaling(runs: pd.DataFrame | str | os.PathLike, target,
     target
         One target row (as for :meth:`~bayescale.ScalingFit.predict`), loss metric.
     model
-        The model of every refit (default ``"auto"``, chosen per subset).
+        The model of every refit.  ``"auto"`` (default): chosen once, on the whole ladder
+        (:func:`bayescale.model_choice.choose_model`), and refitted on every subset, so
+        the widths compare one model.
     by
         ``"size"`` (default), ``"seeds"`` or ``"checkpoints"``: see :func:`nested_subsets`.
     hdi_prob
         Probability mass of the bands and of ``kappa``'s interval.
     progressbar
         Print one line per refit.
+    client
+        A ``dask.distributed.Client``: the refits run as :func:`bayescale.fit_many` jobs
+        on its cluster (each predicts the target on its worker).  ``None`` (default): one
+        after another in this process.
     **fit_kwargs
         Passed to :func:`bayescale.fit` (e.g. ``draws``, ``tune``, ``chains``).
 
@@ -198,21 +214,43 @@ def uncertainty_scaling(runs: pd.DataFrame | str | os.PathLike, target,
     if len(targets) != 1:
         raise ValueError(f"uncertainty_scaling takes one target row, got {len(targets)}")
     fit_kwargs.setdefault("progressbar", False)
+    if isinstance(model, str) and model == "auto":
+        from .model_choice import choose_model
+
+        settings = {k: fit_kwargs[k] for k in ("metric", "draws", "tune", "chains", "random_seed")
+                    if k in fit_kwargs}
+        model, _ = choose_model(read_runs(runs), progressbar=progressbar, **settings)
+    subsets = list(nested_subsets(runs, by))
+    measure = partial(_band_at, targets=targets, hdi_prob=hdi_prob)
+    if client is not None:
+        from .fanout import FitJob, fit_many
+
+        fit_kwargs.pop("progressbar")
+        jobs = [FitJob(subset, model, dict(fit_kwargs), label=label, then=measure)
+                for label, subset in subsets]
+        out = fit_many(jobs, client, returns="result", progressbar=progressbar)
+        if not out.ok:
+            first = out.failures.iloc[0]
+            raise RuntimeError(f"uncertainty_scaling: {len(out.failures)} refit(s) failed on the "
+                               f"cluster, first {first['label']}: {first['error']}: "
+                               f"{first['message']}")
+        bands = [out.results[label] for label, _ in subsets]
+    else:
+        bands = []
+        for label, subset in subsets:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bands.append(measure(fit(subset, model, **fit_kwargs)))
+            if progressbar:
+                print(f"{label}: {subset['run'].nunique()} runs, band width "
+                      f"{bands[-1]['upper'] - bands[-1]['lower']:.4g}", flush=True)
     rows = []
-    for label, subset in nested_subsets(runs, by):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitted = fit(subset, model, **fit_kwargs)
-            band = fitted.predict(targets, hdi_prob=hdi_prob, kind="mean").iloc[0]
+    for (label, subset), band in zip(subsets, bands, strict=True):
         rows.append({"step": label, "runs": subset["run"].nunique(), "rows": len(subset),
                      "ladder_compute": ladder_compute(subset), "median": band["median"],
                      "lower": band["lower"], "upper": band["upper"],
-                     "width": band["upper"] - band["lower"],
-                     "converged": bool(fitted.diagnostics().passed)})
+                     "width": band["upper"] - band["lower"], "converged": band["converged"]})
         rows[-1]["relative_width"] = rows[-1]["width"] / rows[-1]["median"]
-        if progressbar:
-            print(f"{label}: {rows[-1]['runs']} runs, band width {rows[-1]['width']:.4g}",
-                  flush=True)
     table = pd.DataFrame(rows)
     kappa, line = fit_power_law(table["ladder_compute"].to_numpy(), table["width"].to_numpy(),
                                 hdi_prob)

@@ -38,6 +38,12 @@ nutpie's low-rank-corrected mass matrix, see ``MASS_MATRIX``):
    each task at the 2.8B final step.  Accuracy rows from step 103,000 on (see
    ``DOWNSTREAM_MIN_STEP``); the LAMBADA loss is the latent loss of every task.
 
+7. with ``--auto``: scenarios 1 and 3 fitted by ``bayescale.fit(rows)`` with no model named:
+   the package's candidates for a checkpoint ladder (final losses, ``checkpoints``,
+   ``checkpoints_kaplan``) compared by a backtest inside each scenario's own ladder (the two
+   largest sizes held out in turn), the winner refitted; printed beside the hand-picked
+   preset.  Unlike the preset, nothing in this choice saw a target.
+
 Choices (applied to every scenario) and how they were made:
 
 * ``param_count="total"`` (the loader's default, the parameter count Pythia names its
@@ -263,6 +269,12 @@ def parse_args(argv=None):
              "WinoGrande and predict their 2.8B average (one more fit, about 5 minutes)",
     )
     parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="also fit scenarios 1 and 3 with bayescale.fit(runs) and no model named (the "
+             "ladder's own choice, model='auto'; about 15 minutes)",
+    )
+    parser.add_argument(
         "--sensitivity",
         action="store_true",
         help="also refit scenarios 1 and 3 with the other prior of E (two more fits, about 3 "
@@ -316,15 +328,20 @@ def scenario_model(name: str = MODEL, default_e_prior: bool = False, drop: tuple
 
 
 def run_fit(rows: pd.DataFrame, model, settings: dict, seed: int, progress: bool,
-            mass_matrix: str = "diag"):
-    """The fit with nutpie (without convergence warnings) and its seconds."""
+            mass_matrix: str | None = "diag"):
+    """The fit with nutpie (without convergence warnings) and its seconds.
+
+    ``mass_matrix=None`` leaves the model's own (what ``model="auto"`` needs: the chosen
+    preset's sampler table).
+    """
     import bayescale
 
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bayescale.ConvergenceWarning)  # the verdicts are printed
+        options = {} if mass_matrix is None else {"mass_matrix": mass_matrix}
         fit = bayescale.fit(rows, model, sampler="nutpie", random_seed=seed, progressbar=progress,
-                            mass_matrix=mass_matrix, **settings)
+                            **options, **settings)
     return fit, time.perf_counter() - start
 
 
@@ -543,6 +560,21 @@ def main(argv=None) -> int:
         tables.append(prediction_rows(SENSITIVITY[1], fit_s, targets_tr, list(own["run"]),
                                       own["truth"].to_numpy(), caution_tr))
 
+    # 7. with --auto: what bayescale.fit(runs) chooses with no model named, on the same rows
+    auto_rows = []
+    if args.auto:
+        for name, rows, tgts, labels, truths, caution in (
+                ("auto: full", fit_rows, targets_28, labels_28, target["truth"].to_numpy(),
+                 caution_28),
+                ("auto: truncated", trunc_rows, targets_tr, list(own["run"]),
+                 own["truth"].to_numpy(), caution_tr)):
+            fit_auto, sec = run_fit(rows, "auto", {} if not args.small else settings, args.seed,
+                                    args.progress, mass_matrix=None)
+            diags.append(diagnostics_row(name, fit_auto, sec))
+            tables.append(prediction_rows(name, fit_auto, tgts, labels, truths, caution))
+            auto_rows.append({"scenario": name, "chosen": fit_auto.model.name,
+                              "why": fit_auto.model_choice.reason})
+
     # 6. with --downstream: the five tasks' average accuracy at 2.8B (loss and tasks jointly)
     if args.downstream:
         fit_d, sec, ds_rows = downstream_fit(root, args, settings, fit_rows)
@@ -590,6 +622,19 @@ def main(argv=None) -> int:
                 f"Ablations of target 1 (truth: pile {fmt(target['truth'].iloc[0])}, "
                 f"deduped {fmt(target['truth'].iloc[1])}; err = median/truth - 1; width = band / "
                 "truth)")
+
+    if auto_rows:
+        print_table(pd.DataFrame(auto_rows), "Scenario 7 (--auto): the model bayescale.fit(runs) "
+                    "chose with no model named (a backtest inside each scenario's ladder)")
+        side_auto = []
+        for hand, auto in (("full", "auto: full"), ("truncated", "auto: truncated")):
+            for label, name in (("pythia_lambada (hand-picked)", hand), ("model='auto'", auto)):
+                part = table[table["scenario"] == name]
+                side_auto.append({"scenario": hand, "model": label,
+                                  "median |error|": f"{part['rel_error'].abs().median():.1%}",
+                                  "median width": f"{part['band_rel_width'].median():.0%}",
+                                  "covered": f"{int(part['covered'].sum())} of {len(part)}"})
+        print_table(pd.DataFrame(side_auto), "Hand-picked preset against the ladder's own choice")
 
     if sensitivity:
         sens = []

@@ -52,6 +52,16 @@ TEST_MIN_ESS_BULK = 100
 TEST_MAX_DIVERGENT_FRACTION = 0.01
 
 
+def shape_default(runs, metric: str = "loss"):
+    """The model ``fit(runs)`` tries first (:func:`bayescale.model.auto_model`), without
+    the backtest ``model="auto"`` runs: for tests of other features on the default structure."""
+    import bayescale
+    from bayescale.model import auto_model
+
+    table = bayescale.read_runs(runs)
+    return auto_model(table[table["metric"] == metric])
+
+
 def require_sampled(fit, *, max_rhat: float = TEST_MAX_RHAT,
                     min_ess_bulk: float = TEST_MIN_ESS_BULK,
                     max_divergent_fraction: float = TEST_MAX_DIVERGENT_FRACTION):
@@ -145,7 +155,8 @@ def small_fit():
     runs, truth = bayescale.simulate_ladder(seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, draws=500, tune=500, chains=2, random_seed=1, progressbar=False,
+        fit = bayescale.fit(runs, shape_default(runs), draws=500, tune=500, chains=2, random_seed=1,
+                            progressbar=False,
                             retry=False)
     return fit, truth
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_sampled
+from conftest import require_sampled, shape_default
 
 import bayescale
 from bayescale import RunsTableError, load_model
@@ -34,7 +34,8 @@ CLEAR_E = {"low": 1.6, "mid": 1.8, "high": 2.0}
 def quiet_fit(runs, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bayescale.fit(runs, progressbar=False, retry=False, **kwargs)
+        return bayescale.fit(runs, shape_default(runs), progressbar=False, retry=False,
+                             **kwargs)
 
 
 @pytest.fixture(scope="module")

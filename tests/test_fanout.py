@@ -12,6 +12,7 @@ import pytest
 
 import bayescale
 from bayescale.fanout import FitJob, FitManyResult, fit_many, worker_cache
+from bayescale.uncertainty_scaling import nested_subsets
 
 distributed = pytest.importorskip("distributed")
 
@@ -160,3 +161,29 @@ def test_input_errors(ladders):
         fit_many([{"runs": runs, "seed": 1}])
     with pytest.raises(TypeError, match="expected a FitJob or a dict"):
         fit_many([runs])  # type: ignore[list-item]
+
+
+def test_backtest_and_uncertainty_scaling_fan_out_on_a_client(client, ladders):
+    """The backtest's (fold, candidate) fits and the nested refits run as fit_many jobs and give
+    what the in-process loop gives (the same seeds: equal up to the sampler's floating point)."""
+    runs = ladders[0]
+    small = {"draws": 100, "tune": 100, "chains": 2, "random_seed": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        remote = bayescale.backtest(runs, ["chinchilla", "compute"], client=client,
+                                    progressbar=False, **small)
+        local = bayescale.backtest(runs, ["chinchilla", "compute"], progressbar=False, **small)
+    key = ["model", "fold", "run"]
+    remote_rows = remote.rows.sort_values(key).reset_index(drop=True)
+    local_rows = local.rows.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(remote_rows[key], local_rows[key])
+    assert np.allclose(remote_rows["median"], local_rows["median"], rtol=0.02)
+    assert set(remote.scores["model"]) == {"chinchilla", "compute"}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        three = runs[runs["params"] <= np.sort(runs["params"].unique())[2]]
+        scaling = bayescale.uncertainty_scaling(three, TARGET, "chinchilla", client=client,
+                                                progressbar=False, **small)
+    assert list(scaling.table["step"]) == [label for label, _ in nested_subsets(three, "size")]
+    assert (scaling.table["width"] > 0).all() and np.isfinite(scaling.kappa["median"])

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_sampled
+from conftest import require_sampled, shape_default
 
 import bayescale
 from bayescale import ConvergenceWarning
@@ -21,6 +21,7 @@ def quiet_fit(runs, **kwargs):
     short on purpose; the retry has tests of its own)."""
     kwargs.setdefault("progressbar", False)
     kwargs.setdefault("retry", False)
+    kwargs.setdefault("model", shape_default(runs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bayescale.fit(runs, **kwargs)
@@ -123,7 +124,7 @@ def test_unconverged_fit_retries_once_then_warns_once():
     runs, _ = bayescale.simulate_ladder(seed=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False)
+        fit = bayescale.fit(runs, "chinchilla", draws=30, tune=30, chains=2, progressbar=False)
         fit.summary()
         pred = fit.predict(TARGETS)
     verdicts = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
@@ -146,9 +147,11 @@ def test_no_retry_keeps_the_first_attempt_and_strict_raises():
     assert "retry" not in fit.info and fit.sampler_config.tune == 30
     with pytest.raises(bayescale.ConvergenceError,
                        match=r"NOT CONVERGED.*after one retry with tune=60"):
-        bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False, strict=True)
+        bayescale.fit(runs, "chinchilla", draws=30, tune=30, chains=2, progressbar=False,
+                      strict=True)
     with pytest.raises(bayescale.ConvergenceError, match="NOT CONVERGED") as err:
-        bayescale.fit(runs, draws=30, tune=30, chains=2, progressbar=False, strict=True,
+        bayescale.fit(runs, "chinchilla", draws=30, tune=30, chains=2, progressbar=False,
+                      strict=True,
                       retry=False)
     assert "retry" not in str(err.value)
     with pytest.raises(ValueError, match="strict=True needs method='nuts'"):

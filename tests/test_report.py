@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import shape_default
 from markupsafe import escape
 from test_plotting import fake_fit
 
@@ -144,8 +145,8 @@ def fit():
     assert runs["run"].nunique() == 12
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bayescale.fit(runs, draws=150, tune=150, chains=2, random_seed=4, progressbar=False,
-                             retry=False)
+        return bayescale.fit(runs, shape_default(runs), draws=150, tune=150, chains=2,
+                             random_seed=4, progressbar=False, retry=False)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,9 @@ def report(fit, tmp_path_factory):
 # ----------------------------------------------------------------------------- content
 def test_report_has_every_section_in_order(report):
     parsed = parse(report)
-    expected = [(sid, title) for sid, title in SECTIONS if sid != "downstream"]  # a loss-only fit
+    # a loss-only fit of a named model
+    expected = [(sid, title) for sid, title in SECTIONS
+                if sid not in ("downstream", "model_choice")]
     assert parsed.h2 == expected
     assert (len(parsed.figures) >= 8 and "band_vs_scale" in parsed.figures
             and "prior_posterior" in parsed.figures)
@@ -204,7 +207,8 @@ def test_default_target_and_no_uncertainty_section(fit, tmp_path):
     path = write_report(fit, tmp_path / "default.html", figures=False)
     parsed = parse(path)
     assert [t for _, t in parsed.h2] == [t for t in ALL_HEADINGS
-                                         if t not in ("Downstream", "Uncertainty")]
+                                         if t not in ("Downstream", "Uncertainty",
+                                                      "Model choice")]
     (row,) = parsed.predictions
     expected = default_targets(fit)
     assert float(row["params"][0]) == expected.loc[0, "params"]
@@ -424,7 +428,8 @@ def test_report_renders_offline_in_chromium(browser, report, tmp_path):
 
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => [h.id, "
                                 "h.textContent.trim()])")
-    assert [tuple(h) for h in headings] == [(sid, t) for sid, t in SECTIONS if sid != "downstream"]
+    assert [tuple(h) for h in headings] == [(sid, t) for sid, t in SECTIONS
+                                            if sid not in ("downstream", "model_choice")]
     columns = browser.evaluate("[...document.querySelectorAll('table.predictions thead th')].map(t "
                                "=> t.textContent.trim())")
     assert columns == ["params", "tokens", "metric", "median", "lower", "upper"]

@@ -743,6 +743,44 @@ def plot_uncertainty_path(fit: Any, tokens_per_param: float | str = 20.0,
     return fig
 
 
+def plot_model_choice(fit: Any) -> Figure:
+    """How ``model="auto"`` chose: each candidate's held-out log score and its bands' coverage.
+
+    Left: mean log predictive density of the held-out rows (higher is better; the chosen
+    model in colour, candidates whose backtest fits did not all converge hatched).  Right:
+    median absolute relative error and the share of held-out rows inside their 90% bands.
+    Needs a fit made with ``model="auto"`` that compared several candidates.
+    """
+    import matplotlib.pyplot as plt
+
+    choice = fit.model_choice
+    if choice is None or choice.scores.empty:
+        raise ValueError("plot_model_choice needs a fit whose model was chosen by a backtest "
+                         "(fit(runs) with model='auto' and several candidates)")
+    scores = choice.scores
+    names = list(scores["model"])[::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 0.7 * len(names) + 1.6))
+    for i, (_, row) in enumerate(scores.iloc[::-1].iterrows()):
+        chosen = row["model"] == choice.chosen
+        left.barh(i, row["mean_log_score"], color="C0" if chosen else "0.7",
+                  hatch=None if row["all_converged"] else "//", edgecolor="black", lw=0.5)
+    left.set_yticks(range(len(names)), names)
+    left.set_xlabel("mean held-out log score, ln(nats^-1) (higher is better)")
+    left.set_title(f"chosen: {choice.chosen}", fontsize=9)
+    y = np.arange(len(names))
+    right.barh(y - 0.2, 100 * scores["median_abs_rel_error"].to_numpy()[::-1], height=0.4,
+               color="C1", label="median |error|, %")
+    if "coverage_90" in scores:
+        right.barh(y + 0.2, 100 * scores["coverage_90"].to_numpy()[::-1], height=0.4,
+                   color="C2", label="rows in 90% band, %")
+    right.set_yticks(range(len(names)), [""] * len(names))
+    right.set_xlabel("percent")
+    right.legend(fontsize=8)
+    fig.suptitle(f"Model choice: {choice.folds} rolling-origin fold(s), largest sizes held out")
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- registry
 FIGURES: dict[str, Callable[..., Figure]] = {
     "ladder": plot_ladder,
@@ -757,6 +795,7 @@ FIGURES: dict[str, Callable[..., Figure]] = {
     "band_vs_scale": plot_band_vs_scale,
     "variance_parts": plot_variance_parts,
     "uncertainty_path": plot_uncertainty_path,
+    "model_choice": plot_model_choice,
 }
 #: Figures that accept ``targets``.
 TAKES_TARGETS = frozenset({"ladder", "fit", "band_vs_scale", "variance_parts"})
@@ -767,7 +806,7 @@ def available_figures(fit: Any, targets=None) -> list[str]:
 
     ``forest`` needs a family dim, ``rank``/``energy`` NUTS draws, ``downstream``
     accuracy rows, ``band_vs_scale`` and ``variance_parts`` targets, and the variance
-    figures more than one posterior draw.
+    figures more than one posterior draw, ``model_choice`` a fit whose model a backtest chose.
     """
     cp.check_fit(fit)
     ok = {
@@ -779,6 +818,7 @@ def available_figures(fit: Any, targets=None) -> list[str]:
         "band_vs_scale": targets is not None,
         "variance_parts": targets is not None and _posterior_draws(fit) > 1,
         "uncertainty_path": _posterior_draws(fit) > 1,
+        "model_choice": fit.model_choice is not None and not fit.model_choice.scores.empty,
     }
     return [name for name in FIGURES if ok.get(name, True)]
 

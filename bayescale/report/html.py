@@ -6,11 +6,11 @@ scripts and no external resources.  It is rendered from a jinja2 template
 from a ``.nc`` file (:func:`bayescale.load_fit`).
 
 Sections, in order, each an ``<h2>`` with an ``id``: Headline (``headline``), Data
-(``data``), Model (``model``), Fit (``fit``), Parameters (``parameters``), Diagnostics
-(``diagnostics``), Downstream (``downstream``), Uncertainty (``uncertainty``),
-Reproducibility (``reproducibility``).  A section whose parts the fit lacks is left out:
-Diagnostics for a MAP/ADVI preview, Downstream without ``acc:`` rows, Uncertainty when
-no targets were given.
+(``data``), Model (``model``), Model choice (``model_choice``), Fit (``fit``), Parameters
+(``parameters``), Diagnostics (``diagnostics``), Downstream (``downstream``), Uncertainty
+(``uncertainty``), Reproducibility (``reproducibility``).  A section whose parts the fit
+lacks is left out: Model choice when the model was named, Diagnostics for a MAP/ADVI
+preview, Downstream without ``acc:`` rows, Uncertainty when no targets were given.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ SECTIONS = (
     ("headline", "Headline"),
     ("data", "Data"),
     ("model", "Model"),
+    ("model_choice", "Model choice"),
     ("fit", "Fit"),
     ("parameters", "Parameters"),
     ("diagnostics", "Diagnostics"),
@@ -329,6 +330,21 @@ class ReportBuilder:
             "figure": figure,
         }
 
+    def model_choice(self) -> dict[str, Any]:
+        """The Model choice section: why ``model="auto"`` fitted this model, and the scores."""
+        choice = self.fit.model_choice
+        columns = [c for c in ("model", "mean_log_score", "median_abs_rel_error", "coverage_50",
+                               "coverage_90", "median_width_90", "n", "all_converged")
+                   if c in choice.scores]
+        rows = [[sig(v, 4) if isinstance(v, float) else str(v) for v in rec]
+                for rec in choice.scores[columns].itertuples(index=False)]
+        figure = (self.figure("model_choice", "Each candidate's mean log predictive density of "
+                              "the held-out rows, and its error and coverage there.",
+                              "Backtest scores of the candidate models")
+                  if rows else None)
+        return {"message": choice.message(), "candidates": ", ".join(choice.candidates),
+                "folds": choice.folds, "columns": columns, "rows": rows, "figure": figure}
+
     def fit_section(self) -> dict[str, Any]:
         """The Fit section: the fit, residual and posterior predictive figures."""
         figures = [
@@ -504,6 +520,8 @@ class ReportBuilder:
         parts: dict[str, Any] = {"headline": self.headline(), "data": self.data(),
                                  "model": self.model(),
                                  "fit": self.fit_section(), "parameters": self.parameters()}
+        if fit.model_choice is not None:
+            parts["model_choice"] = self.model_choice()
         if diag.passed is not None and cp.is_mcmc(fit):
             parts["diagnostics"] = self.diagnostics()
         if cp.downstream_metrics(fit):
@@ -573,10 +591,10 @@ def write_report(fit: Any, path, targets=None, title: str | None = None,
 
     One file that opens offline (CSS inline, figures as base64 PNG data URIs, no scripts
     and no external resources).  Sections: Headline (the target predictions, the
-    convergence verdict and warnings in plain words), Data, Model, Fit, Parameters,
+    convergence verdict and warnings in plain words), Data, Model, Model choice, Fit, Parameters,
     Diagnostics, Downstream, Uncertainty and Reproducibility; a section whose parts the
-    fit lacks is left out (Diagnostics for a MAP/ADVI preview, Downstream without
-    ``acc:`` rows, Uncertainty when ``targets`` is None).
+    fit lacks is left out (Model choice when the model was named, Diagnostics for a MAP/ADVI
+    preview, Downstream without ``acc:`` rows, Uncertainty when ``targets`` is None).
 
     Parameters
     ----------

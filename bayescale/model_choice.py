@@ -1,0 +1,208 @@
+"""``fit(runs)`` with ``model="auto"``: the ladder chooses its model by a backtest inside it.
+
+The candidates are the presets that fit the table's shape (:func:`auto_candidates`):
+
+* final losses (each run one row): the final-loss laws :data:`FINAL_LOSS_LAWS`
+  (``chinchilla``, ``kaplan``, ``compute``), each as :func:`bayescale.model.auto_model`
+  builds it for the table (with family pooling and run effects as the table needs them).
+  ``compute`` (a law in ``6 N D`` alone) only when no model size was trained for two
+  token budgets: a ladder that varies the data at a fixed size shows the split of
+  compute between N and D, which that law cannot express;
+* a table with an ``lr`` column at every checkpoint: one candidate, ``multi_power``;
+* a checkpoint ladder without learning rates: the final-loss models above (only when every
+  run is finished, i.e. has a row at its ``total_tokens``: an unfinished run's last row is
+  not a final loss), the ``checkpoints`` preset and the ``checkpoints_kaplan`` preset
+  (family pooling dropped when the table has one family).
+
+With one candidate there is nothing to choose.  With several, :func:`choose_model` runs a
+rolling-origin backtest (:func:`bayescale.backtest`, ``holdout="largest"``): fold k holds
+out the (k+1)-th largest model size and fits the smaller ones, with up to
+:data:`CHOICE_FOLDS` folds while at least two sizes remain to fit.  The candidate whose
+backtest fits all converged and whose held-out rows have the highest mean log predictive
+density wins (when none converged, the highest mean log score); it is then refitted on the
+whole ladder.  A ladder of fewer than three sizes cannot hold one out: the first candidate
+(the ``chinchilla`` final-loss model, or ``checkpoints`` when the runs are unfinished) is
+used, and the fit says so.  Name a model (``fit(runs, "chinchilla")``) to skip the choice.
+
+What was chosen and why is recorded as a :class:`ModelChoice` in ``fit.info["model_choice"]``
+(a dict, so it survives :meth:`~bayescale.ScalingFit.save`), shown by
+:meth:`~bayescale.ScalingFit.summary` (``attrs["model_choice"]``), the CLI and the HTML
+report's Model choice section.
+
+Example
+-------
+>>> import bayescale
+>>> runs, _ = bayescale.simulate_ladder(seed=0)
+>>> [m.name for m in auto_candidates(bayescale.read_runs(runs))]
+['chinchilla', 'kaplan']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from .model import Model, auto_model, load_model
+
+#: Laws of the final-loss candidates, shape default first.
+FINAL_LOSS_LAWS = ("chinchilla", "kaplan", "compute")
+#: Largest number of rolling-origin folds of the choice (fewer when the ladder is short).
+CHOICE_FOLDS = 2
+#: Presets tried on a checkpoint ladder without learning rates, after the final-loss model.
+CHECKPOINT_PRESETS = ("checkpoints", "checkpoints_kaplan")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """How ``model="auto"`` chose: the candidates, the backtest scores and the verdict.
+
+    Attributes
+    ----------
+    chosen
+        Name of the model fitted.
+    reason
+        One sentence: why it was chosen.
+    candidates
+        Names of the candidates, in the order tried.
+    scores
+        The backtest's per-candidate summary (:attr:`bayescale.Backtest.scores`: mean log
+        score, median absolute relative error, coverage, widths, convergence), best first;
+        empty when nothing was backtested.
+    folds
+        Rolling-origin folds scored (0 when nothing was backtested).
+    """
+
+    chosen: str
+    reason: str
+    candidates: tuple[str, ...]
+    scores: pd.DataFrame = field(default_factory=pd.DataFrame)
+    folds: int = 0
+
+    def message(self) -> str:
+        """One line: the model used and why."""
+        return f"model {self.chosen!r} chosen automatically: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (what ``fit.info["model_choice"]`` holds)."""
+        return {"chosen": self.chosen, "reason": self.reason,
+                "candidates": list(self.candidates), "folds": self.folds,
+                "scores": self.scores.to_dict("records")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelChoice:
+        """Rebuild from :meth:`to_dict`."""
+        return cls(chosen=str(data["chosen"]), reason=str(data["reason"]),
+                   candidates=tuple(data.get("candidates", ())),
+                   scores=pd.DataFrame(data.get("scores", [])), folds=int(data.get("folds", 0)))
+
+
+def has_checkpoints(table: pd.DataFrame) -> bool:
+    """Whether some run of ``table`` (one metric's rows) has rows at several token counts."""
+    return bool(len(table)) and int(table.groupby("run")["tokens"].nunique().max()) > 1
+
+
+def runs_finished(table: pd.DataFrame) -> bool:
+    """Whether every run of ``table`` has a row at its ``total_tokens`` (its final loss)."""
+    last = table.groupby("run").agg(tokens=("tokens", "max"), total=("total_tokens", "max"))
+    return bool((last["tokens"] >= last["total"] * (1 - 1e-9)).all())
+
+
+def one_budget_per_size(table: pd.DataFrame) -> bool:
+    """Whether every model size of ``table`` was trained for a single ``total_tokens``."""
+    return bool((table.groupby("params")["total_tokens"].nunique() <= 1).all())
+
+
+def auto_candidates(table: pd.DataFrame) -> list[Model]:
+    """The presets that fit the shape of ``table`` (one metric's rows), shape default first.
+
+    See the module docstring.  Each candidate has a distinct ``name``.
+    """
+    if "lr" in table and has_checkpoints(table):
+        return [auto_model(table)]
+    finals = [auto_model(table, law) for law in FINAL_LOSS_LAWS
+              if law != "compute" or one_budget_per_size(table)]
+    if not has_checkpoints(table):
+        return finals
+    several_families = table["family"].nunique() > 1
+    out = finals if runs_finished(table) else []
+    for name in CHECKPOINT_PRESETS:
+        model = load_model(name)
+        if not several_families and model.part("family_pooling") is not None:
+            model = replace(model.with_parts(drop=("family_pooling",)),
+                            name=f"{name} - family_pooling")
+        out.append(model)
+    return out
+
+
+def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
+    """Candidates whose backtest fits all converged first, then by mean log score."""
+    return (scores.assign(_conv=~scores["all_converged"].astype(bool))
+            .sort_values(["_conv", "mean_log_score"], ascending=[True, False], kind="stable")
+            .drop(columns="_conv").reset_index(drop=True))
+
+
+def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None = None,
+                 tune: int | None = None, chains: int | None = None, random_seed: int = 0,
+                 progressbar: bool = True) -> tuple[Model, ModelChoice]:
+    """Choose the model of ``runs`` (a validated runs table) by a backtest inside the ladder.
+
+    Parameters
+    ----------
+    runs
+        Runs table, as :func:`bayescale.read_runs` returns it.
+    metric
+        The metric fitted and scored.
+    draws, tune, chains, random_seed
+        Sampler settings of the backtest fits (default: each candidate's own).
+    progressbar
+        Print one line per backtest fit and the verdict.
+
+    Returns
+    -------
+    (Model, ModelChoice)
+        The chosen model and the record of the choice.
+    """
+    from .backtesting import backtest
+
+    rows = runs[runs["metric"] == metric]
+    if rows.empty:
+        raise ValueError(f"no rows with metric {metric!r}; metrics present: "
+                         f"{sorted(runs['metric'].unique())}")
+    candidates = auto_candidates(rows)
+    names = tuple(m.name for m in candidates)
+    if len(candidates) == 1:
+        return candidates[0], ModelChoice(
+            candidates[0].name, "the only preset for this shape of ladder (the runs table gives "
+            "each checkpoint's learning rate)", names)
+    sizes = rows["params"].nunique()
+    folds = min(CHOICE_FOLDS, sizes - 2)
+    if folds < 1:
+        return candidates[0], ModelChoice(
+            candidates[0].name,
+            f"the ladder has {sizes} model size(s), too few to hold the largest out and fit the "
+            "rest (needs 3), so the candidates were not compared; this is the first of them",
+            names)
+    if progressbar:
+        print(f"bayescale: choosing the model: backtest of {len(candidates)} candidates "
+              f"({', '.join(names)}) on {folds} fold(s), the largest size(s) held out",
+              flush=True)
+    result = backtest(runs, candidates, holdout="largest", folds=folds, metric=metric,
+                      draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+                      progressbar=progressbar)
+    scores = _ranked(result.scores)
+    best = scores.iloc[0]
+    converged = bool(best["all_converged"])
+    reason = (f"highest mean held-out log score ({best['mean_log_score']:.3f}) of "
+              f"{len(candidates)} candidates"
+              + (" whose backtest fits converged" if converged else
+                 " (none of whose backtest fits all converged)")
+              + f", holding out the {folds} largest size(s) in turn "
+              f"({int(best['n'])} held-out rows; median error "
+              f"{100 * best['median_abs_rel_error']:.2g}%)")
+    chosen = next(m for m in candidates if m.name == best["model"])
+    choice = ModelChoice(chosen.name, reason, names, scores, folds)
+    if progressbar:
+        print(f"bayescale: {choice.message()}", flush=True)
+    return chosen, choice

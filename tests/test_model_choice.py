@@ -1,0 +1,136 @@
+"""fit(runs) with model="auto" (bayescale.model_choice): the ladder chooses its model."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale
+from bayescale.model_choice import ModelChoice, _ranked, auto_candidates, choose_model
+from bayescale.runs import read_runs
+
+SMALL = {"draws": 150, "tune": 150, "chains": 2}
+
+
+def checkpoint_ladder(sizes=(3e7, 6e7, 1.2e8), families=1, seed=0):
+    runs, _ = bayescale.simulate_ladder(seed=seed, sizes=sizes, token_multipliers=(20,),
+                                        families=families, checkpoints=6)
+    return runs
+
+
+def names(runs):
+    return [m.name for m in auto_candidates(read_runs(runs))]
+
+
+# ---------------------------------------------------------------------------- candidates
+def test_final_losses_have_the_final_loss_laws_as_candidates():
+    runs, _ = bayescale.simulate_ladder(seed=0)  # 4 token budgets per size: no compute law
+    assert names(runs) == ["chinchilla", "kaplan"]
+    two, _ = bayescale.simulate_ladder(seed=0, families=2, token_multipliers=(20,))
+    assert names(two) == ["chinchilla + family_pooling", "kaplan + family_pooling",
+                          "compute + family_pooling"]
+
+
+def test_checkpoint_ladder_candidates_follow_the_number_of_families():
+    one = names(checkpoint_ladder())  # one token budget per size: the compute law too
+    assert one == ["chinchilla", "kaplan", "compute", "checkpoints - family_pooling",
+                   "checkpoints_kaplan - family_pooling"]
+    two = names(checkpoint_ladder(families=2))
+    assert two == ["chinchilla + family_pooling", "kaplan + family_pooling",
+                   "compute + family_pooling", "checkpoints", "checkpoints_kaplan"]
+    for model in auto_candidates(read_runs(checkpoint_ladder())):
+        assert model.part("family_pooling") is None
+
+
+def test_a_learning_rate_column_means_the_multi_power_law_only():
+    runs = checkpoint_ladder()
+    runs["lr"] = 3e-4
+    assert [n.split(" ")[0] for n in names(runs)] == ["multi_power"]
+    model, choice = choose_model(read_runs(runs), progressbar=False)
+    assert model.name.startswith("multi_power") and choice.folds == 0
+    assert "only preset" in choice.reason and "learning rate" in choice.reason
+
+
+def test_two_sizes_are_too_few_to_compare_and_the_fit_says_so():
+    runs = read_runs(checkpoint_ladder(sizes=(3e7, 6e7)))
+    model, choice = choose_model(runs, progressbar=False)
+    assert model.name == "chinchilla"
+    assert choice.folds == 0 and "2 model size(s)" in choice.reason
+    assert len(choice.candidates) == 5
+
+
+def test_ranking_puts_converged_candidates_first_then_log_score():
+    scores = pd.DataFrame({"model": ["a", "b", "c"], "mean_log_score": [3.0, 1.0, 2.0],
+                           "all_converged": [False, True, True]})
+    assert list(_ranked(scores)["model"]) == ["c", "b", "a"]
+    scores["all_converged"] = False
+    assert list(_ranked(scores)["model"]) == ["a", "c", "b"]
+
+
+def test_model_choice_round_trips_through_a_dict():
+    scores = pd.DataFrame({"model": ["x", "y"], "mean_log_score": [1.5, 0.5],
+                           "all_converged": [True, True]})
+    choice = ModelChoice("x", "because", ("x", "y"), scores, 2)
+    back = ModelChoice.from_dict(choice.to_dict())
+    assert back.chosen == "x" and back.candidates == ("x", "y") and back.folds == 2
+    pd.testing.assert_frame_equal(back.scores, scores)
+    assert "'x' chosen automatically: because" in back.message()
+
+
+# ---------------------------------------------------------------------------- end to end
+#: The end-to-end ladder: 4 sizes x 3 token multipliers of final losses (2 folds).
+E2E_SIZES = (3e7, 6e7, 1.2e8, 2.4e8)
+
+
+@pytest.fixture(scope="module")
+def auto_fit():
+    runs, _ = bayescale.simulate_ladder(seed=0, sizes=E2E_SIZES, token_multipliers=(10, 20, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bayescale.fit(runs, random_seed=3, progressbar=False, **SMALL)
+
+
+def test_auto_fit_backtests_the_candidates_and_fits_the_best(auto_fit):
+    choice = auto_fit.model_choice
+    assert choice is not None and choice.folds == 2
+    scores = choice.scores
+    assert list(scores["model"]) == list(_ranked(scores)["model"])
+    assert list(choice.candidates) == ["chinchilla", "kaplan"]
+    assert set(scores["model"]) == set(choice.candidates) and len(scores) == 2
+    assert choice.chosen == scores["model"].iloc[0] == auto_fit.model.name
+    assert np.isfinite(scores["mean_log_score"]).all()
+    # 2 folds x 3 runs (one per token multiplier) of the held-out size
+    assert (scores["n"] == 6).all() and (scores["folds"] == 2).all()
+    # the winner was refitted on the whole ladder, every size included
+    assert auto_fit.runs["params"].max() == 2.4e8 and len(auto_fit.runs) == 12
+    summary = auto_fit.summary()
+    assert "chosen automatically" in summary.attrs["model_choice"]
+
+
+def test_auto_fit_records_survive_save_and_show_in_the_report(auto_fit, tmp_path):
+    path = tmp_path / "fit.nc"
+    auto_fit.save(path)
+    loaded = bayescale.load_fit(path)
+    assert loaded.model_choice is not None
+    assert loaded.model_choice.chosen == auto_fit.model_choice.chosen
+    html = bayescale.report(loaded, tmp_path / "report.html").read_text()
+    assert 'id="model_choice"' in html and "chosen automatically" in html
+    assert html.count("<img") >= 1
+
+
+def test_a_named_model_records_no_choice():
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, "chinchilla", method="map", progressbar=False)
+    assert fit.model_choice is None
+    assert "named by the user" in fit.summary().attrs["model_choice"]
+
+
+def test_unfinished_runs_drop_the_final_loss_candidate():
+    runs = checkpoint_ladder()
+    cut = runs[runs["tokens"] <= 0.5 * runs["total_tokens"]]
+    assert names(cut) == ["checkpoints - family_pooling", "checkpoints_kaplan - family_pooling"]
+    model, choice = choose_model(read_runs(cut[cut["params"] < 1e8]), progressbar=False)
+    assert model.name == "checkpoints - family_pooling" and choice.folds == 0
