@@ -17,12 +17,22 @@ The candidates are the presets that fit the table's shape (:func:`auto_candidate
 With one candidate there is nothing to choose.  With several, :func:`choose_model` runs a
 rolling-origin backtest (:func:`bayescale.backtest`, ``holdout="largest"``): fold k holds
 out the (k+1)-th largest model size and fits the smaller ones, with up to
-:data:`CHOICE_FOLDS` folds while at least two sizes remain to fit.  The candidate whose
-backtest fits all converged and whose held-out rows have the highest mean log predictive
-density wins (when none converged, the highest mean log score); it is then refitted on the
-whole ladder.  A ladder of fewer than three sizes cannot hold one out: the first candidate
-(the ``chinchilla`` final-loss model, or ``checkpoints`` when the runs are unfinished) is
-used, and the fit says so.  Name a model (``fit(runs, "chinchilla")``) to skip the choice.
+:data:`CHOICE_FOLDS` folds while at least two sizes remain to fit.
+
+The held-out runs lie beyond each fold's ladder, so they also show how wrong a law gets
+when carried beyond it.  For each candidate the scale of a model-discrepancy term
+(:class:`~bayescale.parts.Discrepancy`: an ln-loss error whose sd grows linearly with the
+e-folds of compute beyond the ladder) is estimated from its held-out errors
+(:func:`bayescale.parts.discrepancy.estimate_scale`), and the candidate is scored by the
+mean log predictive density of the held-out final losses under its bands widened by that
+term (``calibrated_log_score``; each band read as a normal in ln loss).  The candidate whose
+backtest fits all converged and whose calibrated score is highest wins (when none
+converged, the highest score); it is refitted on the whole ladder with its discrepancy
+term, so that a target 100x beyond the ladder gets a wider band than one 2x beyond in the
+proportion the backtest showed.  A ladder of fewer than three sizes cannot hold one out:
+the first candidate (the ``chinchilla`` final-loss model, or ``checkpoints`` when the runs
+are unfinished) is used without a discrepancy term, and the fit says so.  Name a model
+(``fit(runs, "chinchilla")``) to skip the choice.
 
 What was chosen and why is recorded as a :class:`ModelChoice` in ``fit.info["model_choice"]``
 (a dict, so it survives :meth:`~bayescale.ScalingFit.save`), shown by
@@ -42,9 +52,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from .model import Model, auto_model, load_model
+from .parts import Discrepancy
+from .parts.discrepancy import distance_beyond, estimate_scale
 
 #: Laws of the final-loss candidates, shape default first.
 FINAL_LOSS_LAWS = ("chinchilla", "kaplan", "compute")
@@ -137,10 +151,36 @@ def auto_candidates(table: pd.DataFrame) -> list[Model]:
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
-    """Candidates whose backtest fits all converged first, then by mean log score."""
+    """Candidates whose backtest fits all converged first, then by calibrated log score."""
+    key = "calibrated_log_score" if "calibrated_log_score" in scores else "mean_log_score"
     return (scores.assign(_conv=~scores["all_converged"].astype(bool))
-            .sort_values(["_conv", "mean_log_score"], ascending=[True, False], kind="stable")
+            .sort_values(["_conv", key], ascending=[True, False], kind="stable")
             .drop(columns="_conv").reset_index(drop=True))
+
+
+def calibrate(rows: pd.DataFrame, hdi_prob: float = 0.9) -> pd.DataFrame:
+    """Each candidate's discrepancy scale and calibrated log score, from backtest rows.
+
+    ``rows`` is :attr:`bayescale.Backtest.rows` (with ``lower_<p>``/``upper_<p>`` of
+    ``hdi_prob``).  Returns one row per model: ``discrepancy_scale`` (ln loss per e-fold
+    of compute beyond the ladder) and ``calibrated_log_score``: the mean over held-out rows
+    of ``log Normal(ln y; ln median, s^2 + (scale d)^2) - ln y`` (``s`` from the band,
+    ``d`` the e-folds of compute beyond the fold's ladder), in ln(nats^-1).
+    """
+    pct = f"{100 * hdi_prob:g}".replace(".", "_")
+    quantile = float(norm.ppf(0.5 + hdi_prob / 2))
+    out = []
+    for model, sub in rows.groupby("model", sort=False):
+        y, med = sub["value"].to_numpy(float), sub["median"].to_numpy(float)
+        lo, hi = sub[f"lower_{pct}"].to_numpy(float), sub[f"upper_{pct}"].to_numpy(float)
+        dist = distance_beyond(sub["extrapolation"].to_numpy(float), 1.0)
+        scale = estimate_scale(y, med, lo, hi, dist, hdi_prob)
+        s = (np.log(hi) - np.log(lo)) / (2 * quantile)
+        sd = np.sqrt(s**2 + (scale * dist) ** 2)
+        score = norm.logpdf(np.log(y), np.log(med), sd) - np.log(y)
+        out.append({"model": model, "discrepancy_scale": scale,
+                    "calibrated_log_score": float(np.mean(score))})
+    return pd.DataFrame(out)
 
 
 def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None = None,
@@ -191,17 +231,22 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
     result = backtest(runs, candidates, holdout="largest", folds=folds, metric=metric,
                       draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                       progressbar=progressbar)
-    scores = _ranked(result.scores)
+    scores = _ranked(result.scores.merge(calibrate(result.rows), on="model"))
     best = scores.iloc[0]
     converged = bool(best["all_converged"])
-    reason = (f"highest mean held-out log score ({best['mean_log_score']:.3f}) of "
-              f"{len(candidates)} candidates"
+    scale = float(best["discrepancy_scale"])
+    chosen = next(m for m in candidates if m.name == best["model"])
+    if scale > 0:
+        chosen = replace(chosen.with_parts(Discrepancy(scale=round(scale, 6))),
+                         name=f"{chosen.name} + discrepancy")
+    reason = (f"highest held-out log score ({best['calibrated_log_score']:.3f}, with its "
+              f"discrepancy term) of {len(candidates)} candidates"
               + (" whose backtest fits converged" if converged else
                  " (none of whose backtest fits all converged)")
               + f", holding out the {folds} largest size(s) in turn "
               f"({int(best['n'])} held-out rows; median error "
-              f"{100 * best['median_abs_rel_error']:.2g}%)")
-    chosen = next(m for m in candidates if m.name == best["model"])
+              f"{100 * best['median_abs_rel_error']:.2g}%); discrepancy scale {scale:.3g} "
+              "ln loss per e-fold of compute beyond the ladder")
     choice = ModelChoice(chosen.name, reason, names, scores, folds)
     if progressbar:
         print(f"bayescale: {choice.message()}", flush=True)

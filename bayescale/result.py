@@ -281,7 +281,8 @@ class ScalingFit:
 
         The law of total variance over nested draws (see :mod:`bayescale.uncertainty`):
         ``law_var`` (the posterior of the model's parameters: epistemic), then one column per
-        random source the model draws (``family_var``: a family the fit has not seen;
+        random source the model draws (``discrepancy_var``: the law's own error beyond the
+        ladder, epistemic too; ``family_var``: a family the fit has not seen;
         ``run_var``: a new seed; ``drift_var``; ``downstream_var``; ``benchmark_var``: the
         benchmark's items; ``noise_var``: measurement noise), and ``total_var``, their sum:
         the variance of :meth:`predict`'s observation draws.
@@ -301,9 +302,9 @@ class ScalingFit:
         -------
         pandas.DataFrame
             The target columns, ``metric``, the ``<source>_var`` columns, ``total_var``,
-            ``total_sd`` and ``epistemic_share`` (``law_var / total_var``); in the metric's
-            units squared (nats^2 for loss).  ``attrs["mc_se"]``: Monte Carlo standard errors
-            of the parts.
+            ``total_sd`` and ``epistemic_share`` (``(law_var + discrepancy_var) /
+            total_var``); in the metric's units squared (nats^2 for loss).
+            ``attrs["mc_se"]``: Monte Carlo standard errors of the parts.
 
         Examples
         --------
@@ -320,7 +321,8 @@ class ScalingFit:
         out.insert(len(table.columns), "metric",
                    metrics.to_numpy() if metrics is not None else self.metric)
         out["total_sd"] = np.sqrt(out["total_var"])
-        out["epistemic_share"] = out["law_var"] / out["total_var"].where(out["total_var"] > 0)
+        epistemic = out["law_var"] + out.get("discrepancy_var", 0.0)
+        out["epistemic_share"] = epistemic / out["total_var"].where(out["total_var"] > 0)
         out.attrs.update(parts.attrs)
         out.attrs["diagnostics"] = self.diagnostics().message()
         return out

@@ -243,19 +243,7 @@ def run_inference(
                             progressbar=progressbar)
             idata = approx.sample(config.draws, random_seed=config.random_seed)
         else:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-                idata = pm.sample(
-                    draws=config.draws,
-                    tune=config.tune,
-                    chains=config.chains,
-                    cores=config.cores,
-                    target_accept=config.target_accept,
-                    random_seed=config.random_seed,
-                    nuts_sampler=config.sampler,
-                    progressbar=progressbar,
-                    compute_convergence_checks=False,
-                )
+            idata = _pm_sample(config, progressbar, cores=config.cores)
         for group in [g for g in idata.groups() if g.startswith("warmup")]:
             delattr(idata, group)
         if "log_likelihood" not in idata.groups():
@@ -263,6 +251,16 @@ def run_inference(
                 pm.compute_log_likelihood(idata, model=model, progressbar=False,
                                           extend_inferencedata=True)
     return _upcast_to_float64(idata)
+
+
+def _pm_sample(config: SamplerConfig, progressbar: bool, **extra: Any) -> az.InferenceData:
+    """``pm.sample`` with ``config``'s NUTS settings (``extra``: more keyword arguments)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+        return pm.sample(draws=config.draws, tune=config.tune, chains=config.chains,
+                         target_accept=config.target_accept, random_seed=config.random_seed,
+                         nuts_sampler=config.sampler, progressbar=progressbar,
+                         compute_convergence_checks=False, **extra)
 
 
 def jax_chain_method(chains: int) -> str:
@@ -314,21 +312,10 @@ def _sample_jax(model: pm.Model, config: SamplerConfig,
     ``precision``.
     """
     chain_method = jax_chain_method(config.chains)
-    with (jax_precision(config.precision), model_precision(config.precision),
-          warnings.catch_warnings()):
-        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-        idata = pm.sample(
-            draws=config.draws,
-            tune=config.tune,
-            chains=config.chains,
-            target_accept=config.target_accept,
-            random_seed=config.random_seed,
-            nuts_sampler=config.sampler,
-            nuts_sampler_kwargs={"chain_method": chain_method},
-            progressbar=progressbar,
-            compute_convergence_checks=False,
-        )
-    idata.posterior.attrs.update(chain_method=chain_method, precision=config.precision)
+    with jax_precision(config.precision), model_precision(config.precision):
+        idata = _pm_sample(config, progressbar,
+                           nuts_sampler_kwargs={"chain_method": chain_method})
+    idata["posterior"].attrs.update(chain_method=chain_method, precision=config.precision)
     return idata
 
 

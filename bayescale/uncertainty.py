@@ -5,7 +5,8 @@ prediction (:data:`bayescale.parts.SOURCES`) are conditioned on one after anothe
 the posterior of the model's parameters (``law``)::
 
     Var(Y) = Var(E[Y | theta])                                  law_var
-           + E[Var(E[Y | theta, family] | theta)]               family_var
+           + E[Var(E[Y | theta, discrepancy] | theta)]          discrepancy_var
+           + E[Var(E[Y | theta, ..., family] | theta, ...)]     family_var
            + E[Var(E[Y | theta, family, run] | theta, family)]  run_var
            + ...                                                drift_var, downstream_var,
                                                                 benchmark_var, noise_var
@@ -16,9 +17,11 @@ added, so the terms add up to ``Var(Y)`` exactly; each conditional mean is estim
 error subtracted), from at most ``max_draws`` posterior draws.  The result is on the
 metric's scale: nats for loss, accuracy for tasks.
 
-``law_var`` is the epistemic part (it shrinks as the ladder grows); ``family_var`` is the
-spread of a family the model has not seen (zero for a fitted family); ``run_var`` is what a
-new seed of the same configuration adds; ``drift_var`` the within-run walk still ahead;
+``law_var`` is the epistemic part (it shrinks as the ladder grows), with
+``discrepancy_var`` (the law's own error beyond the ladder,
+:class:`~bayescale.parts.Discrepancy`); ``family_var`` is the spread of a family the
+model has not seen (zero for a fitted family); ``run_var`` is what a new seed of the same
+configuration adds; ``drift_var`` the within-run walk still ahead;
 ``downstream_var`` a new run's task-level offset; ``benchmark_var`` the sampling of a
 benchmark's items; ``noise_var`` the loss measurement's noise.
 

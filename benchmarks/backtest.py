@@ -37,15 +37,13 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from bayescale.backtesting import backtest
 from bayescale.datasets import find_data_dir, load_chinchilla, load_gadre, load_pythia
-from bayescale.model import Model, load_model
-from bayescale.parts import FamilyPooling, RunEffect
+from bayescale.model import Model, auto_model
 from bayescale.runs import UnitWarning, read_runs
 
 LAWS = ("chinchilla", "kaplan", "compute")
@@ -102,20 +100,7 @@ def load_suite(name: str, data: Path | None) -> pd.DataFrame:
 def candidates(runs: pd.DataFrame, laws) -> list[Model]:
     """Each law's preset as the package default extends it for ``runs`` (see auto_model)."""
     table = read_runs(runs)
-    loss = table[table["metric"] == "loss"]
-    extra = []
-    if loss["family"].nunique() > 1:
-        extra.append(FamilyPooling())
-    if (loss.groupby(["family", "params", "total_tokens"])["run"].nunique() > 1).any():
-        extra.append(RunEffect())
-    out = []
-    for law in laws:
-        model = load_model(law)
-        if extra:
-            model = replace(model.with_parts(*extra),
-                            name=f"{law} + " + " + ".join(p.lookup_name for p in extra))
-        out.append(model)
-    return out
+    return [auto_model(table[table["metric"] == "loss"], law) for law in laws]
 
 
 def main(argv=None) -> int:

@@ -66,6 +66,9 @@ def test_ranking_puts_converged_candidates_first_then_log_score():
     assert list(_ranked(scores)["model"]) == ["c", "b", "a"]
     scores["all_converged"] = False
     assert list(_ranked(scores)["model"]) == ["a", "c", "b"]
+    # the score with each candidate's discrepancy term decides when there is one
+    scores["calibrated_log_score"] = [1.0, 2.0, 3.0]
+    assert list(_ranked(scores)["model"]) == ["c", "b", "a"]
 
 
 def test_model_choice_round_trips_through_a_dict():
@@ -98,8 +101,14 @@ def test_auto_fit_backtests_the_candidates_and_fits_the_best(auto_fit):
     assert list(scores["model"]) == list(_ranked(scores)["model"])
     assert list(choice.candidates) == ["chinchilla", "kaplan"]
     assert set(scores["model"]) == set(choice.candidates) and len(scores) == 2
-    assert choice.chosen == scores["model"].iloc[0] == auto_fit.model.name
+    assert choice.chosen == auto_fit.model.name
+    assert auto_fit.model.name.startswith(scores["model"].iloc[0])
     assert np.isfinite(scores["mean_log_score"]).all()
+    assert np.isfinite(scores["calibrated_log_score"]).all()
+    # the winner carries the discrepancy term its backtest estimated (none when it is 0)
+    scale = float(scores["discrepancy_scale"].iloc[0])
+    part = auto_fit.model.part("discrepancy")
+    assert (part is None) if scale == 0 else part.scale == pytest.approx(scale, abs=1e-6)
     # 2 folds x 3 runs (one per token multiplier) of the held-out size
     assert (scores["n"] == 6).all() and (scores["folds"] == 2).all()
     # the winner was refitted on the whole ladder, every size included

@@ -16,6 +16,7 @@ from .base import (
     get_part,
 )
 from .checkpoints import Checkpoints
+from .discrepancy import Discrepancy
 from .downstream import Downstream
 from .drift import Drift
 from .multi_power import MultiPowerSchedule
@@ -31,6 +32,7 @@ __all__ = [
     "BuildContext",
     "Checkpoints",
     "Default",
+    "Discrepancy",
     "Downstream",
     "Drift",
     "FamilyPooling",

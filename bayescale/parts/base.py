@@ -43,10 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
 _REGISTRY: dict[str, type[Part]] = {}
 
 #: The random sources of a prediction, in the order :mod:`bayescale.uncertainty` nests
-#: them: a new family's parameters, a new seed's run effects, the drift still ahead, a new
-#: run's downstream offset, the benchmark's item sampling, the loss measurement's noise.
-#: Each part names the sources it draws (``Part.sources``).
-SOURCES = ("family", "run", "drift", "downstream", "benchmark", "noise")
+#: them: the law's error beyond the ladder, a new family's parameters, a new seed's run
+#: effects, the drift still ahead, a new run's downstream offset, the benchmark's item
+#: sampling, the loss measurement's noise.  Each part names the sources it draws
+#: (``Part.sources``).
+SOURCES = ("discrepancy", "family", "run", "drift", "downstream", "benchmark", "noise")
 
 
 class ModelError(ValueError):

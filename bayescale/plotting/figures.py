@@ -647,8 +647,9 @@ def plot_band_vs_scale(fit: Any, targets=None, hdi_prob: float | None = None,
 
 
 #: Colours of the variance parts (the law's part in the posterior colour).
-SOURCE_COLORS = {"law": "#1d4ed8", "family": "#a855f7", "run": "#f59e0b", "drift": "#10b981",
-                 "downstream": "#ef4444", "benchmark": "#6b7280", "noise": "#cbd5e1"}
+SOURCE_COLORS = {"law": "#1d4ed8", "discrepancy": "#60a5fa", "family": "#a855f7",
+                 "run": "#f59e0b", "drift": "#10b981", "downstream": "#ef4444",
+                 "benchmark": "#6b7280", "noise": "#cbd5e1"}
 
 
 def _source_columns(table: pd.DataFrame) -> list[str]:
@@ -746,9 +747,10 @@ def plot_uncertainty_path(fit: Any, tokens_per_param: float | str = 20.0,
 def plot_model_choice(fit: Any) -> Figure:
     """How ``model="auto"`` chose: each candidate's held-out log score and its bands' coverage.
 
-    Left: mean log predictive density of the held-out rows (higher is better; the chosen
-    model in colour, candidates whose backtest fits did not all converge hatched).  Right:
-    median absolute relative error and the share of held-out rows inside their 90% bands.
+    Left: mean log predictive density of the held-out rows, with each candidate's
+    discrepancy term (higher is better; the chosen model in colour, candidates whose
+    backtest fits did not all converge hatched).  Right: median absolute relative error and
+    the share of held-out rows inside their 90% bands.
     Needs a fit made with ``model="auto"`` that compared several candidates.
     """
     import matplotlib.pyplot as plt
@@ -760,12 +762,14 @@ def plot_model_choice(fit: Any) -> Figure:
     scores = choice.scores
     names = list(scores["model"])[::-1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 0.7 * len(names) + 1.6))
+    key = "calibrated_log_score" if "calibrated_log_score" in scores else "mean_log_score"
+    winner = scores["model"].iloc[0]  # ranked best first
     for i, (_, row) in enumerate(scores.iloc[::-1].iterrows()):
-        chosen = row["model"] == choice.chosen
-        left.barh(i, row["mean_log_score"], color="C0" if chosen else "0.7",
+        chosen = row["model"] == winner
+        left.barh(i, row[key], color="C0" if chosen else "0.7",
                   hatch=None if row["all_converged"] else "//", edgecolor="black", lw=0.5)
     left.set_yticks(range(len(names)), names)
-    left.set_xlabel("mean held-out log score, ln(nats^-1) (higher is better)")
+    left.set_xlabel("held-out log score, ln(nats^-1) (higher is better)")
     left.set_title(f"chosen: {choice.chosen}", fontsize=9)
     y = np.arange(len(names))
     right.barh(y - 0.2, 100 * scores["median_abs_rel_error"].to_numpy()[::-1], height=0.4,

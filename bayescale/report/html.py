@@ -333,12 +333,13 @@ class ReportBuilder:
     def model_choice(self) -> dict[str, Any]:
         """The Model choice section: why ``model="auto"`` fitted this model, and the scores."""
         choice = self.fit.model_choice
-        columns = [c for c in ("model", "mean_log_score", "median_abs_rel_error", "coverage_50",
+        columns = [c for c in ("model", "calibrated_log_score", "discrepancy_scale",
+                               "mean_log_score", "median_abs_rel_error", "coverage_50",
                                "coverage_90", "median_width_90", "n", "all_converged")
                    if c in choice.scores]
         rows = [[sig(v, 4) if isinstance(v, float) else str(v) for v in rec]
                 for rec in choice.scores[columns].itertuples(index=False)]
-        figure = (self.figure("model_choice", "Each candidate's mean log predictive density of "
+        figure = (self.figure("model_choice", "Each candidate's log predictive density of "
                               "the held-out rows, and its error and coverage there.",
                               "Backtest scores of the candidate models")
                   if rows else None)
