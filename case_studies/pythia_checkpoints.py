@@ -41,8 +41,9 @@ nutpie's low-rank-corrected mass matrix, see ``MASS_MATRIX``):
 7. with ``--auto``: scenarios 1 and 3 fitted by ``bayescale.fit(rows)`` with no model named:
    the package's candidates for a checkpoint ladder (final losses, ``checkpoints``,
    ``checkpoints_kaplan``) compared by a backtest inside each scenario's own ladder (the two
-   largest sizes held out in turn), the winner refitted; printed beside the hand-picked
-   preset.  Unlike the preset, nothing in this choice saw a target.
+   largest sizes held out in turn), the winner refitted with the model-discrepancy term its
+   backtest estimated; printed beside the hand-picked preset.  Unlike the preset, nothing in
+   this choice saw a target.
 
 Choices (applied to every scenario) and how they were made:
 
