@@ -141,7 +141,8 @@ def fit(
         ladder also ``checkpoints`` and ``checkpoints_kaplan``.  Several
         candidates are compared by a backtest that holds out the largest model sizes (the
         sampler settings below apply to its fits too); the best is refitted on the whole
-        ladder and ``info["model_choice"]`` records why.
+        ladder and ``info["model_choice"]`` records why.  A ``method="map"``/``"advi"``
+        preview skips the backtest and fits the first candidate.
     metric
         Which metric's rows are the loss the law describes (default ``"loss"``).
     priors
@@ -208,7 +209,8 @@ def fit(
         raise ValueError(f"strict=True needs method='nuts': method={method!r} is a preview without "
                          "convergence checks")
     choice = None
-    if isinstance(model, str) and model == "auto":
+    if isinstance(model, str) and model == "auto" and method == "nuts":
+        # a MAP or ADVI preview takes the shape default (auto_model) without the backtest
         from .model_choice import choose_model
 
         # settings that do not depend on the model fail before the backtest
@@ -218,6 +220,11 @@ def fit(
                                      random_seed=random_seed, progressbar=progressbar)
     prepared = prepare(runs, model, metric=metric, priors=priors)
     chosen, rows = prepared.model, prepared.rows
+    if isinstance(model, str) and model == "auto":
+        from .model_choice import ModelChoice
+
+        choice = ModelChoice(chosen.name, f"a {method} preview takes the first candidate for "
+                             "this table, without the backtest", (chosen.name,))
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":
         low_rank_cutoff = chosen.sampler.get("low_rank_cutoff")

@@ -143,3 +143,12 @@ def test_unfinished_runs_drop_the_final_loss_candidate():
     assert names(cut) == ["checkpoints - family_pooling", "checkpoints_kaplan - family_pooling"]
     model, choice = choose_model(read_runs(cut[cut["params"] < 1e8]), progressbar=False)
     assert model.name == "checkpoints - family_pooling" and choice.folds == 0
+
+
+def test_a_preview_skips_the_backtest():
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayescale.fit(runs, method="map", progressbar=False)
+    assert fit.model.name == "chinchilla" and fit.model_choice.folds == 0
+    assert "map preview" in fit.model_choice.reason
