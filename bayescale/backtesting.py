@@ -257,10 +257,7 @@ def _fan_out(splits: list[Fold], candidates: list[tuple[str, Model]], settings: 
             jobs.append(FitJob(fold.train, model, dict(settings), label=key,
                                then=partial(_score_fold, fold=fold, **scoring)))
     out = fit_many(jobs, client, returns="result", progressbar=progressbar)
-    if not out.ok:
-        first = out.failures.iloc[0]
-        raise RuntimeError(f"backtest: {len(out.failures)} fit(s) failed on the cluster, first "
-                           f"{first['label']}: {first['error']}: {first['message']}")
+    out.raise_on_failure("backtest")
     return [_labelled(out.results[key], *keys[key]) for key in keys]
 
 

@@ -143,6 +143,17 @@ class FitManyResult:
         """Whether every job succeeded."""
         return self.failures.empty
 
+    def raise_on_failure(self, what: str) -> None:
+        """Raise ``RuntimeError`` naming the first failed job (``what``: the caller's name).
+
+        For callers that need every job: a backtest or a refit series with a hole in it
+        compares nothing.
+        """
+        if not self.ok:
+            first = self.failures.iloc[0]
+            raise RuntimeError(f"{what}: {len(self.failures)} fit(s) failed on the cluster, first "
+                               f"{first['label']}: {first['error']}: {first['message']}")
+
     def table(self) -> pd.DataFrame:
         """One row per job, in the order given.
 

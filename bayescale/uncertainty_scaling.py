@@ -229,11 +229,7 @@ def uncertainty_scaling(runs: pd.DataFrame | str | os.PathLike, target,
         jobs = [FitJob(subset, model, dict(fit_kwargs), label=label, then=measure)
                 for label, subset in subsets]
         out = fit_many(jobs, client, returns="result", progressbar=progressbar)
-        if not out.ok:
-            first = out.failures.iloc[0]
-            raise RuntimeError(f"uncertainty_scaling: {len(out.failures)} refit(s) failed on the "
-                               f"cluster, first {first['label']}: {first['error']}: "
-                               f"{first['message']}")
+        out.raise_on_failure("uncertainty_scaling")
         bands = [out.results[label] for label, _ in subsets]
     else:
         bands = []
