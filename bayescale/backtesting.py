@@ -78,6 +78,11 @@ HOLDOUTS = ("largest", "late")
 ID_COLUMNS = ("model", "fold", "run", "family", "params", "tokens", "total_tokens", "value")
 
 
+#: Settings of :func:`bayescale.fit` that a backtest passes on to every fit.
+SAMPLER_SETTINGS = ("sampler", "target_accept", "cores", "mass_matrix", "low_rank_cutoff",
+                    "precision")
+
+
 def late_cut(fold: int) -> float:
     """Fraction of its total tokens up to which every run is observed in fold ``fold``.
 
@@ -421,6 +426,7 @@ def backtest(
     copies: int = 32,
     max_draws: int = 1000,
     client=None,
+    **sampler_settings: Any,
 ) -> Backtest:
     """Rolling-origin backtest of candidate models inside a ladder.
 
@@ -455,6 +461,10 @@ def backtest(
         Print one line per fit (the sampler's own bar stays off).
     copies, max_draws
         Nested draws per posterior draw, and posterior draws used, for the log score.
+    sampler_settings
+        Other settings of every fit, as :func:`bayescale.fit` takes them: ``sampler``,
+        ``target_accept``, ``cores``, ``mass_matrix``, ``low_rank_cutoff``, ``precision``
+        (default: the sampler's and each model's own).
     client
         A ``dask.distributed.Client``: every (fold, candidate) fit runs as one job of
         :func:`bayescale.fit_many` on its cluster, scored on the worker.  ``None``
@@ -489,9 +499,13 @@ def backtest(
         raise ValueError(f"hdi_probs repeat a value: {hdi_probs}")
     if copies < 4:
         raise ValueError(f"copies must be >= 4 (nested draws per posterior draw), got {copies}")
+    unknown = sorted(set(sampler_settings) - set(SAMPLER_SETTINGS))
+    if unknown:
+        raise TypeError(f"backtest() got unexpected keyword argument(s) {unknown}; the fits' "
+                        f"sampler settings are {list(SAMPLER_SETTINGS)}")
     splits = make_folds(runs, holdout, folds, metric=metric)
     settings: dict[str, Any] = dict(metric=metric, random_seed=random_seed, retry=False,
-                                    draws=draws, tune=tune, chains=chains)
+                                    draws=draws, tune=tune, chains=chains, **sampler_settings)
     scoring: dict[str, Any] = dict(holdout=holdout, hdi_probs=hdi_probs, seed=random_seed,
                                    copies=copies, max_draws=max_draws)
     if client is not None:

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     from . import __version__
     from .predict import KINDS
-    from .sampling import MASS_MATRICES, METHODS, SAMPLERS
+    from .sampling import MASS_MATRICES, METHODS, PRECISIONS, SAMPLERS
 
     common = _Parser(add_help=False)  # the subcommands' parsers are _Parser: so are their parents
     common.add_argument(
@@ -205,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="auto",
         metavar="NAME|FILE.toml",
-        help="a preset (see 'bayescale models') or a model TOML file; auto: multi_power when the "
-             "table has an lr column, else the chinchilla preset on final losses, with family "
-             "pooling and run effects when the table has several families or seeds "
-             "(default: %(default)s)",
+        help="a preset (see 'bayescale models') or a model TOML file; auto: the ladder chooses "
+             "among the presets that fit the table's shape by a backtest that holds out its "
+             "largest sizes (multi_power alone when the table has an lr column; see "
+             "bayescale.model_choice) (default: %(default)s)",
     )
     p.add_argument("--out", required=True, metavar="FIT.nc", help="where to write the fit (NetCDF)")
     p.add_argument("--sampler", choices=SAMPLERS, default="nutpie",
@@ -235,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --mass-matrix low_rank: correct directions whose scaled variance is C times "
              "above or below 1 (nutpie's mass_matrix_eigval_cutoff; default: the model's, else "
              "100)",
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="dtype the model is built and sampled in: float32 needs --sampler numpyro (faster "
+             "on some GPUs, less accurate gradients) (default: float64)",
     )
     p.add_argument("--seed", type=_seed, default=0, metavar="N",
                    help="random seed (default: %(default)s)")
@@ -637,7 +642,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .sampling import check_sampler
 
     # fails before any work; fit checks the cutoff
-    check_sampler(args.sampler, args.method, args.mass_matrix or "diag")
+    check_sampler(args.sampler, args.method, args.mass_matrix or "diag",
+                  precision=args.precision or "float64")
     model: str | Model = "auto" if args.model == "auto" else load_model(args.model)
     runs = _read_runs_csv(args.runs, drop_invalid=args.drop_invalid)
     _out(f"Read {len(runs)} rows ({runs['run'].nunique()} runs) from {args.runs}; fitting "
@@ -657,6 +663,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             target_accept=args.target_accept,
             mass_matrix=args.mass_matrix,
             low_rank_cutoff=args.low_rank_cutoff,
+            precision=args.precision,
             random_seed=args.seed,
             progressbar=_progress(args),
             retry=args.retry,

@@ -216,8 +216,12 @@ def fit(
         # settings that do not depend on the model fail before the backtest
         check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
         runs = read_runs(runs)
-        model, choice = choose_model(runs, metric=metric, draws=draws, tune=tune, chains=chains,
-                                     random_seed=random_seed, progressbar=progressbar)
+        given = dict(sampler=sampler, target_accept=target_accept, cores=cores,
+                     mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff,
+                     precision=precision)
+        model, choice = choose_model(
+            runs, metric=metric, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+            progressbar=progressbar, **{k: v for k, v in given.items() if v is not None})
     prepared = prepare(runs, model, metric=metric, priors=priors)
     chosen, rows = prepared.model, prepared.rows
     if isinstance(model, str) and model == "auto":

@@ -185,7 +185,7 @@ def calibrate(rows: pd.DataFrame, hdi_prob: float = 0.9) -> pd.DataFrame:
 
 def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None = None,
                  tune: int | None = None, chains: int | None = None, random_seed: int = 0,
-                 progressbar: bool = True) -> tuple[Model, ModelChoice]:
+                 progressbar: bool = True, **sampler_settings: Any) -> tuple[Model, ModelChoice]:
     """Choose the model of ``runs`` (a validated runs table) by a backtest inside the ladder.
 
     Parameters
@@ -198,6 +198,9 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
         Sampler settings of the backtest fits (default: each candidate's own).
     progressbar
         Print one line per backtest fit and the verdict.
+    sampler_settings
+        The backtest fits' other settings (``sampler``, ``target_accept``, ``mass_matrix``,
+        ``precision`` ...; see :func:`bayescale.backtest`): the ones ``fit`` was given.
 
     Returns
     -------
@@ -230,7 +233,7 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
               flush=True)
     result = backtest(runs, candidates, holdout="largest", folds=folds, metric=metric,
                       draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                      progressbar=progressbar)
+                      progressbar=progressbar, **sampler_settings)
     scores = _ranked(result.scores.merge(calibrate(result.rows), on="model"))
     best = scores.iloc[0]
     converged = bool(best["all_converged"])

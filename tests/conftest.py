@@ -161,10 +161,38 @@ def small_fit():
     return fit, truth
 
 
+def fitted_once(tmp_path_factory, name: str, make_fit):
+    """``make_fit()`` once per test session, shared by the xdist workers.
+
+    The first worker to get here fits and saves the fit (``fit.save``) next to the workers'
+    temporary folders; the others wait for it and load it (:func:`bayescale.load_fit`).
+    Without xdist the fit is simply made.
+    """
+    import fcntl
+
+    import bayescale
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make_fit()
+    shared = tmp_path_factory.getbasetemp().parent
+    path = shared / f"{name}.nc"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.is_file():
+                return bayescale.load_fit(path)
+            fit = make_fit()
+            fit.save(path)
+            return fit
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def downstream_fit():
+def downstream_fit(tmp_path_factory):
     """A joint loss + downstream fit of a simulated ladder with three tasks: a large
-    benchmark, a small one (100 items) and one that does not improve with loss."""
+    benchmark, a small one (100 items) and one that does not improve with loss (fitted
+    once per session: see :func:`fitted_once`)."""
     import bayescale
     from bayescale.simulate import Task
 
@@ -174,11 +202,14 @@ def downstream_fit():
         Task("flat", n_items=1000, chance=0.25, slope=0.0, midpoint=3.0),
     ]
     runs, truth = bayescale.simulate_ladder(seed=0, tasks=tasks)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # the low-rank mass matrix at target_accept 0.99: with the diagonal one the E-A-alpha
-        # ridge left a bulk ESS of 44-47 at 2 x (600 + 300) and R-hat up to 1.018 at
-        # 2 x (1000 + 3000); low-rank at 0.95 left 1.2% divergent draws under one seed in four
-        fit = bayescale.fit(runs, "downstream", draws=2000, tune=1000, chains=2, target_accept=0.99,
-                            mass_matrix="low_rank", progressbar=False)
-    return fit, truth, tasks
+
+    def make_fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the low-rank mass matrix at target_accept 0.99: with the diagonal one the E-A-alpha
+            # ridge left a bulk ESS of 44-47 at 2 x (600 + 300) and R-hat up to 1.018 at
+            # 2 x (1000 + 3000); low-rank at 0.95 left 1.2% divergent draws under one seed in four
+            return bayescale.fit(runs, "downstream", draws=2000, tune=1000, chains=2,
+                                 target_accept=0.99, mass_matrix="low_rank", progressbar=False)
+
+    return fitted_once(tmp_path_factory, "downstream_fit", make_fit), truth, tasks

@@ -268,7 +268,12 @@ def test_compare_families(fitted, tmp_path):
     families = tmp_path / "families.csv"
     runs, _ = bayescale.simulate_ladder(seed=3, families=["web", "code"], family_spread=0.05)
     runs.to_csv(families, index=False)
-    rc, _, err = run("fit", families, "--out", tmp_path / "fit.nc", "--no-retry", *TINY)
+    # families pooled on final losses (the model auto's backtest would compare, named here)
+    pooled = tmp_path / "pooled.toml"
+    pooled.write_text('format = 2\nextends = "chinchilla"\nname = "pooled"\n'
+                      '[parts.family_pooling]\n')
+    rc, _, err = run("fit", families, "--model", pooled, "--out", tmp_path / "fit.nc",
+                     "--no-retry", *TINY)
     assert rc == 0, err
     rc, _, err = run("compare-families", tmp_path / "fit.nc", "--params", "7e9", "--tokens",
                        "1.4e11", "--out", tmp_path / "p.csv")
@@ -427,6 +432,26 @@ def test_missing_optional_sampler_is_one_line_exit_2(ladder, tmp_path, monkeypat
     rc, _, err = run("fit", folder / "runs.csv", "--out", tmp_path / "x.nc", "--sampler", "numpyro")
     assert rc == 2
     assert_one_line_error(err, "numpyro", "pip install")
+
+
+def test_float32_needs_a_jax_sampler_and_is_passed_to_fit(ladder, tmp_path, monkeypatch):
+    """``--precision float32`` with nutpie is a one-line error before any work; with numpyro
+    it reaches ``bayescale.fit`` (a stand-in records it; nothing is sampled)."""
+    folder, _ = ladder
+    rc, _, err = run("fit", folder / "runs.csv", "--out", tmp_path / "x.nc", "--precision",
+                     "float32")
+    assert rc == 2
+    assert_one_line_error(err, "float32", "numpyro")
+    seen = {}
+
+    def record(runs, model, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bayescale.fitting.fit", record)
+    rc, _, _ = run("fit", folder / "runs.csv", "--out", tmp_path / "x.nc", "--sampler", "numpyro",
+                   "--precision", "float32", "--model", "chinchilla")
+    assert seen["precision"] == "float32" and seen["sampler"] == "numpyro"
 
 
 def test_internal_error_exit_1_and_debug_reraises(fitted, monkeypatch):

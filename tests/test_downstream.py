@@ -92,7 +92,8 @@ def test_downstream_needs_accuracy_rows():
                       Model("chinchilla", parts=[Downstream(tasks=("acc:nope",))]))
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "exp"])
+# the sigmoid link of an average is also what the downstream tests above fit: slow tier only
+@pytest.mark.parametrize("kind", [pytest.param("sigmoid", marks=pytest.mark.slow), "exp"])
 def test_average_fitted_as_its_own_metric(kind):
     """``acc:avg`` rows fitted as one metric: no spreads to pool, no run-level effect, and
     ``predict`` uses that metric's own link (its band covers the truth).  The data follow a

@@ -30,14 +30,18 @@ def _table(out: Path) -> pd.DataFrame:
 
 
 @needs_gadre
-def test_gadre_small(tmp_path):
+def test_gadre_small(tmp_path, monkeypatch):
+    """Smoke run (3 tasks, 2 x (100 + 100) draws) of one family's three fits: the other two
+    families run the same code on other rows (the slow tier runs all three)."""
+    monkeypatch.setattr(gadre_overtrain, "FAMILIES", ("redpajama",))
     assert gadre_overtrain.main(["--small", "--out", str(tmp_path)]) == 0
     table = _table(tmp_path)
     for col in COLUMNS:
         assert col in table.columns
     for metric in ("loss", "err:avg"):
         rows = table[table["metric"] == metric]
-        assert set(zip(rows["family"], rows["multiplier"], strict=True)) == TARGETS
+        assert set(zip(rows["family"], rows["multiplier"], strict=True)) == {
+            t for t in TARGETS if t[0] == "redpajama"}
     assert table[["truth", "bayes_median", "bayes_lower", "bayes_upper"]].notna().all().all()
     assert ((table["bayes_lower"] <= table["bayes_median"])
             & (table["bayes_median"] <= table["bayes_upper"])).all()
@@ -50,11 +54,10 @@ def test_gadre_small(tmp_path):
     assert ((err["per_task_lower"] <= err["per_task_median"])
             & (err["per_task_median"] <= err["per_task_upper"])).all()
     diag = pd.read_csv(tmp_path / "gadre_diagnostics.csv")
-    assert len(diag) == 3 * len(gadre_overtrain.FAMILIES)
-    assert diag["fit"].str.contains("average").sum() == len(gadre_overtrain.FAMILIES)
+    assert len(diag) == 3 and diag["fit"].str.contains("average").sum() == 1
     report = pd.read_csv(tmp_path / "gadre_task_report.csv")
-    assert set(report["family"]) == set(gadre_overtrain.FAMILIES)
-    assert len(report) == 3 * len(gadre_overtrain.SMALL_TASKS)
+    assert set(report["family"]) == {"redpajama"}
+    assert len(report) == len(gadre_overtrain.SMALL_TASKS)
 
 
 def test_gadre_missing_data_exits_clearly(tmp_path):

@@ -200,9 +200,26 @@ def test_student_t_family_prior_integrates_out_the_spread():
         FamilyPooling(prior="cauchy")
 
 
+def test_student_t_family_prior_builds_the_integrated_spread(hier_fit):
+    """Default tier, no sampling: with Student-t family deviations the spread is integrated
+    out (``family_var``, no ``family_sd``) and the deviations keep their ``family`` dim."""
+    from bayescale.fitting import prepare
+
+    _, _, runs = hier_fit
+    model = load_model("checkpoints").with_parts(FamilyPooling(prior="student_t"))
+    prepared = prepare(runs, model)
+    assert "family_var" in prepared.model.priors and "family_sd" not in prepared.model.priors
+    pm_model = prepared.build()
+    assert pm_model.named_vars_to_dims["dev_alpha"] == ("family",)
+    assert "family_sd" not in pm_model.named_vars
+    assert np.isfinite(pm_model.compile_logp()(pm_model.initial_point()))
+
+
+@pytest.mark.slow
 def test_student_t_family_prior_fit(hier_fit):
     """The same ladder fitted with Student-t family deviations: the families' exponents
-    cover their truth and a new family's band is wider than a known family's."""
+    cover their truth and a new family's band is wider than a known family's (slow tier:
+    3000 draws; the default tier checks the graph)."""
     _, truth, runs = hier_fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -152,3 +152,30 @@ def test_a_preview_skips_the_backtest():
         fit = bayescale.fit(runs, method="map", progressbar=False)
     assert fit.model.name == "chinchilla" and fit.model_choice.folds == 0
     assert "map preview" in fit.model_choice.reason
+
+
+def test_the_fits_sampler_settings_reach_the_backtest(monkeypatch):
+    """``fit(runs, sampler=..., target_accept=..., mass_matrix=...)`` with ``model="auto"``:
+    the backtest's fits get the same settings (recorded by a stand-in backtest; nothing is
+    sampled), and ``backtest`` refuses a setting ``fit`` does not know."""
+    import bayescale.backtesting
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(runs, models, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(bayescale.backtesting, "backtest", record)
+    runs, _ = bayescale.simulate_ladder(seed=0)
+    with pytest.raises(Stop):
+        bayescale.fit(runs, sampler="pymc", target_accept=0.97, mass_matrix="diag", cores=1,
+                      draws=50, progressbar=False)
+    assert {k: seen[k] for k in ("sampler", "target_accept", "mass_matrix", "cores", "draws")} == {
+        "sampler": "pymc", "target_accept": 0.97, "mass_matrix": "diag", "cores": 1, "draws": 50}
+    monkeypatch.undo()
+    with pytest.raises(TypeError, match="tree_depth"):
+        bayescale.backtest(runs, ["chinchilla", "kaplan"], tree_depth=10)
