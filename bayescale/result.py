@@ -41,8 +41,8 @@ class ScalingFit:
     ----------
     idata
         ArviZ InferenceData: ``posterior`` (law parameters by their symbols, dims
-        ``chain, draw``), ``sample_stats``, ``observed_data`` and ``log_likelihood``
-        (dims ``obs``).
+        ``chain, draw``), ``sample_stats``, ``observed_data``, and ``log_likelihood``
+        (dims ``obs``) once :meth:`log_likelihood` has computed it.
     model, scale, runs
         The model (:class:`~bayescale.model.Model`: law, parts, priors; ``print(fit.model)``),
         the centring constants (N0, D0) and the loss rows that were fitted.
@@ -161,6 +161,24 @@ class ScalingFit:
         table.attrs["outliers"] = self.outliers().to_dict("records")
         return table
 
+    def log_likelihood(self) -> xr.Dataset:
+        """Pointwise log-likelihood of the fitted rows at every draw (``idata.log_likelihood``).
+
+        ``ln_loss`` has dims ``chain, draw, obs`` (and ``acc`` its own, with accuracy rows).
+        Computed on first use (it compiles the model's likelihood once more), then kept in
+        ``idata`` and saved with the fit.  What :meth:`outliers` and ``arviz.loo`` read.
+        """
+        if "log_likelihood" not in self.idata.groups():
+            from .build import build_model
+            from .sampling import add_log_likelihood, model_precision
+
+            precision = self.sampler_config.precision
+            with model_precision(precision):
+                pm_model = build_model(self.model, self.runs, self.scale, self.families,
+                                       self.run_names, self.schedule, self.acc_rows)
+            add_log_likelihood(self.idata, pm_model, precision)
+        return self.idata["log_likelihood"]
+
     def outliers(self, drop_nats: float = OUTLIER_DROP_NATS) -> pd.DataFrame:
         """Fitted loss rows the model cannot account for: a loss spike, a mistyped value.
 
@@ -174,9 +192,9 @@ class ScalingFit:
         """
         columns = ["family", "run", "params", "tokens", "value", "drop_nats"]
         post = self.idata["posterior"]
-        if ("log_likelihood" not in self.idata.groups()
-                or post.sizes["chain"] * post.sizes["draw"] < 100):
+        if post.sizes["chain"] * post.sizes["draw"] < 100:
             return pd.DataFrame(columns=columns)
+        self.log_likelihood()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # arviz warns of high Pareto k: the rows flagged here
             loo = az.loo(self.idata, pointwise=True, var_name="ln_loss")

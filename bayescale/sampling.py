@@ -224,7 +224,7 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
 def run_inference(
     model: pm.Model, config: SamplerConfig, progressbar: bool = True, cache_key: str | None = None
 ) -> az.InferenceData:
-    """Sample ``model`` as ``config`` says; returns InferenceData with log_likelihood.
+    """Sample ``model`` as ``config`` says; returns InferenceData (see :func:`add_log_likelihood`).
 
     ``cache_key`` (see :func:`bayescale.model.structure_key`) lets the nutpie sampler reuse
     a model compiled earlier in this process.
@@ -246,10 +246,20 @@ def run_inference(
             idata = _pm_sample(config, progressbar, cores=config.cores)
         for group in [g for g in idata.groups() if g.startswith("warmup")]:
             delattr(idata, group)
-        if "log_likelihood" not in idata.groups():
-            with model_precision(config.precision):
-                pm.compute_log_likelihood(idata, model=model, progressbar=False,
-                                          extend_inferencedata=True)
+    return _upcast_to_float64(idata)
+
+
+def add_log_likelihood(idata: az.InferenceData, model: pm.Model, precision: str = "float64"
+                       ) -> az.InferenceData:
+    """Add the pointwise log-likelihood of ``model``'s observed variables at every draw.
+
+    A ``log_likelihood`` group (float64, dims ``chain, draw`` and the observations'), in
+    place; computing it compiles one more function, so a fit does it only when asked
+    (:meth:`bayescale.ScalingFit.log_likelihood`).
+    """
+    with model_precision(precision):
+        pm.compute_log_likelihood(idata, model=model, progressbar=False,
+                                  extend_inferencedata=True)
     return _upcast_to_float64(idata)
 
 

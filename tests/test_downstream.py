@@ -58,7 +58,7 @@ def test_joint_fit_recovers_links_and_flags_flat_task(joint_fit):
     fit = require_sampled(joint_fit[0])
     assert fit.tasks == ["acc:big", "acc:flat", "acc:small"]
     assert fit.idata.posterior["slope"].dims == ("chain", "draw", "task")
-    assert {"ln_loss", "acc"} <= set(fit.idata.log_likelihood.data_vars)
+    assert {"ln_loss", "acc"} <= set(fit.log_likelihood().data_vars)
     verdicts = fit.task_report().set_index("task")["verdict"]
     assert verdicts["acc:big"] == "improves" and verdicts["acc:flat"] != "improves"
 

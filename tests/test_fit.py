@@ -30,11 +30,13 @@ def quiet_fit(runs, **kwargs):
 def test_posterior_groups_dims_and_names(small_fit):
     fit, _ = small_fit
     groups = set(fit.idata.groups())
-    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= groups
+    assert {"posterior", "sample_stats", "observed_data"} <= groups
     post = fit.idata.posterior
     for name in ("E", "A", "B", "alpha", "beta", "sigma", "nu"):
         assert post[name].dims == ("chain", "draw")
-    assert fit.idata.log_likelihood["ln_loss"].dims == ("chain", "draw", "obs")
+    # the log-likelihood is computed when first asked for, then kept in idata
+    assert fit.log_likelihood()["ln_loss"].dims == ("chain", "draw", "obs")
+    assert fit.idata.log_likelihood["ln_loss"].dtype == np.float64
     assert fit.idata.observed_data["ln_loss"].sizes["obs"] == len(fit.runs)
 
 
@@ -109,6 +111,14 @@ def test_save_load_in_new_process_predicts_exactly(small_fit, tmp_path):
     assert (loaded.model.hash() == fit.model.hash()
             and loaded.model.to_dict() == fit.model.to_dict() and loaded.scale == fit.scale)
     assert len(loaded.runs) == len(fit.runs)
+    # a loaded fit rebuilds its model for the log-likelihood: the same values as the fit's own
+    fit.idata = fit.idata.copy()
+    if "log_likelihood" in fit.idata.groups():
+        del fit.idata.log_likelihood
+    if "log_likelihood" in loaded.idata.groups():
+        del loaded.idata.log_likelihood
+    np.testing.assert_allclose(loaded.log_likelihood()["ln_loss"].to_numpy(),
+                               fit.log_likelihood()["ln_loss"].to_numpy(), rtol=1e-12)
 
 
 def test_load_rejects_foreign_file(tmp_path):

@@ -96,13 +96,16 @@ class ScheduleTerm(Part):
             return {"d_eff": tokens, "u": 1.0 - frac}
         d_eff, u = tokens.copy(), np.zeros(len(rows))
         per_row: Sequence[Schedule | None] = schedules_of(rows) or [fallback] * len(rows)
+        rows_of: dict[Schedule, list[int]] = {}  # each schedule evaluated once, on its rows
         for i, sched in enumerate(per_row):
             sched = sched or fallback
             if sched is None:
                 raise ModelError(f"schedule: target row {i} gives no schedule and the fit has none "
                                  "to fall back on")
-            d_eff[i] = tokens[i] * float(sched.lr_area(frac[i]) / sched.lr_area(1.0))
-            u[i] = float(sched.annealing(1.0) - sched.annealing(frac[i]))
+            rows_of.setdefault(sched, []).append(i)
+        for sched, index in rows_of.items():
+            d_eff[index] = tokens[index] * sched.lr_area(frac[index]) / sched.lr_area(1.0)
+            u[index] = sched.annealing(1.0) - sched.annealing(frac[index])
         return {"d_eff": d_eff, "u": u}
 
     def law_mean(self, law, theta: dict, n, d, u, c, exp):
