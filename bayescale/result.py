@@ -176,6 +176,11 @@ class ScalingFit:
             with model_precision(precision):
                 pm_model = build_model(self.model, self.runs, self.scale, self.families,
                                        self.run_names, self.schedule, self.acc_rows)
+            missing = [v.name for v in pm_model.free_RVs if v.name not in self.idata["posterior"]]
+            if missing:
+                raise ValueError(f"log_likelihood: the posterior has no draws of {missing[:5]}, "
+                                 f"which model {self.model.name!r} samples; was it fitted with "
+                                 "another model?")
             add_log_likelihood(self.idata, pm_model, precision)
         return self.idata["log_likelihood"]
 

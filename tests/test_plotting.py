@@ -96,6 +96,9 @@ def fake_fit(
     if method == "nuts":
         kwargs["sample_stats"] = {"diverging": np.zeros(shape, dtype=bool),
                                   "energy": rng.standard_normal(shape)}
+        # a pointwise log-likelihood that flags no row (the posterior has no latent
+        # variables from which the fit could compute its own)
+        kwargs["log_likelihood"] = {"ln_loss": 0.01 * rng.standard_normal((*shape, len(runs)))}
     idata = az.from_dict(
         posterior=posterior,
         observed_data={"ln_loss": np.log(runs["value"].to_numpy())},
@@ -114,6 +117,16 @@ def fake_fit(
               "versions": {"bayescale": bayescale.__version__}},
         families=names, run_names=list(dict.fromkeys(runs["run"])),
     )
+
+
+def test_log_likelihood_names_the_draws_a_posterior_lacks():
+    """A fit whose posterior lacks variables its model samples (here the pooled law's
+    population and non-centred deviations) cannot compute its log-likelihood, and says
+    which."""
+    fit = fake_fit(families=3, pooled=True)
+    del fit.idata.log_likelihood
+    with pytest.raises(ValueError, match=r"no draws of \[.*'z_E'"):
+        fit.log_likelihood()
 
 
 @pytest.fixture(scope="module")
