@@ -25,10 +25,11 @@ import pytensor.tensor as pt
 from .design import design
 from .model import Model
 from .parts import BuildContext
+from .parts.marginal import RunBlocks
 from .runs import Scale
 
 if TYPE_CHECKING:
-    from .parts import MultiPowerSchedule, ScheduleTerm
+    from .parts import MarginalRuns, MultiPowerSchedule, ScheduleTerm
 
 #: Order at which the law's mean is evaluated (the schedule term's order).
 MEAN_ORDER = 20
@@ -97,6 +98,9 @@ def build_model(
         ctx = BuildContext(model=model, rows=rows, acc_rows=fitted_acc, scale=scale,
                            families=families, runs=runs, x=x, store={"record_mean": record_mean})
         ctx.ln_value = pm.Data("ln_value", np.log(rows["value"].to_numpy(dtype=float)), dims="obs")
+        marginal = model.part("marginal_runs")
+        if marginal is not None:
+            ctx.blocks = RunBlocks.from_previous(x["obs"]["prev"]).register()
         if model.part("family_pooling") is None:
             _shared_law_parameters(ctx)
         recorded = False
@@ -110,7 +114,10 @@ def build_model(
             _plain_law_mean(ctx)
         if record_mean and not recorded:
             _record(ctx)
-        model.noise.observe(ctx)
+        if marginal is not None:
+            cast("MarginalRuns", marginal).observe(ctx)
+        else:
+            model.noise.observe(ctx)
     return pm_model
 
 
@@ -153,4 +160,6 @@ def structure_key(model: Model, pm_model: pm.Model) -> str:
     free_obs = any("obs" in (pm_model.named_vars_to_dims.get(v.name) or ())
                    for v in pm_model.free_RVs)
     dims = sorted((k, len(v)) for k, v in pm_model.coords.items() if k != "obs" or free_obs)
+    if "run_block_index" in pm_model.named_vars:  # marginal_runs: the padded run blocks
+        dims.append(("run_blocks", pm_model["run_block_index"].get_value().shape))
     return f"{model.hash()}|{dims}"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pandas as pd
 
 from .build import build_model, structure_key
+from .parts.marginal import draw_run_latents
 from .diagnostics import ConvergenceError
 from .model import Model, auto_model, load_model
 from .parts.checkpoints import select_rows
@@ -254,7 +255,8 @@ def fit(
     scale, families, run_names = prepared.scale, prepared.families, prepared.run_names
     sched, acc_rows = prepared.schedule, prepared.acc_rows
     start = time.perf_counter()
-    idata = run_inference(pm_model, config, progressbar=progressbar, cache_key=cache_key)
+    idata = draw_run_latents(pm_model, run_inference(pm_model, config, progressbar=progressbar,
+                                                     cache_key=cache_key), config.random_seed)
     info: dict[str, Any] = {
         "runs_hash": runs_hash(rows),
         "param_count": prepared.table.attrs.get("param_count", "as given"),
@@ -275,7 +277,8 @@ def fit(
     first = result.diagnostics()
     if retry and first.passed is False:
         config = retry_config(config)
-        idata = run_inference(pm_model, config, progressbar=progressbar, cache_key=cache_key)
+        idata = draw_run_latents(pm_model, run_inference(
+            pm_model, config, progressbar=progressbar, cache_key=cache_key), config.random_seed)
         info["retry"] = {"first_attempt": first.message(), "tune": config.tune,
                          "target_accept": config.target_accept}
         result = result_of(idata, config)

@@ -43,6 +43,7 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+from threadpoolctl import threadpool_limits
 import pymc as pm
 from pymc.backends.arviz import find_constants, find_observations
 
@@ -198,8 +199,25 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
         if cache_key:
             _NUTPIE_CACHE[cache_key] = compiled
     else:
-        compiled = compiled.with_data(**_data_values(model))
-    idata = nutpie.sample(
+        # data the compiled graph does not use (pruned when it was compiled) need no update
+        compiled = compiled.with_data(**{name: value for name, value in _data_values(model).items()
+                                         if name in compiled.shared_data})
+    # one BLAS thread per chain: the marginal form's per-run Cholesky factors call LAPACK,
+    # whose own threads would contend with the chains' (3x slower on 2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        idata = _nutpie_sample(nutpie, compiled, config, progressbar)
+    idata.extend(
+        az.from_dict(
+            observed_data=find_observations(model),
+            constant_data=find_constants(model),
+            coords={k: list(v) for k, v in model.coords.items()},
+            dims={name: list(d) for name, d in model.named_vars_to_dims.items()},
+        )
+    )
+    return idata
+def _nutpie_sample(nutpie, compiled, config: SamplerConfig, progressbar: bool) -> az.InferenceData:
+    """``nutpie.sample`` of a compiled model with ``config``'s settings."""
+    return nutpie.sample(
         compiled,
         draws=config.draws,
         tune=config.tune,
@@ -210,15 +228,6 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
         progress_bar=progressbar,
         **nutpie_mass_matrix_kwargs(config),
     )
-    idata.extend(
-        az.from_dict(
-            observed_data=find_observations(model),
-            constant_data=find_constants(model),
-            coords={k: list(v) for k, v in model.coords.items()},
-            dims={name: list(d) for name, d in model.named_vars_to_dims.items()},
-        )
-    )
-    return idata
 
 
 def run_inference(

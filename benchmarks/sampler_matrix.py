@@ -9,14 +9,16 @@ script, with the same draws, tuning steps, chains and seed:
   (Pythia's LAMBADA checkpoints of both families up to 1.4B, the case study's preset
   ``pythia_lambada``), ``sim10k`` (a simulated ladder of 5 families x 20 runs x 100
   checkpoints = 10,000 rows, preset ``checkpoints``);
-* samplers: ``nutpie`` (the package's default, the model's own mass matrix), ``pymc``
-  (PyMC's NUTS) and ``numpyro`` (JAX on the CPU), both with the diagonal mass matrix.
+* samplers: ``nutpie`` (the package's default, the model's own mass matrix),
+  ``nutpie_marginal`` (the same with the :class:`~bayescale.parts.MarginalRuns` part: run
+  offsets, slopes, drift and AR(1) integrated out; on ladders whose preset has one of
+  them), ``pymc`` (PyMC's NUTS) and ``numpyro`` (JAX on the CPU), both with the diagonal
+  mass matrix.
 
 Reported per cell: wall seconds, max R-hat, min bulk ESS over the model's parameters,
 divergences, ESS per second, peak resident memory (MiB: the cell's process plus its largest
 child process, where PyMC samples its chains), and the ratio of nutpie's ESS/s to each
-other sampler's.  A cell that runs past ``--timeout`` seconds is reported as such.  The
-marginalised form of issue #19 (item 1) is not built, so it has no column.
+other sampler's.  A cell that runs past ``--timeout`` seconds is reported as such.
 
 Run::
 
@@ -40,7 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LADDERS = ("chinchilla", "pythia", "sim10k")
-SAMPLERS = ("nutpie", "pymc", "numpyro")
+SAMPLERS = ("nutpie", "nutpie_marginal", "pymc", "numpyro")
 #: Pythia sizes the case study fits (scenario 1).
 PYTHIA_FIT_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
 
@@ -73,12 +75,18 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
 
     import bayescale
 
+    from bayescale.model import load_model
+    from bayescale.parts import MarginalRuns
+
     runs, preset = ladder(name)
+    model = load_model(preset)
+    if sampler == "nutpie_marginal":
+        model, sampler = model.with_parts(MarginalRuns()), "nutpie"
     mass = {} if sampler == "nutpie" else {"mass_matrix": "diag"}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, preset, sampler=sampler, draws=draws, tune=tune,
+        fit = bayescale.fit(runs, model, sampler=sampler, draws=draws, tune=tune,
                             chains=chains, random_seed=seed, progressbar=False, retry=False,
                             **mass)
     wall = time.perf_counter() - start
@@ -87,7 +95,8 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
     # (PyMC's NUTS samples its chains in child processes)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"ladder": name, "sampler": sampler, "model": preset, "rows": len(fit.runs),
+    label = "nutpie_marginal" if model.part("marginal_runs") is not None else sampler
+    return {"ladder": name, "sampler": label, "model": model.name, "rows": len(fit.runs),
             "peak_mib": own + child, "peak_own_mib": own, "peak_child_mib": child,
             "wall_s": wall, "max_rhat": float(d.max_rhat), "min_ess_bulk": float(d.min_ess_bulk),
             "divergences": int(d.divergences), "ess_per_s": float(d.min_ess_bulk) / wall,
@@ -137,7 +146,8 @@ def main(argv=None) -> int:
     """Run the matrix (or, with ``--worker``, one cell) and print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ladders", nargs="+", choices=LADDERS, default=["chinchilla", "pythia"])
-    p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    p.add_argument("--samplers", nargs="+", choices=SAMPLERS,
+                   default=["nutpie", "nutpie_marginal", "pymc", "numpyro"])
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)

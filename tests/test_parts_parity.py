@@ -23,11 +23,13 @@ from bayescale.parts import (
     Downstream,
     Drift,
     FamilyPooling,
+    MarginalRuns,
     Noise,
     RunEffect,
     ScheduleTerm,
 )
 from bayescale.parts.checkpoints import select_rows
+from bayescale.parts.marginal import draw_run_latents
 from bayescale.parts.schedule import default_schedule
 from bayescale.predict import Structure, predictive_draws
 from bayescale.runs import Scale, read_runs
@@ -68,9 +70,8 @@ def _prepare(model, table):
     return pm_model, idata, structure, rows, acc
 
 
-def _check(model, table):
-    pm_model, idata, structure, rows, acc = _prepare(model, table)
-    graph = idata.posterior["mu_obs"].stack(s=("chain", "draw")).transpose("s", ...).to_numpy()
+def _numpy_mean(structure, idata, rows) -> np.ndarray:
+    """The numpy predictor's structural mean of ln loss at the fitted rows, (S, n_obs)."""
     from bayescale.parts import PredictContext
 
     ctx = PredictContext(fit=structure, idata=idata, targets=rows, x=structure.design(rows),
@@ -78,7 +79,41 @@ def _check(model, table):
                          run_labels=rows["run"].astype(str),
                          known=np.ones(len(rows), bool), new_draws=False,
                          rng=np.random.default_rng(0))
-    numpy_mean = structure.structural_mean(ctx, rows)
+    return structure.structural_mean(ctx, rows)
+
+
+def _graph_run_terms(pm_model, idata) -> np.ndarray:
+    """A marginal graph's run terms at the drawn latents: its loadings times ``z``, (S, n_obs)."""
+    graph = pm_model.bayescale_marginal
+    names = list(graph["loadings"])
+    fn = pm.pytensorf.compile(list(pm_model.free_RVs),
+                              [graph["loadings"][n][0] for n in names], on_unused_input="ignore")
+    blocks = graph["blocks"]
+    post = idata.posterior.stack(s=("chain", "draw")).transpose("s", ...)
+    out = np.zeros((post.sizes["s"], len(blocks.block)))
+    real = blocks.mask > 0
+    for s in range(post.sizes["s"]):
+        loadings = fn(*[post[v.name].to_numpy()[s] for v in pm_model.free_RVs])
+        total = np.zeros(blocks.mask.shape)
+        for name, z in zip(names, loadings, strict=True):
+            latent = post[name].to_numpy()[s]
+            if graph["loadings"][name][1] == "run":
+                total += z[:, :, 0] * latent[graph["block_run"]][:, None]
+            else:
+                total += np.einsum("rij,rj->ri", z, latent[blocks.index] * blocks.mask)
+        out[s, blocks.index[real]] = total[real]
+    return out
+
+
+def _check(model, table):
+    pm_model, idata, structure, rows, acc = _prepare(model, table)
+    graph = idata.posterior["mu_obs"].stack(s=("chain", "draw")).transpose("s", ...).to_numpy()
+    if model.part("marginal_runs") is not None:
+        # the graph integrates the latents out: draw them given the data, as a fit does, and
+        # compare the graph's mean with its loadings applied to them
+        draw_run_latents(pm_model, idata, random_seed=0)
+        graph = graph + _graph_run_terms(pm_model, idata)
+    numpy_mean = _numpy_mean(structure, idata, rows)
     ok = np.isfinite(graph)
     assert ok.mean() > 0.5, "most prior draws should give a finite mean"
     np.testing.assert_allclose(numpy_mean[ok], graph[ok], rtol=RTOL)
@@ -111,6 +146,9 @@ def _check_log_density(model, pm_model, idata, structure, rows, mu):
     sigma = post["sigma"].to_numpy()[:, None] * np.ones_like(mu)
     if model.noise.by_size:
         sigma = sigma * n ** -post["kappa"].to_numpy()[:, None]
+    if model.part("marginal_runs") is not None:
+        _check_marginal_density(model, idata, structure, rows, graph, sigma)
+        return
     mean = mu
     if model.part("ar1_residuals") is not None:
         x = structure.design(rows)
@@ -126,6 +164,46 @@ def _check_log_density(model, pm_model, idata, structure, rows, mu):
     ok = np.isfinite(graph) & np.isfinite(expected)
     assert ok.mean() > 0.5
     np.testing.assert_allclose(graph[ok], expected[ok], rtol=1e-6, atol=1e-8)
+
+
+def _check_marginal_density(model, idata, structure, rows, graph, sigma):
+    """Each run's summed row log-densities against the joint density of its ln losses: the
+    numpy predictor's latents integrated out (its loadings found by unit steps of each latent;
+    it is linear in them) with the noise (and AR(1)) covariance written out."""
+    names = [n for n in ("z_run", "z_slope", "z_walk") if n in idata.posterior]
+    base = _numpy_mean(structure, idata, rows)
+    columns = []
+    for name in names:
+        for k in range(idata.posterior.sizes[idata.posterior[name].dims[-1]]):
+            shifted = idata.copy()
+            shifted.posterior[name].values[..., k] += 1.0
+            columns.append(_numpy_mean(structure, shifted, rows) - base)
+    loadings = np.stack(columns, axis=2)  # (S, n_obs, K)
+    latents = np.concatenate([idata.posterior[n].stack(s=("chain", "draw"))
+                              .transpose("s", ...).to_numpy() for n in names], axis=1)
+    law = base - np.einsum("sok,sk->so", loadings, latents)
+    post = idata.posterior.stack(s=("chain", "draw")).transpose("s", ...)
+    y = np.log(rows["value"].to_numpy(float))
+    ln_tokens = np.log(rows["tokens"].to_numpy(float))
+    checked = 0
+    for idx in rows.groupby("run", sort=False).indices.values():
+        distance = np.abs(ln_tokens[idx][:, None] - ln_tokens[idx][None, :])
+        for s in range(len(law)):
+            if model.part("ar1_residuals") is not None:
+                corr = np.exp(-distance / float(post["ell"][s]))
+            else:
+                corr = np.eye(len(idx))
+            a = loadings[s][idx]
+            cov = a @ a.T + sigma[s, idx][:, None] * sigma[s, idx][None, :] * corr
+            if model.noise.likelihood == "student_t":
+                dist = scipy.stats.multivariate_t(law[s, idx], cov, df=float(post["nu"][s]))
+            else:
+                dist = scipy.stats.multivariate_normal(law[s, idx], cov)
+            expected = dist.logpdf(y[idx])
+            if np.isfinite(expected) and np.isfinite(graph[s, idx]).all():
+                np.testing.assert_allclose(graph[s, idx].sum(), expected, rtol=1e-6)
+                checked += 1
+    assert checked > 0.5 * len(law) * rows["run"].nunique()
 
 
 @pytest.mark.parametrize("name", [n for n in bayescale.available_models()])
@@ -156,6 +234,9 @@ PART_VARIANTS = [
     [Checkpoints(), ScheduleTerm(source="table", anneal="loss"), RunEffect(),
      Drift(clock="fraction"), Downstream(link="exp", scale="log_reducible")],
     [FamilyPooling(), Downstream(link="gompertz", run_effect=False, overdispersion=False)],
+    [Checkpoints(min_fraction=0.3), RunEffect(slope=True), Drift(clock="fraction"),
+     AR1Residuals(), Noise(likelihood="student_t", by_size=True), MarginalRuns()],
+    [FamilyPooling(), RunEffect(), Noise(likelihood="normal"), MarginalRuns()],
 ]
 
 

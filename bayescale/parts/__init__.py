@@ -19,6 +19,7 @@ from .checkpoints import Checkpoints
 from .discrepancy import Discrepancy
 from .downstream import Downstream
 from .drift import Drift
+from .marginal import MarginalRuns
 from .multi_power import MultiPowerSchedule
 from .noise import Noise
 from .pooling import FamilyPooling
@@ -36,6 +37,7 @@ __all__ = [
     "Downstream",
     "Drift",
     "FamilyPooling",
+    "MarginalRuns",
     "ModelError",
     "MultiPowerSchedule",
     "Noise",

@@ -186,6 +186,10 @@ class BuildContext:
     kappa: Any = None
     ln_value: Any = None
     store: dict[str, Any] = field(default_factory=dict)
+    #: With :class:`~bayescale.parts.MarginalRuns`: the rows as padded run blocks; the
+    #: within-run Gaussian parts then add loadings (``store["run_loadings"]``) instead of
+    #: latents to ``mu``.
+    blocks: Any = None
 
     @property
     def wheres(self) -> tuple[str, ...]:

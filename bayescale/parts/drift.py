@@ -87,6 +87,12 @@ class Drift(Part):
         gap = walk_gaps(x, self.clock)
         sigma_drift = ctx.model.priors["sigma_drift"].create_variable("sigma_drift")
         step = pm.Data("walk_gap", gap, dims="obs")
+        if ctx.blocks is not None:  # integrated out: row i loads on the run's increments j <= i
+            increment = ctx.blocks.gather(sigma_drift * ctx.size_factor("obs") * pt.sqrt(step))
+            lower = np.tril(np.ones((ctx.blocks.length, ctx.blocks.length)))
+            ctx.store.setdefault("run_loadings", {})["z_walk"] = (
+                lower[None] * increment[:, None, :], "obs")
+            return
         start = pm.Data("walk_start", walk_starts(x), dims="obs")
         increments = (sigma_drift * ctx.size_factor("obs") * pt.sqrt(step)
                       * pm.Normal("z_walk", 0.0, 1.0, dims="obs"))

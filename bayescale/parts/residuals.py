@@ -49,10 +49,18 @@ class AR1Residuals(Part):
     def build(self, ctx: BuildContext) -> None:
         """Condition each row on its run's previous residual (mean and scale)."""
         x = ctx.x["obs"]
+        ell = ctx.model.priors["ell"].create_variable("ell")
+        if ctx.blocks is not None:  # integrated out: the run's stationary OU covariance
+            position = pm.Data("run_block_ln_tokens",  # ln tokens since the run's first row
+                               ctx.blocks.positions(np.cumsum(x["gap"])))
+            scale = ctx.blocks.gather(ctx.sigma)
+            distance = pt.abs(position[:, :, None] - position[:, None, :])
+            ctx.store["run_noise_covariance"] = (scale[:, :, None] * scale[:, None, :]
+                                                 * pt.exp(-distance / ell))
+            return
         prev = pm.Data("prev_index", np.maximum(x["prev"], 0), dims="obs")
         has_prev = pm.Data("has_prev", (x["prev"] >= 0).astype(float), dims="obs")
         gap = pm.Data("gap", x["gap"], dims="obs")
-        ell = ctx.model.priors["ell"].create_variable("ell")
         rho = has_prev * pt.exp(-gap / ell)
         mu = ctx.mu["obs"]
         ctx.mu["obs"] = mu + rho * (ctx.ln_value[prev] - mu[prev])

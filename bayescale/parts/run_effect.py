@@ -70,9 +70,18 @@ class RunEffect(Part):
         pm.modelcontext(None).add_coord("run", ctx.runs)
         priors = ctx.model.priors
         sigma_run = priors["sigma_run"].create_variable("sigma_run")
+        sigma_slope = (priors["sigma_slope"].create_variable("sigma_slope") if self.slope
+                       else None)
+        if ctx.blocks is not None:  # integrated out: loadings (R, L, 1) of z_run and z_slope
+            loadings = ctx.store.setdefault("run_loadings", {})
+            loadings["z_run"] = (ctx.blocks.gather(sigma_run)[:, :, None], "run")
+            if self.slope:
+                slope = ctx.blocks.gather(sigma_slope * ctx.size_factor("obs")
+                                          * ctx.data("ln_fraction"))
+                loadings["z_slope"] = (slope[:, :, None], "run")
+            return
         z_run = pm.Normal("z_run", 0.0, 1.0, dims="run")
         if self.slope:
-            sigma_slope = priors["sigma_slope"].create_variable("sigma_slope")
             z_slope = pm.Normal("z_slope", 0.0, 1.0, dims="run")
         for where in ctx.wheres:
             run = ctx.data("run_index", where)
