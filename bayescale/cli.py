@@ -670,11 +670,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             strict=args.strict,
         )
     out = Path(args.out).expanduser()
+    summary = _summary_lines(fit, args.hdi)  # first: it computes the log-likelihood, saved too
     fit.save(out)
     _out(f"Saved the fit to {out}", "")
     _selection_note(fit, int((runs["metric"] == args.metric).sum()))
     _out(*_describe(fit, str(out)), "")
-    _out(*_summary_lines(fit, args.hdi))
+    _out(*summary)
     _verdict(fit, in_summary=True)
     return EXIT_OK
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pandas as pd
 
 from .build import build_model, structure_key
-from .parts.marginal import draw_run_latents
 from .diagnostics import ConvergenceError
 from .model import Model, auto_model, load_model
 from .parts.checkpoints import select_rows
+from .parts.marginal import draw_run_latents
 from .parts.schedule import default_schedule
 from .result import ScalingFit
 from .runs import Scale, read_runs, runs_hash

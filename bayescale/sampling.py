@@ -43,9 +43,9 @@ from typing import Any
 
 import arviz as az
 import numpy as np
-from threadpoolctl import threadpool_limits
 import pymc as pm
 from pymc.backends.arviz import find_constants, find_observations
+from threadpoolctl import threadpool_limits
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")

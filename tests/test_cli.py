@@ -122,6 +122,8 @@ def test_fit_saves_and_prints_summary_and_verdict(fitted):
     assert ("model 'chinchilla'" in out
             and "part   noise(likelihood='student_t', by_size=False)" in out)
     assert bayescale.load_fit(path).model.to_dict() == bayescale.load_model("chinchilla").to_dict()
+    # the summary's outlier check computed the log-likelihood before the fit was saved
+    assert "log_likelihood" in bayescale.load_fit(path).idata.groups()
     table = out.split("Posterior (90% HDI):", 1)[1]
     for name in ("E", "A", "B", "alpha", "beta", "sigma", "r_hat", "ess_bulk"):
         assert name in table

@@ -1,4 +1,4 @@
-"""The marginal form (``MarginalRuns``): the same model with each run's Gaussian parts integrated out.
+"""The marginal form (``MarginalRuns``): each run's Gaussian parts integrated out.
 
 Checked without sampling: the per-row log densities sum to the multivariate normal and
 Student-t densities (scipy); the marginal likelihood equals the latent form's with the
@@ -170,10 +170,10 @@ def test_drawn_latents_have_the_gaussian_conditional(rows):
     point = _point(pm_model, 3)
     point["sigma"] = np.asarray(0.02)
     n_draws = 4000
-    posterior = xr.Dataset({name: (("chain", "draw") + tuple(f"{name}_dim_{i}"
-                                                              for i in range(np.ndim(v))),
-                                   np.broadcast_to(v, (1, n_draws) + np.shape(v)).copy())
-                            for name, v in point.items()})
+    posterior = xr.Dataset({
+        name: (("chain", "draw", *(f"{name}_dim_{i}" for i in range(np.ndim(v)))),
+               np.broadcast_to(v, (1, n_draws, *np.shape(v))).copy())
+        for name, v in point.items()})
     idata = draw_run_latents(pm_model, az.InferenceData(posterior=posterior), random_seed=0)
     graph = pm_model.bayescale_marginal
     fn = pm.pytensorf.compile(list(pm_model.free_RVs),
@@ -227,7 +227,7 @@ def test_blocks_pad_after_each_run():
 def test_marginal_and_latent_fits_agree_on_a_simulated_ladder():
     """Normal noise, so both forms are one model: posteriors and predictions agree within
     Monte Carlo error, and the marginal fit's predictions for fitted runs cover the truth."""
-    runs, truth = bayescale.simulate_ladder(seed=8, families=2, seeds=2, checkpoints=8,
+    runs, _ = bayescale.simulate_ladder(seed=8, families=2, seeds=2, checkpoints=8,
                                             sizes=(2e7, 6e7, 2e8), token_multipliers=(20,),
                                             seed_spread=0.01, ar1=0.5)
     base = _model("normal", marginal=False).with_parts(drop=("drift",))

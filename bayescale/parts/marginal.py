@@ -87,7 +87,7 @@ class MarginalRuns(Part):
         loadings = [z for z, _ in ctx.store.get("run_loadings", {}).values()]
         cov = noise + pt.eye(blocks.length)[None] * (1.0 - blocks.mask_tensor)[:, :, None]
         for z in loadings:
-            cov = cov + pt.matmul(z, pt.swapaxes(z, -1, -2))
+            cov = cov + z @ z.transpose(0, 2, 1)
         student = ctx.model.noise.likelihood == "student_t"
         params = [ctx.mu["obs"], cov] + ([ctx.noise["nu"]] if student else [])
         index, position = blocks.block, blocks.position
