@@ -46,6 +46,20 @@ def test_chinchilla_small(tmp_path, capsys):
     assert "Diagnostics:" in printed and "Compute-optimal allocation" in printed
 
 
+@needs_chinchilla
+@pytest.mark.slow
+def test_chinchilla_auto_holdout_small(tmp_path, capsys):
+    """``--auto``: the top 20% of compute predicted by the preset and by model="auto"."""
+    assert chinchilla_replication.main(["--small", "--auto", "--out", str(tmp_path),
+                                        "--no-report"]) == 0
+    holdout = pd.read_csv(tmp_path / "chinchilla_auto.csv")
+    assert holdout["model"].tolist() == ["chinchilla (preset)", "auto"]
+    assert (holdout["targets"] == 49).all()  # 20% of the 245 runs
+    assert holdout["median_abs_error"].between(0, 0.1).all()
+    assert holdout["covered_90"].between(0, 1).all()
+    assert "chosen automatically" in capsys.readouterr().out
+
+
 def test_chinchilla_missing_data_exits_clearly(tmp_path):
     with pytest.raises(SystemExit, match="chinchilla_epoch"):
         chinchilla_replication.main(["--small", "--out", str(tmp_path), "--data", str(tmp_path)])
