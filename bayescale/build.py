@@ -152,7 +152,8 @@ def structure_key(model: Model, pm_model: pm.Model) -> str:
     """What determines the compiled graph: the model description and the dims' lengths.
 
     Every dim length except ``obs`` counts (and ``obs`` too when a free variable has that dim,
-    e.g. the drift's ``z_walk``).
+    e.g. the drift's ``z_walk``).  The marginal form's padded run length does not: its graph
+    takes that length from the data's shape (see ``RunBlocks.symbolic_length``).
 
     Two PyMC models with the same key differ only in their ``pm.Data`` values, so a compiled
     sampler can be reused with new data.
@@ -160,6 +161,4 @@ def structure_key(model: Model, pm_model: pm.Model) -> str:
     free_obs = any("obs" in (pm_model.named_vars_to_dims.get(v.name) or ())
                    for v in pm_model.free_RVs)
     dims = sorted((k, len(v)) for k, v in pm_model.coords.items() if k != "obs" or free_obs)
-    if "run_block_index" in pm_model.named_vars:  # marginal_runs: the padded run blocks
-        dims.append(("run_blocks", pm_model["run_block_index"].get_value().shape))
     return f"{model.hash()}|{dims}"

@@ -202,8 +202,9 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
         # data the compiled graph does not use (pruned when it was compiled) need no update
         compiled = compiled.with_data(**{name: value for name, value in _data_values(model).items()
                                          if name in compiled.shared_data})
-    # one BLAS thread per chain: the marginal form's per-run Cholesky factors call LAPACK,
-    # whose own threads would contend with the chains' (3x slower on 2 cores)
+    # one BLAS thread per chain: a model's BLAS calls (batched products) would otherwise start
+    # threads that contend with the chains' (3x slower on 2 cores when the marginal form
+    # called LAPACK once per run)
     with threadpool_limits(limits=1, user_api="blas"):
         idata = _nutpie_sample(nutpie, compiled, config, progressbar)
     idata.extend(
@@ -330,6 +331,9 @@ def _sample_jax(model: pm.Model, config: SamplerConfig,
     ``config.precision`` sets the dtype; ``posterior.attrs`` records ``chain_method`` and
     ``precision``.
     """
+    from .parts.whitening import register_jax
+
+    register_jax()
     chain_method = jax_chain_method(config.chains)
     with jax_precision(config.precision), model_precision(config.precision):
         idata = _pm_sample(config, progressbar,

@@ -13,13 +13,14 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
 import scipy.stats
 import xarray as xr
 
 import bayescale
-from bayescale.build import build_model
+from bayescale.build import build_model, structure_key
 from bayescale.model import Model
 from bayescale.parts import (
     AR1Residuals,
@@ -162,6 +163,29 @@ def test_student_t_noise_is_one_scale_mixture_per_run(rows):
     # many degrees of freedom: the multivariate Student-t tends to the normal
     assert abs(logp_t({**point, "nu": 1e9}) - logp_n(point)) < 1e-3
     assert logp_t({**point, "nu": 3.0}) != pytest.approx(logp_n(point), abs=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+def test_a_compiled_marginal_model_serves_runs_of_another_length(rows, mode):
+    """The padded run length is data, not a constant of the graph: a function compiled for
+    one ladder, given another ladder's data (runs one checkpoint shorter), returns that
+    ladder's own log density, and both share one structure key (one compiled sampler)."""
+    shorter = rows[rows.groupby("run").cumcount(ascending=False) > 0].reset_index(drop=True)
+    model = _model("student_t", marginal=True)
+    long_model, short_model = _build(model, rows), _build(model, shorter)
+    assert (short_model["run_block_index"].get_value().shape[1]
+            < long_model["run_block_index"].get_value().shape[1])
+    assert structure_key(model, long_model) == structure_key(model, short_model)
+    value_vars = long_model.value_vars
+    fn = pytensor.function(value_vars, long_model.logp(), mode=mode)
+    point = long_model.initial_point(0)
+    args = [point[v.name] for v in value_vars]
+    before = fn(*args)
+    for var in long_model.data_vars:  # what nutpie's with_data does
+        var.set_value(short_model[var.name].get_value())
+    expected = short_model.compile_logp()(point)
+    np.testing.assert_allclose(fn(*args), expected, rtol=1e-10)
+    assert not np.isclose(before, expected)
 
 
 # ------------------------------------------------------------------ latents after sampling

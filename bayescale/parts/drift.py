@@ -89,9 +89,14 @@ class Drift(Part):
         step = pm.Data("walk_gap", gap, dims="obs")
         if ctx.blocks is not None:  # integrated out: row i loads on the run's increments j <= i
             increment = ctx.blocks.gather(sigma_drift * ctx.size_factor("obs") * pt.sqrt(step))
-            lower = np.tril(np.ones((ctx.blocks.length, ctx.blocks.length)))
+            earlier = ctx.blocks.earlier()  # (L, L), i <= j
             ctx.store.setdefault("run_loadings", {})["z_walk"] = (
-                lower[None] * increment[:, None, :], "obs")
+                earlier.T[None] * increment[:, None, :], "obs")
+            # its covariance, Z Z^T = (sum of squared increments up to row min(i, j)), without
+            # the (R, L, L) x (R, L, L) product
+            variance = pt.cumsum(increment**2, axis=1)
+            ctx.store.setdefault("run_covariances", {})["z_walk"] = pt.where(
+                earlier[None], variance[:, :, None], variance[:, None, :])
             return
         start = pm.Data("walk_start", walk_starts(x), dims="obs")
         increments = (sigma_drift * ctx.size_factor("obs") * pt.sqrt(step)

@@ -13,8 +13,11 @@ and ``N`` the noise: ``diag(s^2)``, or ``s_i s_j exp(-|ln D_i - ln D_j| / ell)``
 :class:`~bayescale.parts.AR1Residuals`.  The likelihood is then a multivariate normal per
 run (multivariate Student-t with a Student-t noise part: one scale mixture per run, so an
 outlying run rather than an outlying row is down-weighted), evaluated by a Cholesky factor
-batched over runs padded to one length.  The sampler no longer walks through hundreds of
-latent increments; its posterior has the law's parameters and the parts' scales only.
+batched over runs padded to one length (one compiled kernel for all runs and its gradient:
+:mod:`bayescale.parts.whitening`).  The padded length is read from the data, so one compiled
+model serves ladders whose runs are longer or shorter.  The sampler no longer walks through
+hundreds of latent increments; its posterior has the law's parameters and the parts' scales
+only.
 
 The pointwise log-likelihood of a row is its density given the earlier rows of its run
 (the Cholesky factor's sequential decomposition), so rows still sum to the joint and
@@ -42,9 +45,9 @@ from typing import Any
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-from pytensor.tensor.slinalg import cholesky, solve_triangular
 
 from .base import BuildContext, ModelError, Part
+from .whitening import whiten
 
 #: The parts whose latents the marginal integrates out (one of them must be present).
 GAUSSIAN_PARTS = ("run_effect", "drift", "ar1_residuals")
@@ -83,11 +86,11 @@ class MarginalRuns(Part):
         noise = ctx.store.get("run_noise_covariance")
         if noise is None:
             scale = blocks.gather(ctx.sigma)
-            noise = pt.eye(blocks.length)[None] * (scale**2)[:, :, None]
-        loadings = [z for z, _ in ctx.store.get("run_loadings", {}).values()]
-        cov = noise + pt.eye(blocks.length)[None] * (1.0 - blocks.mask_tensor)[:, :, None]
-        for z in loadings:
-            cov = cov + z @ z.transpose(0, 2, 1)
+            noise = blocks.identity()[None] * (scale**2)[:, :, None]
+        cov = noise + blocks.identity()[None] * (1.0 - blocks.mask_tensor)[:, :, None]
+        covariances = ctx.store.get("run_covariances", {})
+        for name, (z, _) in ctx.store.get("run_loadings", {}).items():
+            cov = cov + (covariances[name] if name in covariances else outer(z))
         student = ctx.model.noise.likelihood == "student_t"
         params = [ctx.mu["obs"], cov] + ([ctx.noise["nu"]] if student else [])
         index, position = blocks.block, blocks.position
@@ -106,6 +109,13 @@ class MarginalRuns(Part):
             "mu": ctx.mu["obs"], "noise": noise, "loadings": ctx.store.get("run_loadings", {}),
             "blocks": blocks, "student": student,
             "block_run": ctx.x["obs"]["run"][blocks.index[:, 0]]}
+
+
+def outer(loadings):
+    """``Z Z^T`` (R, L, L) of loadings (R, L, k); elementwise when k is 1 (no batched product)."""
+    if loadings.type.shape[-1] == 1:
+        return loadings * loadings.transpose(0, 2, 1)
+    return loadings @ loadings.transpose(0, 2, 1)
 
 
 # ============================================================================ run blocks
@@ -153,6 +163,22 @@ class RunBlocks:
         """L, the longest run's number of fitted rows."""
         return self.index.shape[1]
 
+    def symbolic_length(self) -> Any:
+        """L as a symbolic scalar (the mask's shape).
+
+        No constant of the graph fixes L, so a compiled model serves runs of other lengths.
+        """
+        return self.mask_tensor.shape[1]
+
+    def identity(self) -> Any:
+        """The (L, L) identity matrix, symbolic in L."""
+        return pt.eye(self.symbolic_length())
+
+    def earlier(self) -> Any:
+        """(L, L) booleans, ``i <= j`` (row i is not after row j), symbolic in L."""
+        position = pt.arange(self.symbolic_length())
+        return pt.le(position[:, None], position[None, :])
+
     def register(self) -> RunBlocks:
         """Enter ``index`` and ``mask`` as ``pm.Data`` of the model being built."""
         self.index_tensor = pm.Data("run_block_index", self.index)
@@ -186,14 +212,12 @@ def run_logp(value, mu, cov, blocks: RunBlocks, nu=None):
     density.
     """
     resid = blocks.gather(value - mu)
-    chol = cholesky(cov, lower=True)
-    white = solve_triangular(chol, resid[..., None], lower=True)[..., 0]
-    log_diag = pt.log(pt.diagonal(chol, axis1=-2, axis2=-1))
+    white, log_diag = whiten(resid, cov)
     if nu is None:
         per_row = -0.5 * white**2 - log_diag - 0.5 * np.log(2 * np.pi)
     else:
         before = pt.cumsum(white**2, axis=1) - white**2
-        dof = nu + pt.arange(blocks.length)[None, :]
+        dof = nu + pt.arange(blocks.symbolic_length())[None, :]
         scale2 = (nu + before) / dof
         per_row = (pt.gammaln((dof + 1) / 2) - pt.gammaln(dof / 2) - 0.5 * pt.log(dof * np.pi)
                    - (dof + 1) / 2 * pt.log1p(white**2 / (scale2 * dof))
