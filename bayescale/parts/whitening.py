@@ -7,8 +7,8 @@ per-run multivariate normal or Student-t log-density needs (see
 
 Why one Op rather than PyTensor's ``cholesky`` and ``solve_triangular``: those are batched
 over runs by ``Blockwise``, one LAPACK call per run and per step of the gradient, and on
-ladders of ten runs of 15-30 checkpoints that per-call overhead, not arithmetic, was most of
-a gradient's cost (about 0.16 ms against 0.03 ms for the latent form).  Here the factor,
+ladders of tens of runs of 15-30 checkpoints that per-call overhead, not arithmetic, dominates
+(figures in ``benchmarks/README.md``, ``benchmarks/gradient_cost.py``).  Here the factor,
 the solve and their reverse-mode derivative (Murray 2016, "Differentiation of the Cholesky
 decomposition") are plain loops over all runs in one compiled kernel.  The kernels are
 written by hand because no library offers a batched, differentiable Cholesky whitening for
