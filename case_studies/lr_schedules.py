@@ -32,9 +32,9 @@ How the model was chosen, from the three training curves only (never the four pr
   sd 2-4x the rest); the Student-t noise down-weights them.
 * AR(1) residuals: the training curves' residuals have lag-one correlation 0.2-0.9.
 * The noise and the drop's prior as shipped: leaving one training schedule out as above,
-  fitted at the posterior mode (``benchmarks/lr_schedule_loso.py``), the preset missed the left-out curves by 0.149%
-  (mean), without AR(1) by 0.288%, with a normal likelihood by 0.290%, with a wide prior
-  of ``beta_drop`` by 0.161%.
+  fitted at the posterior mode (``benchmarks/lr_schedule_loso.py``), the preset missed
+  the left-out curves by 0.149% (mean), without AR(1) by 0.288%, with a normal likelihood
+  by 0.290%, with a wide prior of ``beta_drop`` by 0.161%.
 * Sums every 128 steps: against per-step sums rebuilt from the schedules' definitions the
   trapezoid sums are within 0.02% of the loss (mean) for every schedule.
 
