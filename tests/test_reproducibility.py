@@ -1,9 +1,12 @@
 """The same data, model and seed give bit-identical posteriors in separate processes."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Fits each preset on its small SBC design (benchmarks/sbc.py) and prints one digest of
 #: every posterior array per preset.
-SCRIPT = """
+SCRIPT = """# {tag}
 import hashlib, json, sys, warnings
 import numpy as np
 sys.path.insert(0, {benchmarks!r})
@@ -34,20 +37,31 @@ print(json.dumps(out))
 """
 
 
-def _digests_of_two_processes(presets, draws, tune, sampler="nutpie") -> list[dict[str, str]]:
+def _digests_of_two_processes(presets, draws, tune, sampler="nutpie", timeout=900.0,
+                              tag="") -> list[dict[str, str]]:
     """Run SCRIPT in two processes at once, with different hash seeds (so that anything
-    ordered by a set of strings comes out in another order)."""
+    ordered by a set of strings comes out in another order).
+
+    Each process leads its own process group; whatever happens (a time-out included), both
+    groups are killed before this returns, so no sampler (nor PyMC's chain processes)
+    outlives the test.  ``tag`` is written into the processes' command line."""
     code = SCRIPT.format(benchmarks=str(BENCHMARKS), presets=list(presets), draws=draws, tune=tune,
-                         sampler=sampler)
+                         sampler=sampler, tag=tag)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed)})
              for seed in (1, 2)]
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):  # the group has already exited
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     return results
 
 
@@ -57,6 +71,25 @@ def test_two_processes_give_identical_draws_small():
     2 x (60 + 60) draws; the slow tier adds the Gadre per-task downstream model."""
     first, second = _digests_of_two_processes(["pythia_lambada"], draws=60, tune=60)
     assert first == second
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux's /proc")
+def test_a_timed_out_comparison_leaves_no_process_behind():
+    """A comparison that runs out of time raises, and neither process is left running."""
+    tag = f"bayescale-test-{uuid.uuid4().hex}"
+    with pytest.raises(subprocess.TimeoutExpired):
+        _digests_of_two_processes(["chinchilla"], draws=10, tune=10, timeout=0.5, tag=tag)
+    assert _processes_with(tag) == []
+
+
+def _processes_with(text: str) -> list[int]:
+    """Ids of the live processes whose command line contains ``text`` (Linux ``/proc``)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # the process exited while being read
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
 
 
 @pytest.mark.slow
