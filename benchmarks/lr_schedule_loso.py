@@ -34,8 +34,6 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "case_studies"))
 
-#: Columns a planned run's rows give (``case_studies/lr_schedules.py``'s targets).
-TARGET_COLUMNS = ["params", "tokens", "total_tokens", "family", "run", "lr", "warmup_tokens"]
 WIDE_BETA_DROP = {"beta_drop": {"dist": "LogNormal", "kwargs": {"mu": -0.5, "sigma": 0.8},
                                 "provenance": "a wide alternative (benchmark)"}}
 
@@ -54,6 +52,8 @@ def variants() -> dict:
 
 def held_out_errors(model, train: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Per (held-out schedule, size): the mean relative error of the posterior mode's forecast."""
+    from lr_schedules import TARGET_COLUMNS  # the case study's planned-run columns
+
     import bayescale
     from bayescale.datasets import LUO_TRAIN_SCHEDULES
 
