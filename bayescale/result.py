@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import arviz as az
@@ -116,7 +116,10 @@ class ScalingFit:
         """
         if self._diagnostics is None:
             names = [n for n in self.model.variables() if n in self.idata["posterior"]]
-            self._diagnostics = diagnose(self.idata, names, method=self.sampler_config.method)
+            diag = diagnose(self.idata, names, method=self.sampler_config.method)
+            hints = tuple(hint for part in self.model.parts
+                          if (hint := part.convergence_hint(self.model, diag.worst)))
+            self._diagnostics = replace(diag, hints=hints)
         return self._diagnostics
 
     def warn_unconverged(self, where: str) -> None:

@@ -1,4 +1,4 @@
-"""ESS per second and peak memory of each sampler on three ladders (issue #19, item 4).
+r"""ESS per second and peak memory of each sampler on three ladders (issue #19, item 4).
 
 Each cell (ladder x sampler) runs in its own fresh Python process, so that its peak
 resident memory (``ru_maxrss`` of the child) and its wall time (compilation included) are
@@ -13,8 +13,11 @@ script, with the same draws, tuning steps, chains and seed:
   ``nutpie_latent`` and ``nutpie_marginal`` (the preset without and with the
   :class:`~bayescale.parts.MarginalRuns` part: run offsets, slopes, drift and AR(1) sampled
   as latents or integrated out; ``pythia_lambada`` has it, ``checkpoints`` not), ``pymc``
-  (PyMC's NUTS) and ``numpyro`` (JAX on the CPU), both with the diagonal mass matrix.  The
-  table labels each nutpie cell with the form it fitted.
+  (PyMC's NUTS) and ``numpyro`` (JAX on the CPU), both with the diagonal mass matrix;
+  ``nutpie_t_pooling`` and ``pymc_t_pooling``: the preset with
+  ``FamilyPooling(prior="student_t")`` (the families' spread integrated out, no funnel),
+  nutpie with the low-rank mass matrix, PyMC with its diagonal one (ladders whose preset
+  pools families).  The table labels each cell with the form it fitted.
 
 Reported per cell: wall seconds, max R-hat, min bulk ESS over the model's parameters,
 divergences, ESS per second, peak resident memory (MiB: the cell's process plus its largest
@@ -25,6 +28,8 @@ Run::
 
     python benchmarks/sampler_matrix.py              # chinchilla and pythia, 4 x (1000 + 1000)
     python benchmarks/sampler_matrix.py --ladders sim10k --timeout 1200
+    python benchmarks/sampler_matrix.py --ladders sim10k \
+        --samplers nutpie nutpie_t_pooling pymc_t_pooling
     python benchmarks/sampler_matrix.py --draws 100 --tune 100 --chains 2 --ladders chinchilla
 
 Results: ``benchmarks/out/sampler_matrix.json``; figures in ``benchmarks/README.md``.
@@ -43,7 +48,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LADDERS = ("chinchilla", "pythia", "sim10k")
-SAMPLERS = ("nutpie", "nutpie_latent", "nutpie_marginal", "pymc", "numpyro")
+SAMPLERS = ("nutpie", "nutpie_latent", "nutpie_marginal", "pymc", "numpyro", "nutpie_t_pooling",
+            "pymc_t_pooling")
+#: Suffix of the cells that fit the preset with funnel-free family pooling (see ``worker``).
+T_POOLING = "_t_pooling"
 #: Pythia sizes the case study fits (scenario 1).
 PYTHIA_FIT_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
 
@@ -76,15 +84,24 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
 
     import bayescale
     from bayescale.model import load_model
-    from bayescale.parts import MarginalRuns
+    from bayescale.parts import FamilyPooling, MarginalRuns
 
     runs, preset = ladder(name)
     model = load_model(preset)
+    t_pooling = sampler.endswith(T_POOLING)
+    if t_pooling:
+        if model.part("family_pooling") is None:
+            raise SystemExit(f"{sampler}: the {preset!r} preset of ladder {name!r} pools no "
+                             "families")
+        model, sampler = (model.with_parts(FamilyPooling(prior="student_t")),
+                          sampler.removesuffix(T_POOLING))
     if sampler == "nutpie_marginal":
         model, sampler = model.with_parts(MarginalRuns()), "nutpie"
     elif sampler == "nutpie_latent":
         model, sampler = model.with_parts(drop=("marginal_runs",)), "nutpie"
     mass = {} if sampler == "nutpie" else {"mass_matrix": "diag"}
+    if t_pooling and sampler == "nutpie":
+        mass = {"mass_matrix": "low_rank"}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -99,6 +116,8 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     form = "marginal" if model.part("marginal_runs") is not None else "latent"
     label = f"nutpie ({form})" if sampler == "nutpie" else sampler
+    if t_pooling:
+        label += f", student_t pooling, {fit.sampler_config.mass_matrix} mass matrix"
     return {"ladder": name, "sampler": label, "model": model.name, "rows": len(fit.runs),
             "peak_mib": own + child, "peak_own_mib": own, "peak_child_mib": child,
             "wall_s": wall, "max_rhat": float(d.max_rhat), "min_ess_bulk": float(d.min_ess_bulk),

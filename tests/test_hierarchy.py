@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
+import xarray as xr
 from conftest import require_sampled
 from simulated_calibration import (  # benchmarks/ is on sys.path via conftest
     LadderDesign,
@@ -297,3 +298,30 @@ def test_hierarchical_calibration_twenty_replicates():
     # 0.1% divergent draws) in most replicates (measured: 17 of 20, none with a divergent draw)
     assert ar1["law_level_converged"] >= 0.8
     assert iid["family_beta"] < 0.8 and iid["seed_spread"] < 0.8
+
+
+def test_a_poorly_mixed_family_spread_is_named_with_the_remedy(hier_fit):
+    """Default tier, no sampling: the hierarchical fit with its chains of ``alpha_sd`` pulled
+    apart fails its checks, names ``alpha_sd`` first among the worst variables and carries
+    the family pooling's advice (the spread integrated out, a low-rank mass matrix); the
+    integrated form (``prior="student_t"``) and well-mixed variables give no advice."""
+    from dataclasses import replace
+
+    fit, _, _ = hier_fit
+    require_sampled(fit)
+    before = fit.diagnostics()  # short chains: the package's own checks may fail, elsewhere
+    assert not {"alpha_sd", "alpha_pop"} & set(before.worst) and before.hints == ()
+    posterior = fit.idata.posterior.copy()
+    spread = posterior["alpha_sd"]
+    posterior["alpha_sd"] = spread + xr.DataArray([0.0, 10 * float(spread.std())],
+                                                  dims="chain")
+    idata = fit.idata.copy()
+    idata.posterior = posterior
+    diag = replace(fit, idata=idata, _diagnostics=None).diagnostics()
+    assert diag.passed is False and diag.worst[0] == "alpha_sd"
+    assert len(diag.hints) == 1 and "prior='student_t'" in diag.hints[0]
+    assert "worst: alpha_sd" in diag.message() and "mass_matrix='low_rank'" in diag.message()
+    pooling = fit.model.part("family_pooling")
+    assert pooling.convergence_hint(fit.model, ("alpha_sd",)) == diag.hints[0]
+    assert pooling.convergence_hint(fit.model, ("sigma_run",)) is None
+    assert FamilyPooling(prior="student_t").convergence_hint(fit.model, ("alpha_sd",)) is None

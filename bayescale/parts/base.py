@@ -112,6 +112,10 @@ class Part:
         """Posterior variables to summarise and diagnose (scales, populations; not latents)."""
         return list(self.priors())
 
+    def convergence_hint(self, model: Model, worst: tuple[str, ...]) -> str | None:
+        """Advice for a fit whose worst-mixing variables are ``worst`` (None: none from here)."""
+        return None
+
     # ------------------------------------------------------------- the model
     def build(self, ctx: BuildContext) -> None:
         """Add this part to the PyMC model being built."""

@@ -87,6 +87,18 @@ class FamilyPooling(Part):
         pooled = self.pooled(model)
         return [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
 
+    def convergence_hint(self, model, worst: tuple[str, ...]) -> str | None:
+        """Advice when a family spread or population mixes worst (``prior="half_normal"``).
+
+        The spread integrated out (``prior="student_t"``) and a low-rank mass matrix.
+        """
+        if self.prior != "half_normal" or not set(worst) & set(self.variables(model)):
+            return None
+        return ("the families' spreads and populations mix worst, the funnel of a sampled "
+                "spread; refit with FamilyPooling(prior='student_t') (spread integrated out) "
+                "and mass_matrix='low_rank' (on a 5-family, 10,000-row ladder this took R-hat "
+                "1.105 to 1.007 at a third of the time, benchmarks/README.md)")
+
     def check(self, model) -> None:
         """Require pooled parameters of the law with LogNormal priors."""
         unknown = sorted(set(self.pooled(model)) - set(model.law.sampled))
