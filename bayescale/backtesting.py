@@ -8,7 +8,11 @@ predictions of the rows held out, fold by fold:
     size (``params``) and fits on the runs of the sizes strictly smaller (a rolling origin:
     fold 0 fits everything below the largest size, fold 1 everything below the second
     largest, ...).  Of each held-out run only its final row (largest ``tokens``) is scored:
-    a ladder's target is a run's final loss.
+    a ladder's target is a run's final loss.  Sizes within :data:`SIZE_RTOL` of each other
+    count as one (published ladders give a size with rounding noise), and a fold takes in
+    the next sizes down until it holds at least :data:`MIN_HELD_OUT` of the ladder's runs:
+    on a ladder of many sizes with a run or two each, one held-out run would say little
+    about how wrong a law gets beyond the ladder.
 ``holdout="late"`` (checkpoint ladders)
     Fold ``k`` observes every run up to the fraction ``0.5 ** (k+1)`` of its total tokens
     (50%, 25%, 12.5%, ...) and predicts each run's final row as the continuation of that
@@ -74,6 +78,10 @@ if TYPE_CHECKING:
     from .result import ScalingFit
 
 HOLDOUTS = ("largest", "late")
+#: Model sizes closer than this relative difference are one size in ``holdout="largest"``.
+SIZE_RTOL = 0.01
+#: Least fraction of a ladder's runs that one ``holdout="largest"`` fold holds out.
+MIN_HELD_OUT = 0.1
 #: Identity columns of :attr:`Backtest.rows`, before the scores.
 ID_COLUMNS = ("model", "fold", "run", "family", "params", "tokens", "total_tokens", "value")
 
@@ -149,17 +157,21 @@ def make_folds(runs: pd.DataFrame | str, holdout: str = "largest", folds: int = 
     finals = rows.loc[rows.groupby("run")["tokens"].idxmax()]
     out = []
     if holdout == "largest":
-        sizes = np.sort(rows["params"].unique())[::-1]
-        if len(sizes) - folds < 2:
+        level, groups, left = _largest_plan(table, rows, finals)
+        usable = sum(n >= 2 for n in left)
+        if folds > usable:
             raise ValueError(
-                f"holdout='largest' with folds={folds} leaves {len(sizes) - folds} model size(s) "
-                f"to fit in the last fold (the ladder has {len(sizes)} sizes); a fit needs at "
-                f"least 2: use at most {max(len(sizes) - 2, 0)} fold(s)")
-        for k in range(folds):
-            size = sizes[k]
-            train = table[table["params"] < size].reset_index(drop=True)
-            held = finals[finals["params"] == size]
-            out.append(Fold(k, f"params={size:.3g}", train, _sorted(held)))
+                f"holdout='largest' with folds={folds} leaves "
+                f"{left[folds - 1] if folds <= len(left) else 0} model size(s) to fit in the "
+                f"last fold (the ladder has {len(np.unique(level[rows.index]))} sizes); a fit "
+                f"needs at least 2: use at most {usable} fold(s)")
+        for k, group in enumerate(groups[:folds]):
+            smallest = min(group)
+            train = table[level < smallest].reset_index(drop=True)
+            held = finals[level[finals.index].isin(group)]
+            label = (f"params={smallest:.3g}" if len(group) == 1 else
+                     f"params>={smallest:.3g} ({len(group)} sizes)")
+            out.append(Fold(k, label, train, _sorted(held)))
         return out
     for k in range(folds):
         cut = late_cut(k)
@@ -177,6 +189,66 @@ def make_folds(runs: pd.DataFrame | str, holdout: str = "largest", folds: int = 
         held = held[held["tokens"].to_numpy() > seen[held["run"]].to_numpy()]
         out.append(Fold(k, f"runs cut at {cut:.3g}", train.reset_index(drop=True), _sorted(held)))
     return out
+
+
+def largest_fold_count(runs: pd.DataFrame, metric: str = "loss") -> int:
+    """How many ``holdout="largest"`` folds ``runs`` (a validated runs table) allows.
+
+    Each fold must leave at least two model sizes to fit; 0 when even the first cannot.
+    """
+    rows = runs[runs["metric"] == metric]
+    if rows.empty:
+        return 0
+    finals = rows.loc[rows.groupby("run")["tokens"].idxmax()]
+    return sum(n >= 2 for n in _largest_plan(runs, rows, finals)[2])
+
+
+def _largest_plan(table: pd.DataFrame, rows: pd.DataFrame, finals: pd.DataFrame
+                  ) -> tuple[pd.Series, list[list[float]], list[int]]:
+    """The plan of ``holdout="largest"``: (level, groups, left).
+
+    ``level``: each row's :func:`size_levels`; ``groups``: the held-out levels of each fold
+    (:func:`size_groups`); ``left``: how many fitted levels each fold leaves below them.
+    """
+    level = pd.Series(size_levels(table["params"]), index=table.index)
+    groups = size_groups(level[finals.index].to_numpy(), len(finals))
+    fitted_levels = np.unique(level[rows.index])
+    return level, groups, [int((fitted_levels < min(group)).sum()) for group in groups]
+
+
+def size_levels(params) -> np.ndarray:
+    """Each model size mapped to the largest size within :data:`SIZE_RTOL` below it in a chain.
+
+    Sorted sizes closer than ``SIZE_RTOL`` (relative) to their neighbour share one level, the
+    largest of the chain: ``[1e9, 1.000001e9, 2e9]`` -> ``[1.000001e9, 1.000001e9, 2e9]``.
+    """
+    params = np.asarray(params, dtype=float)
+    unique = np.unique(params)
+    level = unique.copy()
+    for i in range(len(unique) - 2, -1, -1):
+        if unique[i + 1] - unique[i] <= SIZE_RTOL * unique[i + 1]:
+            level[i] = level[i + 1]
+    return level[np.searchsorted(unique, params)]
+
+
+def size_groups(levels: np.ndarray, n_runs: int) -> list[list[float]]:
+    """The held-out size levels of each rolling-origin fold, largest first.
+
+    ``levels`` has one entry per run (its :func:`size_levels`).  Each group is the next
+    levels down until it holds at least ``MIN_HELD_OUT x n_runs`` runs; the sizes below the
+    last full group are left over (they are never held out).
+    """
+    need = max(1, int(np.ceil(MIN_HELD_OUT * n_runs)))
+    groups: list[list[float]] = []
+    current: list[float] = []
+    count = 0
+    for level in np.unique(levels)[::-1]:
+        current.append(float(level))
+        count += int((levels == level).sum())
+        if count >= need:
+            groups.append(current)
+            current, count = [], 0
+    return groups
 
 
 def _sorted(rows: pd.DataFrame) -> pd.DataFrame:

@@ -16,8 +16,9 @@ The candidates are the presets that fit the table's shape (:func:`auto_candidate
 
 With one candidate there is nothing to choose.  With several, :func:`choose_model` runs a
 rolling-origin backtest (:func:`bayescale.backtest`, ``holdout="largest"``): fold k holds
-out the (k+1)-th largest model size and fits the smaller ones, with up to
-:data:`CHOICE_FOLDS` folds while at least two sizes remain to fit.
+out the (k+1)-th largest model size (or the next few sizes, when one size has fewer than
+a tenth of the ladder's runs) and fits the smaller ones, with up to :data:`CHOICE_FOLDS`
+folds while at least two sizes remain to fit.
 
 The held-out runs lie beyond each fold's ladder, so they also show how wrong a law gets
 when carried beyond it.  For each candidate the scale of a model-discrepancy term
@@ -207,7 +208,7 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
     (Model, ModelChoice)
         The chosen model and the record of the choice.
     """
-    from .backtesting import backtest
+    from .backtesting import backtest, largest_fold_count
 
     rows = runs[runs["metric"] == metric]
     if rows.empty:
@@ -219,9 +220,9 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
         return candidates[0], ModelChoice(
             candidates[0].name, "the only preset for this shape of ladder (the runs table gives "
             "each checkpoint's learning rate)", names)
-    sizes = rows["params"].nunique()
-    folds = min(CHOICE_FOLDS, sizes - 2)
+    folds = min(CHOICE_FOLDS, largest_fold_count(runs, metric))
     if folds < 1:
+        sizes = rows["params"].nunique()
         return candidates[0], ModelChoice(
             candidates[0].name,
             f"the ladder has {sizes} model size(s), too few to hold the largest out and fit the "
@@ -246,7 +247,7 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
               f"discrepancy term) of {len(candidates)} candidates"
               + (" whose backtest fits converged" if converged else
                  " (none of whose backtest fits all converged)")
-              + f", holding out the {folds} largest size(s) in turn "
+              + f", holding out the largest sizes in {folds} rolling-origin fold(s) "
               f"({int(best['n'])} held-out rows; median error "
               f"{100 * best['median_abs_rel_error']:.2g}%); discrepancy scale {scale:.3g} "
               "ln loss per e-fold of compute beyond the ladder")

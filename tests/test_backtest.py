@@ -99,6 +99,31 @@ def test_late_holdout_cuts_runs_and_predicts_their_ends():
     assert (result.rows["extrapolation"] > 1).any()
 
 
+def test_largest_holdout_merges_near_equal_sizes_and_holds_out_a_tenth_of_the_runs():
+    from bayescale.backtesting import MIN_HELD_OUT, size_levels
+
+    # published ladders give one size with rounding noise: 1e9 and 1.000001e9 are one size
+    assert list(size_levels([1e9, 1.000001e9, 2e9, 1.5e9])) == [1.000001e9, 1.000001e9, 2e9,
+                                                                 1.5e9]
+    # 40 runs of distinct sizes, except that the largest two are the same model: a fold
+    # holds out the largest sizes until it has 10% of the runs (4)
+    sizes = np.geomspace(1e7, 1e9, 40)
+    sizes[-1] = sizes[-2] * (1 + 1e-7)
+    runs = pd.DataFrame({"run": [f"r{i}" for i in range(40)], "params": sizes,
+                         "tokens": 20 * sizes, "total_tokens": 20 * sizes,
+                         "value": 2 + 400 * sizes**-0.3})
+    folds = make_folds(runs, "largest", folds=2)
+    assert MIN_HELD_OUT * 40 == 4
+    assert [len(f.held_out) for f in folds] == [4, 4]
+    assert folds[0].label == f"params>={sizes[-4]:.3g} (3 sizes)"  # the pair is one size
+    assert folds[0].train["params"].max() == sizes[-5]
+    assert folds[1].held_out["params"].min() == sizes[-8]
+    assert folds[1].train["params"].max() == sizes[-9]
+    # no run is both fitted and held out
+    for fold in folds:
+        assert not set(fold.train["run"]) & set(fold.held_out["run"])
+
+
 def test_log_score_is_the_mixture_density_of_the_loss(monkeypatch):
     from scipy.stats import lognorm
 
