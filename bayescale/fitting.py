@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from .build import build_model, structure_key
-from .diagnostics import ConvergenceError
+from .diagnostics import ConvergenceError, Diagnostics
 from .model import Model, auto_model, load_model
+from .parts import ModelError, Remedy
 from .parts.checkpoints import select_rows
 from .parts.marginal import draw_run_latents
 from .parts.schedule import default_schedule
-from .result import ScalingFit
+from .result import ScalingFit, retry_note
 from .runs import Scale, read_runs, runs_hash
 from .sampling import (
     SamplerConfig,
@@ -103,6 +104,40 @@ def prepare(runs: pd.DataFrame | str, model: str | os.PathLike | Model = "auto",
                     schedule=sched, scale=Scale.from_runs(rows))
 
 
+def _remedy(model: Model, worst: tuple[str, ...], config: SamplerConfig) -> Remedy | None:
+    """The first remedy a part of ``model`` offers for ``worst`` that the sampler can take.
+
+    A low-rank mass matrix, for example, needs nutpie.
+    """
+    for part in model.parts:
+        remedy = part.convergence_remedy(model, worst)
+        if remedy is None:
+            continue
+        try:
+            check_sampler(config.sampler, config.method,
+                          remedy.sampler.get("mass_matrix", config.mass_matrix),
+                          config.low_rank_cutoff, config.precision)
+        except ValueError:
+            continue
+        return remedy
+    return None
+
+
+def _prepare_remedy(runs, remedy: Remedy, metric: str, priors) -> Prepared | None:
+    """``runs`` prepared for the remedy's model; None when the given ``priors`` do not fit it."""
+    try:
+        return prepare(runs, remedy.model, metric=metric, priors=priors)
+    except ModelError:
+        return None
+
+
+def _better(second: Diagnostics, first: Diagnostics) -> bool:
+    """Whether a retry's verdict beats the first attempt's: passed, else a lower max R-hat."""
+    if bool(second.passed) != bool(first.passed):
+        return bool(second.passed)
+    return second.max_rhat <= first.max_rhat
+
+
 def fit(
     runs: pd.DataFrame | str,
     model: str | os.PathLike | Model = "auto",
@@ -177,7 +212,13 @@ def fit(
         When the posterior fails its convergence checks (see :mod:`bayescale.diagnostics`),
         sample once more with twice the tuning steps and the target acceptance halfway to 1
         (:func:`bayescale.sampling.retry_config`); the fit keeps the second posterior and
-        records the first attempt's verdict in ``info["retry"]``.  ``False`` keeps the first.
+        records the first attempt's verdict in ``info["retry"]``.  When a part of the model
+        offers a remedy for the worst-mixing variables
+        (:meth:`bayescale.parts.Part.convergence_remedy`: family pooling integrates a
+        funnelling spread out), the retry instead refits the remedied model with the first
+        attempt's settings and the remedy's (e.g. the low-rank mass matrix), keeps whichever
+        attempt mixed better, and ``info["retry"]`` names the remedy, the model and what was
+        kept.  ``False`` keeps the first attempt.
     strict
         Raise :class:`~bayescale.diagnostics.ConvergenceError` when the posterior still fails
         its checks (after the retry), instead of a :class:`ConvergenceWarning`.  Needs
@@ -249,14 +290,7 @@ def fit(
         low_rank_cutoff=None if low_rank_cutoff is None else float(low_rank_cutoff),
         precision=precision,
     )
-    with model_precision(precision):
-        pm_model = prepared.build()
-    cache_key = prepared.cache_key(pm_model)
-    scale, families, run_names = prepared.scale, prepared.families, prepared.run_names
-    sched, acc_rows = prepared.schedule, prepared.acc_rows
     start = time.perf_counter()
-    idata = draw_run_latents(pm_model, run_inference(pm_model, config, progressbar=progressbar,
-                                                     cache_key=cache_key), config.random_seed)
     info: dict[str, Any] = {
         "runs_hash": runs_hash(rows),
         "param_count": prepared.table.attrs.get("param_count", "as given"),
@@ -266,25 +300,40 @@ def fit(
     if choice is not None:
         info["model_choice"] = choice.to_dict()
 
-    def result_of(idata, config: SamplerConfig) -> ScalingFit:
+    def attempt(prepared: Prepared, config: SamplerConfig) -> ScalingFit:
+        with model_precision(precision):
+            pm_model = prepared.build()
+        idata = draw_run_latents(pm_model, run_inference(
+            pm_model, config, progressbar=progressbar, cache_key=prepared.cache_key(pm_model)),
+            config.random_seed)
         return ScalingFit(
-            idata=idata, model=chosen, scale=scale, runs=rows, sampler_config=config, metric=metric,
+            idata=idata, model=prepared.model, scale=prepared.scale, runs=prepared.rows,
+            sampler_config=config, metric=metric,
             info={**info, "fit_seconds": time.perf_counter() - start},
-            families=families, run_names=run_names, schedule=sched, acc_rows=acc_rows,
+            families=prepared.families, run_names=prepared.run_names,
+            schedule=prepared.schedule, acc_rows=prepared.acc_rows,
         )
 
-    result = result_of(idata, config)
+    result = attempt(prepared, config)
     first = result.diagnostics()
     if retry and first.passed is False:
-        config = retry_config(config)
-        idata = draw_run_latents(pm_model, run_inference(
-            pm_model, config, progressbar=progressbar, cache_key=cache_key), config.random_seed)
-        info["retry"] = {"first_attempt": first.message(), "tune": config.tune,
-                         "target_accept": config.target_accept}
-        result = result_of(idata, config)
+        remedy = _remedy(chosen, first.worst, config)
+        remedied = None if remedy is None else _prepare_remedy(runs, remedy, metric, priors)
+        # a remedied model is a new model: its first attempt, with the remedy's settings
+        retried = (retry_config(config) if remedy is None or remedied is None
+                   else replace(config, **remedy.sampler))
+        second = attempt(remedied or prepared, retried)
+        info["retry"] = {"first_attempt": first.message(), "tune": retried.tune,
+                         "target_accept": retried.target_accept}
+        if remedy is not None and remedied is not None:
+            info["retry"].update(remedy=remedy.hint, model=remedied.model.name,
+                                 mass_matrix=retried.mass_matrix)
+        if remedied is None or _better(second.diagnostics(), first):
+            result = second
+        else:
+            info["retry"]["kept"] = "first attempt (the remedy mixed worse)"
+        result.info["retry"] = info["retry"]
     if strict and result.diagnostics().passed is False:
-        raise ConvergenceError(result.diagnostics().message()
-                               + ("" if "retry" not in info else " (also after one retry with tune="
-                                  f"{config.tune}, target_accept={config.target_accept})"))
+        raise ConvergenceError(result.diagnostics().message() + retry_note(info.get("retry")))
     result.warn_unconverged("fit")
     return result

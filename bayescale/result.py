@@ -33,6 +33,15 @@ from .uncertainty import DEFAULT_COPIES, DEFAULT_MAX_DRAWS, extrapolation_path, 
 OUTLIER_DROP_NATS = 7.0
 
 
+def retry_note(retry: dict | None) -> str:
+    """What a verdict adds about :func:`bayescale.fit`'s retry (``info["retry"]``), or ``""``."""
+    if not retry:
+        return ""
+    remedy = ("" if not retry.get("remedy") else f", as {retry['model']}"
+              if "kept" not in retry else f"; {retry['model']} mixed worse")
+    return (f" (after one retry with tune={retry['tune']}, "
+            f"target_accept={retry['target_accept']}{remedy})")
+
 @dataclass
 class ScalingFit:
     """The posterior of a scaling law fitted to a runs table.
@@ -131,10 +140,8 @@ class ScalingFit:
         """
         if not self._warned:
             self._warned = True
-            retry = (self.info or {}).get("retry")
-            note = (f" (after one retry with tune={retry['tune']}, "
-                    f"target_accept={retry['target_accept']})" if retry else "")
-            self.diagnostics().warn(where, note, stacklevel=4)
+            self.diagnostics().warn(where, retry_note((self.info or {}).get("retry")),
+                                    stacklevel=4)
 
     @property
     def model_choice(self) -> ModelChoice | None:

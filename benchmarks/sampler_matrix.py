@@ -17,7 +17,10 @@ script, with the same draws, tuning steps, chains and seed:
   ``nutpie_t_pooling`` and ``pymc_t_pooling``: the preset with
   ``FamilyPooling(prior="student_t")`` (the families' spread integrated out, no funnel),
   nutpie with the low-rank mass matrix, PyMC with its diagonal one (ladders whose preset
-  pools families).  The table labels each cell with the form it fitted.
+  pools families); ``nutpie_retry``: ``bayescale.fit(runs, preset)`` as a user calls it,
+  with its automatic retry (the other cells have none), which on a failed first attempt
+  refits with a part's remedy when one is offered.  The table labels each cell with the
+  form it fitted.
 
 Reported per cell: wall seconds, max R-hat, min bulk ESS over the model's parameters,
 divergences, ESS per second, peak resident memory (MiB: the cell's process plus its largest
@@ -49,7 +52,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LADDERS = ("chinchilla", "pythia", "sim10k")
 SAMPLERS = ("nutpie", "nutpie_latent", "nutpie_marginal", "pymc", "numpyro", "nutpie_t_pooling",
-            "pymc_t_pooling")
+            "pymc_t_pooling", "nutpie_retry")
 #: Suffix of the cells that fit the preset with funnel-free family pooling (see ``worker``).
 T_POOLING = "_t_pooling"
 #: Pythia sizes the case study fits (scenario 1).
@@ -95,6 +98,9 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
                              "families")
         model, sampler = (model.with_parts(FamilyPooling(prior="student_t")),
                           sampler.removesuffix(T_POOLING))
+    retry = sampler == "nutpie_retry"
+    if retry:
+        sampler = "nutpie"
     if sampler == "nutpie_marginal":
         model, sampler = model.with_parts(MarginalRuns()), "nutpie"
     elif sampler == "nutpie_latent":
@@ -106,7 +112,7 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bayescale.fit(runs, model, sampler=sampler, draws=draws, tune=tune,
-                            chains=chains, random_seed=seed, progressbar=False, retry=False,
+                            chains=chains, random_seed=seed, progressbar=False, retry=retry,
                             **mass)
     wall = time.perf_counter() - start
     d = fit.diagnostics()
@@ -118,6 +124,9 @@ def worker(name: str, sampler: str, draws: int, tune: int, chains: int, seed: in
     label = f"nutpie ({form})" if sampler == "nutpie" else sampler
     if t_pooling:
         label += f", student_t pooling, {fit.sampler_config.mass_matrix} mass matrix"
+    if retry:
+        label += (", one retry as " + fit.info["retry"].get("model", "the same model")
+                  if "retry" in fit.info else ", no retry needed")
     return {"ladder": name, "sampler": label, "model": model.name, "rows": len(fit.runs),
             "peak_mib": own + child, "peak_own_mib": own, "peak_child_mib": child,
             "wall_s": wall, "max_rhat": float(d.max_rhat), "min_ess_bulk": float(d.min_ess_bulk),

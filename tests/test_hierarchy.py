@@ -2,6 +2,7 @@
 
 import warnings
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pymc as pm
@@ -325,3 +326,70 @@ def test_a_poorly_mixed_family_spread_is_named_with_the_remedy(hier_fit):
     assert pooling.convergence_hint(fit.model, ("alpha_sd",)) == diag.hints[0]
     assert pooling.convergence_hint(fit.model, ("sigma_run",)) is None
     assert FamilyPooling(prior="student_t").convergence_hint(fit.model, ("alpha_sd",)) is None
+
+
+def test_the_retry_refits_with_the_family_poolings_remedy(monkeypatch):
+    """Default tier, no NUTS: a first attempt whose family spread mixes worst (made to fail
+    here) is retried with the spread integrated out and the low-rank mass matrix; the fit
+    records the remedy and keeps the better attempt.  Without nutpie, or with priors the
+    remedied model has no place for, the retry is the plain one.  The sampler is replaced by
+    prior draws in two chains: this checks the retry's plumbing, not its mixing."""
+    import bayescale.fitting as fitting
+    from bayescale.diagnostics import Diagnostics
+    from bayescale.result import ScalingFit, retry_note
+    from bayescale.sampling import SamplerConfig
+
+    runs, _ = bayescale.simulate_ladder(seed=3, families=3, sizes=(3e7, 1e8, 3e8),
+                                        token_multipliers=(10.0, 40.0))
+    model = Model("chinchilla", parts=[FamilyPooling()])
+    configs = []
+
+    def prior_draws(pm_model, config, **kwargs):
+        configs.append(config)
+        prior = pm.sample_prior_predictive(draws=2 * config.draws, model=pm_model,
+                                           random_seed=config.random_seed).prior
+        draws = prior.isel(chain=0, drop=True).drop_vars("draw")
+        chains = draws.coarsen(draw=config.draws).construct(draw=("chain", "draw"))
+        stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((2, config.draws), bool))})
+        return az.InferenceData(posterior=chains.transpose("chain", "draw", ...),
+                                sample_stats=stats)
+
+    real = ScalingFit.diagnostics
+
+    def first_fails(fit):
+        if fit.model.part("family_pooling").prior == "half_normal":
+            return Diagnostics("nuts", 1.5, 10.0, 10.0, 0, 200, 400.0, False,
+                               ("max R-hat 1.500 > 1.01",), worst=("alpha_sd",))
+        return real(fit)
+
+    monkeypatch.setattr(fitting, "run_inference", prior_draws)
+    monkeypatch.setattr(ScalingFit, "diagnostics", first_fails)
+    fit = bayescale.fit(runs, model, draws=100, tune=100, chains=2, progressbar=False)
+    assert [c.mass_matrix for c in configs] == ["diag", "low_rank"]
+    assert [c.tune for c in configs] == [100, 100]  # a new model's first attempt
+    assert fit.model.part("family_pooling").prior == "student_t"
+    assert "family_var" in fit.model.priors and "family_sd" not in fit.model.priors
+    assert fit.sampler_config == configs[1]
+    retry = fit.info["retry"]
+    assert retry["first_attempt"].startswith("NOT CONVERGED: max R-hat 1.500")
+    assert "FamilyPooling(prior='student_t')" in retry["remedy"]
+    assert retry["model"] == fit.model.name and "kept" not in retry
+    assert retry_note(retry).endswith(f"target_accept=0.9, as {fit.model.name})")
+
+    worst = ("alpha_sd",)
+    assert fitting._remedy(model, worst, SamplerConfig(sampler="nutpie")) is not None
+    assert fitting._remedy(model, worst, SamplerConfig(sampler="pymc")) is None  # no low rank
+    assert fitting._remedy(model, ("sigma",), SamplerConfig(sampler="nutpie")) is None
+    remedy = fitting._remedy(model, worst, SamplerConfig(sampler="nutpie"))
+    own_spread = {"family_sd": {"dist": "HalfNormal", "kwargs": {"sigma": 0.1}}}
+    assert fitting._prepare_remedy(runs, remedy, "loss", own_spread) is None
+    assert fitting._prepare_remedy(runs, remedy, "loss", None).model == remedy.model
+
+    # a retry that mixes worse than the first attempt is not kept
+    configs.clear()
+    monkeypatch.setattr(fitting, "_better", lambda second, first: False)
+    kept = bayescale.fit(runs, model, draws=100, tune=100, chains=2, progressbar=False)
+    assert kept.model.part("family_pooling").prior == "half_normal"
+    assert kept.info["retry"]["kept"].startswith("first attempt")
+    assert retry_note(kept.info["retry"]).endswith(f"; {fit.model.name} mixed worse)")
+    assert kept.sampler_config == configs[0]

@@ -12,6 +12,7 @@ from .base import (
     ModelError,
     Part,
     PredictContext,
+    Remedy,
     available_parts,
     get_part,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Noise",
     "Part",
     "PredictContext",
+    "Remedy",
     "RunEffect",
     "ScheduleTerm",
     "available_parts",

@@ -55,6 +55,19 @@ class ModelError(ValueError):
 
 
 @dataclass(frozen=True)
+class Remedy:
+    """A part's advice for a fit that did not converge: the model and settings to refit with.
+
+    ``hint`` says it in words (the verdict shows it), ``model`` is the model to refit and
+    ``sampler`` the sampler settings that go with it, e.g. ``{"mass_matrix": "low_rank"}``.
+    """
+
+    hint: str
+    model: Model
+    sampler: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Default:
     """A part's default prior for one parameter, with where it comes from."""
 
@@ -112,9 +125,18 @@ class Part:
         """Posterior variables to summarise and diagnose (scales, populations; not latents)."""
         return list(self.priors())
 
-    def convergence_hint(self, model: Model, worst: tuple[str, ...]) -> str | None:
-        """Advice for a fit whose worst-mixing variables are ``worst`` (None: none from here)."""
+    def convergence_remedy(self, model: Model, worst: tuple[str, ...]) -> Remedy | None:
+        """What to refit with when the worst-mixing variables are ``worst`` (None: nothing).
+
+        :func:`bayescale.fit`'s automatic retry refits with the first remedy a part of the
+        model offers, and the verdict shows its ``hint``.
+        """
         return None
+
+    def convergence_hint(self, model: Model, worst: tuple[str, ...]) -> str | None:
+        """The :meth:`convergence_remedy` in words (None: no advice from this part)."""
+        remedy = self.convergence_remedy(model, worst)
+        return None if remedy is None else remedy.hint
 
     # ------------------------------------------------------------- the model
     def build(self, ctx: BuildContext) -> None:

@@ -14,7 +14,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pymc as pm
@@ -22,7 +22,16 @@ import pytensor.tensor as pt
 import scipy.linalg
 from pymc_extras.prior import Prior
 
-from .base import BuildContext, Default, ModelError, Part, PredictContext, choice, default
+from .base import (
+    BuildContext,
+    Default,
+    ModelError,
+    Part,
+    PredictContext,
+    Remedy,
+    choice,
+    default,
+)
 
 PRIORS = ("half_normal", "student_t")
 
@@ -38,8 +47,9 @@ class FamilyPooling(Part):
         non-centred, spread ``s = <name>_sd ~`` the ``family_sd`` prior) or ``"student_t"``
         (``s^2 ~`` the ``family_var`` InverseGamma, integrated out: the deviations are
         multivariate Student-t, with no spread to sample and no funnel; see
-        :func:`pooled_parameter`).  With few families the data hardly pin the spread;
-        compare both when a fit does not converge.
+        :func:`pooled_parameter`).  With few families the data hardly pin the spread: when a
+        half-normal spread mixes worst, :func:`bayescale.fit`'s automatic retry refits with
+        ``"student_t"`` (:meth:`convergence_remedy`) and keeps the better attempt.
     parameters
         The law parameters that differ between families (default: all but the law's
         ``shared`` ones); the others are one value for every family.  For example
@@ -87,17 +97,22 @@ class FamilyPooling(Part):
         pooled = self.pooled(model)
         return [f"{p}_pop" for p in pooled] + [f"{p}_sd" for p in pooled]
 
-    def convergence_hint(self, model, worst: tuple[str, ...]) -> str | None:
-        """Advice when a family spread or population mixes worst (``prior="half_normal"``).
+    def convergence_remedy(self, model, worst: tuple[str, ...]) -> Remedy | None:
+        """The spread integrated out when a family spread or population mixes worst.
 
-        The spread integrated out (``prior="student_t"``) and a low-rank mass matrix.
+        With ``prior="half_normal"`` only: ``prior="student_t"`` (no spread to sample, no
+        funnel) and the low-rank mass matrix (the law's E-coefficient ridge, per family).
         """
         if self.prior != "half_normal" or not set(worst) & set(self.variables(model)):
             return None
-        return ("the families' spreads and populations mix worst, the funnel of a sampled "
-                "spread; refit with FamilyPooling(prior='student_t') (spread integrated out) "
-                "and mass_matrix='low_rank' (on a 5-family, 10,000-row ladder this took R-hat "
-                "1.105 to 1.007 at a third of the time, benchmarks/README.md)")
+        integrated = replace(model.with_parts(replace(self, prior="student_t")),
+                             name=f"{model.name} + family_pooling(prior='student_t')")
+        return Remedy(
+            hint="the families' spreads and populations mix worst, the funnel of a sampled "
+                 "spread; refit with FamilyPooling(prior='student_t') (spread integrated out) "
+                 "and mass_matrix='low_rank' (on a 5-family, 10,000-row ladder this took R-hat "
+                 "1.105 to 1.007 at a third of the time, benchmarks/README.md)",
+            model=integrated, sampler={"mass_matrix": "low_rank"})
 
     def check(self, model) -> None:
         """Require pooled parameters of the law with LogNormal priors."""
