@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -271,6 +272,13 @@ def fit(
 
         choice = ModelChoice(chosen.name, f"a {method} preview takes the first candidate for "
                              "this table, without the backtest", (chosen.name,))
+    if choice is not None:
+        from .model_choice import accuracy_note
+
+        note = accuracy_note(prepared.table, metric)
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=2)
+            choice = replace(choice, reason=f"{choice.reason}; {note}")
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":
         low_rank_cutoff = chosen.sampler.get("low_rank_cutoff")

@@ -151,6 +151,23 @@ def auto_candidates(table: pd.DataFrame) -> list[Model]:
     return out
 
 
+def accuracy_note(table: pd.DataFrame, metric: str = "loss") -> str | None:
+    """What ``model="auto"`` says about accuracy rows it leaves unfitted (None: there are none).
+
+    The automatic choice compares loss laws only; a table's ``acc:<task>`` rows are fitted
+    by naming a downstream preset.
+    """
+    accuracy = sorted(m for m in table["metric"].unique() if m != metric and m.startswith("acc:"))
+    if not accuracy:
+        return None
+    shown = ", ".join(accuracy[:3]) + (f" and {len(accuracy) - 3} more" if len(accuracy) > 3
+                                       else "")
+    return (f"model='auto' fits the loss law only: the table's {len(accuracy)} accuracy "
+            f"metric(s) ({shown}) are not fitted; name a downstream preset ('downstream', "
+            "'checkpoints_downstream', 'gadre_average': bayescale.available_models()) to fit "
+            "them jointly with the loss")
+
+
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
     """Candidates whose backtest fits all converged first, then by calibrated log score."""
     key = "calibrated_log_score" if "calibrated_log_score" in scores else "mean_log_score"

@@ -1,7 +1,8 @@
 """Rolling-origin backtests of the package's final-loss laws on three real ladders.
 
 For each visible real suite this runs :func:`bayescale.backtest` (``holdout=
-"largest"``: fold k holds out the (k+1)-th largest model size and fits the smaller ones)
+"largest"``: fold k holds out the (k+1)-th largest model size, or the next few sizes when
+one holds fewer than a tenth of the runs, and fits the smaller ones)
 with the package's final-loss laws as candidates, ``chinchilla``, ``kaplan`` and
 ``compute``, each as the package default builds it for the table
 (:func:`bayescale.model.auto_model`: plus family pooling when the table has several
@@ -14,7 +15,7 @@ Suites (data under ``$BAYESCALE_DATA`` or ``../shared/data``; ``--data`` overrid
 ``chinchilla``
     Besiroglu et al.'s reconstruction of Hoffmann et al.'s 245 runs
     (``bayescale.datasets.load_chinchilla``).  Almost every run has its own model size, so
-    a fold holds out one or two runs.
+    a fold holds out the next few sizes down: 25 runs or more.
 ``gadre``
     Gadre et al.'s C4 validation losses of the three data mixes, models of at most 0.41B
     parameters only (``load_gadre``; 4 sizes).  The 1.4B models, the Gadre case study's

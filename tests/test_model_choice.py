@@ -154,6 +154,24 @@ def test_a_preview_skips_the_backtest():
     assert "map preview" in fit.model_choice.reason
 
 
+def test_accuracy_rows_left_unfitted_by_auto_are_said_out_loud():
+    from bayescale.model_choice import accuracy_note
+    from bayescale.simulate import Task
+
+    tasks = [Task(f"t{i}", chance=0.25, slope=3.0, midpoint=3.0) for i in range(4)]
+    runs, _ = bayescale.simulate_ladder(seed=2, tasks=tasks)
+    with pytest.warns(UserWarning, match=r"4 accuracy metric\(s\) \(acc:t0, acc:t1, acc:t2 "
+                                         r"and 1 more\) are not fitted"):
+        fit = bayescale.fit(runs, method="map", progressbar=False)
+    assert "name a downstream preset" in fit.model_choice.reason
+    assert "not fitted" in fit.summary().attrs["model_choice"]
+    assert accuracy_note(read_runs(runs[runs["metric"] == "loss"])) is None
+    with warnings.catch_warnings(record=True) as caught:  # a named model fits what it names
+        warnings.simplefilter("always")
+        bayescale.fit(runs, "chinchilla", method="map", progressbar=False)
+    assert not [w for w in caught if "accuracy metric" in str(w.message)]
+
+
 def test_the_fits_sampler_settings_reach_the_backtest(monkeypatch):
     """``fit(runs, sampler=..., target_accept=..., mass_matrix=...)`` with ``model="auto"``:
     the backtest's fits get the same settings (recorded by a stand-in backtest; nothing is
