@@ -308,9 +308,13 @@ def fit(
     if choice is not None:
         info["model_choice"] = choice.to_dict()
 
+    built: dict[int, Any] = {}  # the PyMC model of each Prepared, built once
+
     def attempt(prepared: Prepared, config: SamplerConfig) -> ScalingFit:
-        with model_precision(precision):
-            pm_model = prepared.build()
+        if id(prepared) not in built:
+            with model_precision(precision):
+                built[id(prepared)] = prepared.build()
+        pm_model = built[id(prepared)]
         idata = draw_run_latents(pm_model, run_inference(
             pm_model, config, progressbar=progressbar, cache_key=prepared.cache_key(pm_model)),
             config.random_seed)
