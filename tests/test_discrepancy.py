@@ -39,6 +39,16 @@ def test_estimate_scale_is_zero_for_calibrated_bands_or_rows_inside_the_ladder()
     assert estimate_scale(y, med, lo, hi, np.zeros_like(y)) == 0.0
 
 
+def test_a_gross_outlier_is_one_miss_not_the_scale():
+    """A few held-out runs 20-40 band-widths off (a diverged or mistyped run) move the
+    coverage-matched scale little; under a normal likelihood they would set it."""
+    y, med, lo, hi, d = synthetic_rows(0.02, n=200, seed=3)
+    clean = estimate_scale(y, med, lo, hi, d)
+    y[:3] = med[:3] * np.exp([0.3, -0.25, 0.4])  # 18-24 x the bands' sd of 0.01 (at d <= 3)
+    assert estimate_scale(y, med, lo, hi, d) == pytest.approx(clean, rel=0.1)
+    assert clean == pytest.approx(0.02, rel=0.25)
+
+
 def test_distance_is_zero_inside_the_ladder_and_ln_compute_beyond():
     d = distance_beyond([1e18, 1e20, 1e21, 1e23], ladder_compute=1e20)
     assert np.allclose(d, [0.0, 0.0, np.log(10), np.log(1000)])

@@ -22,16 +22,7 @@ import pytensor.tensor as pt
 import scipy.linalg
 from pymc_extras.prior import Prior
 
-from .base import (
-    BuildContext,
-    Default,
-    ModelError,
-    Part,
-    PredictContext,
-    Remedy,
-    choice,
-    default,
-)
+from .base import BuildContext, Default, ModelError, Part, PredictContext, Remedy, choice, default
 
 PRIORS = ("half_normal", "student_t")
 
