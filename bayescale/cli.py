@@ -550,8 +550,8 @@ def _describe(fit, source: str) -> list[str]:
         f"  sampler  {how}, seed {cfg.random_seed}{took}",
         *([f"  retried  once: the first attempt was {info['retry']['first_attempt']}"]
           if info.get("retry") else []),
-        *([f"  remedy   {info['retry']['model']}, mass_matrix="
-           f"{info['retry']['mass_matrix']}; kept: {info['retry'].get('kept', 'the retry')}"]
+        *([f"  remedy   {info['retry']['model']}, mass_matrix={info['retry']['mass_matrix']}; "
+           f"kept: {info['retry'].get('kept', 'the remedied model')}"]
           if info.get("retry", {}).get("remedy") else []),
         *([f"  chosen   {fit.model_choice.reason}"] if fit.model_choice is not None else []),
     ]

@@ -133,10 +133,14 @@ def _prepare_remedy(runs, remedy: Remedy, metric: str, priors) -> Prepared | Non
 
 
 def _better(second: Diagnostics, first: Diagnostics) -> bool:
-    """Whether a retry's verdict beats the first attempt's: passed, else a lower max R-hat."""
+    """Whether a remedied retry's verdict beats the first attempt's.
+
+    A pass beats a failure; between two failures the retry must have both the lower max
+    R-hat and the higher min bulk ESS (a remedied model is kept only if it mixes better).
+    """
     if bool(second.passed) != bool(first.passed):
         return bool(second.passed)
-    return second.max_rhat <= first.max_rhat
+    return second.max_rhat <= first.max_rhat and second.min_ess_bulk >= first.min_ess_bulk
 
 
 def fit(
@@ -216,10 +220,11 @@ def fit(
         records the first attempt's verdict in ``info["retry"]``.  When a part of the model
         offers a remedy for the worst-mixing variables
         (:meth:`bayescale.parts.Part.convergence_remedy`: family pooling integrates a
-        funnelling spread out), the retry instead refits the remedied model with the first
-        attempt's settings and the remedy's (e.g. the low-rank mass matrix), keeps whichever
-        attempt mixed better, and ``info["retry"]`` names the remedy, the model and what was
-        kept.  ``False`` keeps the first attempt.
+        funnelling spread out), the retry first refits the remedied model with the first
+        attempt's settings and the remedy's (e.g. the low-rank mass matrix); it is kept if
+        it mixes better than the first attempt, else the plain retry follows.
+        ``info["retry"]`` names the remedy, the model and what was kept.  ``False`` keeps
+        the first attempt.
     strict
         Raise :class:`~bayescale.diagnostics.ConvergenceError` when the posterior still fails
         its checks (after the retry), instead of a :class:`ConvergenceWarning`.  Needs
@@ -329,21 +334,23 @@ def fit(
     result = attempt(prepared, config)
     first = result.diagnostics()
     if retry and first.passed is False:
+        info["retry"] = {"first_attempt": first.message()}
         remedy = _remedy(chosen, first.worst, config)
         remedied = None if remedy is None else _prepare_remedy(runs, remedy, metric, priors)
-        # a remedied model is a new model: its first attempt, with the remedy's settings
-        retried = (retry_config(config) if remedy is None or remedied is None
-                   else replace(config, **remedy.sampler))
-        second = attempt(remedied or prepared, retried)
-        info["retry"] = {"first_attempt": first.message(), "tune": retried.tune,
-                         "target_accept": retried.target_accept}
+        improved = None
         if remedy is not None and remedied is not None:
+            # a remedied model is a new model: its first attempt, with the remedy's settings
+            trial = attempt(remedied, replace(config, **remedy.sampler))
             info["retry"].update(remedy=remedy.hint, model=remedied.model.name,
-                                 mass_matrix=retried.mass_matrix)
-        if remedied is None or _better(second.diagnostics(), first):
-            result = second
-        else:
-            info["retry"]["kept"] = "first attempt (the remedy mixed worse)"
+                                 mass_matrix=trial.sampler_config.mass_matrix)
+            if _better(trial.diagnostics(), first):
+                improved = trial
+            else:
+                info["retry"]["kept"] = "the plain retry (the remedied model mixed worse)"
+        result = (improved if improved is not None  # else no remedy, or it did not help
+                  else attempt(prepared, retry_config(config)))
+        info["retry"].update(tune=result.sampler_config.tune,
+                             target_accept=result.sampler_config.target_accept)
         result.info["retry"] = info["retry"]
     if strict and result.diagnostics().passed is False:
         raise ConvergenceError(result.diagnostics().message() + retry_note(info.get("retry")))

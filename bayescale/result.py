@@ -38,7 +38,7 @@ def retry_note(retry: dict | None) -> str:
     if not retry:
         return ""
     remedy = ("" if not retry.get("remedy") else f", as {retry['model']}"
-              if "kept" not in retry else f"; {retry['model']} mixed worse")
+              if "kept" not in retry else f"; the remedied {retry['model']} mixed worse")
     return (f" (after one retry with tune={retry['tune']}, "
             f"target_accept={retry['target_accept']}{remedy})")
 

@@ -385,11 +385,22 @@ def test_the_retry_refits_with_the_family_poolings_remedy(monkeypatch):
     assert fitting._prepare_remedy(runs, remedy, "loss", own_spread) is None
     assert fitting._prepare_remedy(runs, remedy, "loss", None).model == remedy.model
 
-    # a retry that mixes worse than the first attempt is not kept
+    def verdict(passed, rhat, ess):
+        return Diagnostics("nuts", rhat, ess, ess, 0, 1000, 400.0, passed, ())
+
+    assert fitting._better(verdict(True, 1.01, 500), verdict(False, 1.005, 300))
+    assert fitting._better(verdict(False, 1.02, 300), verdict(False, 1.03, 200))
+    assert not fitting._better(verdict(False, 1.015, 69), verdict(False, 1.017, 135))
+    assert not fitting._better(verdict(False, 1.02, 300), verdict(True, 1.005, 500))
+
+    # a remedied model that mixes worse than the first attempt gives way to the plain retry
     configs.clear()
     monkeypatch.setattr(fitting, "_better", lambda second, first: False)
     kept = bayescale.fit(runs, model, draws=100, tune=100, chains=2, progressbar=False)
+    assert [(c.mass_matrix, c.tune) for c in configs] == [("diag", 100), ("low_rank", 100),
+                                                          ("diag", 200)]
     assert kept.model.part("family_pooling").prior == "half_normal"
-    assert kept.info["retry"]["kept"].startswith("first attempt")
-    assert retry_note(kept.info["retry"]).endswith(f"; {fit.model.name} mixed worse)")
-    assert kept.sampler_config == configs[0]
+    assert kept.info["retry"]["kept"].startswith("the plain retry")
+    assert kept.sampler_config == configs[2] and kept.info["retry"]["tune"] == 200
+    assert retry_note(kept.info["retry"]).endswith(
+        f"target_accept=0.95; the remedied {fit.model.name} mixed worse)")
