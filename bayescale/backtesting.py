@@ -154,7 +154,7 @@ def make_folds(runs: pd.DataFrame | str, holdout: str = "largest", folds: int = 
     if rows.empty:
         raise ValueError(f"no rows with metric {metric!r}; metrics present: "
                          f"{sorted(table['metric'].unique())}")
-    finals = rows.loc[rows.groupby("run")["tokens"].idxmax()]
+    finals = _finals(rows)
     out = []
     if holdout == "largest":
         level, groups, left = _largest_plan(table, rows, finals)
@@ -191,6 +191,11 @@ def make_folds(runs: pd.DataFrame | str, holdout: str = "largest", folds: int = 
     return out
 
 
+def _finals(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each run's last row (largest ``tokens``) of one metric's ``rows``."""
+    return rows.loc[rows.groupby("run")["tokens"].idxmax()]
+
+
 def largest_fold_count(runs: pd.DataFrame, metric: str = "loss") -> int:
     """How many ``holdout="largest"`` folds ``runs`` (a validated runs table) allows.
 
@@ -199,7 +204,7 @@ def largest_fold_count(runs: pd.DataFrame, metric: str = "loss") -> int:
     rows = runs[runs["metric"] == metric]
     if rows.empty:
         return 0
-    finals = rows.loc[rows.groupby("run")["tokens"].idxmax()]
+    finals = _finals(rows)
     return sum(n >= 2 for n in _largest_plan(runs, rows, finals)[2])
 
 
@@ -217,10 +222,10 @@ def _largest_plan(table: pd.DataFrame, rows: pd.DataFrame, finals: pd.DataFrame
 
 
 def size_levels(params) -> np.ndarray:
-    """Each model size mapped to the largest size within :data:`SIZE_RTOL` below it in a chain.
+    """Each model size mapped to its level: near-equal sizes share one.
 
-    Sorted sizes closer than ``SIZE_RTOL`` (relative) to their neighbour share one level, the
-    largest of the chain: ``[1e9, 1.000001e9, 2e9]`` -> ``[1.000001e9, 1.000001e9, 2e9]``.
+    Sorted sizes closer than ``SIZE_RTOL`` (relative) to their neighbour form a chain, whose
+    level is its largest size: ``[1e9, 1.000001e9, 2e9]`` -> ``[1.000001e9, 1.000001e9, 2e9]``.
     """
     params = np.asarray(params, dtype=float)
     unique = np.unique(params)
