@@ -176,8 +176,8 @@ def fit(
         :class:`~bayescale.model.Model`.  ``"auto"`` (default): the ladder chooses
         (:mod:`bayescale.model_choice`).  The candidates are the presets that fit the table's
         shape: ``multi_power`` when the rows give each checkpoint's learning rate (an ``lr``
-        column); the final-loss laws ``chinchilla``, ``kaplan`` (and ``compute``, when no size
-        was trained for two token budgets), with family pooling when the table has several
+        column); the final-loss laws ``chinchilla``, ``kaplan``, ``gadre`` (and ``compute``, when
+        no size was trained for two token budgets), with family pooling when the table has several
         families, run effects when a configuration has several seeds; and for a checkpoint
         ladder also ``checkpoints`` and ``checkpoints_kaplan``.  Several
         candidates are compared by a backtest that holds out the largest model sizes (the

@@ -65,7 +65,7 @@ class Model:
     Parameters
     ----------
     law
-        A registered law's name (``"chinchilla"``, ``"kaplan"``, ``"compute"``) or a
+        A registered law's name (``"chinchilla"``, ``"kaplan"``, ``"gadre"``, ``"compute"``) or a
         :class:`~bayescale.laws.ScalingLaw`.
     parts
         :class:`~bayescale.parts.Part` objects (or their dicts / lookup names).  A

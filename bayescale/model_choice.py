@@ -3,8 +3,9 @@
 The candidates are the presets that fit the table's shape (:func:`auto_candidates`):
 
 * final losses (each run one row): the final-loss laws :data:`FINAL_LOSS_LAWS`
-  (``chinchilla``, ``kaplan``, ``compute``), each as :func:`bayescale.model.auto_model`
-  builds it for the table (with family pooling and run effects as the table needs them).
+  (``chinchilla``, ``kaplan``, ``compute``, ``gadre``), each as
+  :func:`bayescale.model.auto_model` builds it for the table (with family pooling and run
+  effects as the table needs them).
   ``compute`` (a law in ``6 N D`` alone) only when no model size was trained for two
   token budgets: a ladder that varies the data at a fixed size shows the split of
   compute between N and D, which that law cannot express;
@@ -45,7 +46,7 @@ Example
 >>> import bayescale
 >>> runs, _ = bayescale.simulate_ladder(seed=0)
 >>> [m.name for m in auto_candidates(bayescale.read_runs(runs))]
-['chinchilla', 'kaplan']
+['chinchilla', 'kaplan', 'gadre']
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from .parts import Discrepancy
 from .parts.discrepancy import distance_beyond, estimate_scale
 
 #: Laws of the final-loss candidates, shape default first.
-FINAL_LOSS_LAWS = ("chinchilla", "kaplan", "compute")
+FINAL_LOSS_LAWS = ("chinchilla", "kaplan", "compute", "gadre")
 #: Largest number of rolling-origin folds of the choice (fewer when the ladder is short).
 CHOICE_FOLDS = 2
 #: Presets tried on a checkpoint ladder without learning rates, after the final-loss model.

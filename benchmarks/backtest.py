@@ -3,10 +3,11 @@
 For each visible real suite this runs :func:`bayescale.backtest` (``holdout=
 "largest"``: fold k holds out the (k+1)-th largest model size, or the next few sizes when
 one holds fewer than a tenth of the runs, and fits the smaller ones)
-with the package's final-loss laws as candidates, ``chinchilla``, ``kaplan`` and
-``compute``, each as the package default builds it for the table
-(:func:`bayescale.model.auto_model`: plus family pooling when the table has several
-families, plus run effects when a configuration has several seeds), and prints per suite
+with the package's final-loss laws as candidates (``chinchilla``, ``kaplan``, ``compute``
+and ``gadre``: ``bayescale.model_choice.FINAL_LOSS_LAWS``), each as the package default
+builds it for the table (:func:`bayescale.model.auto_model`: plus family pooling when the
+table has several families, plus run effects when a configuration has several seeds), and
+prints per suite
 and model the mean log score, the pooled 50% and 90% coverage and the median ratio of the
 90% band's width to the absolute error.
 
@@ -45,9 +46,10 @@ import pandas as pd
 from bayescale.backtesting import backtest
 from bayescale.datasets import find_data_dir, load_chinchilla, load_gadre, load_pythia
 from bayescale.model import Model, auto_model
+from bayescale.model_choice import FINAL_LOSS_LAWS
 from bayescale.runs import UnitWarning, read_runs
 
-LAWS = ("chinchilla", "kaplan", "compute")
+LAWS = FINAL_LOSS_LAWS
 SUITES = ("chinchilla", "gadre", "pythia")
 #: Largest Gadre model fitted (0.41B), as in case_studies/gadre_overtrain.py.
 GADRE_MAX_PARAMS = 0.42e9

@@ -26,19 +26,20 @@ def names(runs):
 # ---------------------------------------------------------------------------- candidates
 def test_final_losses_have_the_final_loss_laws_as_candidates():
     runs, _ = bayescale.simulate_ladder(seed=0)  # 4 token budgets per size: no compute law
-    assert names(runs) == ["chinchilla", "kaplan"]
+    assert names(runs) == ["chinchilla", "kaplan", "gadre"]
     two, _ = bayescale.simulate_ladder(seed=0, families=2, token_multipliers=(20,))
     assert names(two) == ["chinchilla + family_pooling", "kaplan + family_pooling",
-                          "compute + family_pooling"]
+                          "compute + family_pooling", "gadre + family_pooling"]
 
 
 def test_checkpoint_ladder_candidates_follow_the_number_of_families():
     one = names(checkpoint_ladder())  # one token budget per size: the compute law too
-    assert one == ["chinchilla", "kaplan", "compute", "checkpoints - family_pooling",
+    assert one == ["chinchilla", "kaplan", "compute", "gadre", "checkpoints - family_pooling",
                    "checkpoints_kaplan - family_pooling"]
     two = names(checkpoint_ladder(families=2))
     assert two == ["chinchilla + family_pooling", "kaplan + family_pooling",
-                   "compute + family_pooling", "checkpoints", "checkpoints_kaplan"]
+                   "compute + family_pooling", "gadre + family_pooling", "checkpoints",
+                   "checkpoints_kaplan"]
     for model in auto_candidates(read_runs(checkpoint_ladder())):
         assert model.part("family_pooling") is None
 
@@ -57,7 +58,7 @@ def test_two_sizes_are_too_few_to_compare_and_the_fit_says_so():
     model, choice = choose_model(runs, progressbar=False)
     assert model.name == "chinchilla"
     assert choice.folds == 0 and "2 model size(s)" in choice.reason
-    assert len(choice.candidates) == 5
+    assert len(choice.candidates) == 6
 
 
 def test_ranking_puts_converged_candidates_first_then_log_score():
@@ -99,8 +100,8 @@ def test_auto_fit_backtests_the_candidates_and_fits_the_best(auto_fit):
     assert choice is not None and choice.folds == 2
     scores = choice.scores
     assert list(scores["model"]) == list(_ranked(scores)["model"])
-    assert list(choice.candidates) == ["chinchilla", "kaplan"]
-    assert set(scores["model"]) == set(choice.candidates) and len(scores) == 2
+    assert list(choice.candidates) == ["chinchilla", "kaplan", "gadre"]
+    assert set(scores["model"]) == set(choice.candidates) and len(scores) == 3
     assert choice.chosen == auto_fit.model.name
     assert auto_fit.model.name.startswith(scores["model"].iloc[0])
     assert np.isfinite(scores["mean_log_score"]).all()

@@ -16,7 +16,7 @@ import pytest
 import bayescale
 from bayescale import Model, ModelError, available_models, load_model
 from bayescale.build import build_model, structure_key
-from bayescale.laws import Chinchilla, Compute, Kaplan, get_law
+from bayescale.laws import Chinchilla, Compute, Gadre, Kaplan, get_law
 from bayescale.model import auto_model
 from bayescale.parts import (
     AR1Residuals,
@@ -44,7 +44,8 @@ EVERY_PART = [
 
 
 # ============================================================================ presets
-@pytest.mark.parametrize("name", ["chinchilla", "compute", "kaplan", "checkpoints", "downstream"])
+@pytest.mark.parametrize("name", ["chinchilla", "compute", "kaplan", "gadre", "checkpoints",
+                                  "downstream"])
 def test_shipped_presets_load_with_provenance(name):
     model = load_model(name)
     assert name in available_models() and available_models()[name] == model.description
@@ -353,6 +354,24 @@ def test_compute_law_in_flops():
     N, D = 5e9, 1e11
     assert Compute().mean(theta, N / N0,
                           D / D0) == pytest.approx(1.8 + pub["A"] * (6 * N * D) ** -0.12)
+
+
+def test_gadre_law_is_chinchillas_with_one_exponent_and_gadres_form_in_compute():
+    theta = dict(E=1.7, a=0.6, b=0.4, alpha=0.3)
+    n, d = np.array([0.5, 2.0, 8.0]), np.array([1.0, 3.0, 0.2])
+    np.testing.assert_allclose(Gadre().mean(theta, n, d),
+                               Chinchilla().mean({**theta, "beta": 0.3}, n, d))
+    sym = {k: pt.as_tensor_variable(v) for k, v in theta.items()}
+    np.testing.assert_allclose(Gadre().mean(sym, pt.as_tensor(n), pt.as_tensor(d)).eval(),
+                               Gadre().mean(theta, n, d))
+    # Gadre et al.'s eq. (4): L = E + (A' M^eta + B' M^-eta) C^-eta, eta = alpha / 2.
+    N0, D0 = 1e8, 2e9
+    pub = Gadre().to_published(theta, N0, D0)
+    N, D = np.array([4e8, 4e8, 1e9]), np.array([8e9, 1.3e11, 2e10])
+    C, M, eta = 6 * N * D, D / N, 0.15
+    gadre = 1.7 + (pub["A"] * 6**eta * M**eta + pub["B"] * 6**eta * M**-eta) * C**-eta
+    np.testing.assert_allclose(Gadre().mean(theta, N / N0, D / D0), gadre)
+    assert load_model("gadre").law == Gadre()
 
 
 def test_unknown_law():

@@ -1,4 +1,4 @@
-"""Power laws in model size and data: Chinchilla's form and the compute-only form."""
+"""Power laws in model size and data: Chinchilla's form, its variants and the compute-only form."""
 
 from __future__ import annotations
 
@@ -77,6 +77,52 @@ class Chinchilla(ScalingLaw):
             "alpha": theta["alpha"],
             "beta": theta["beta"],
         }
+
+
+class Gadre(ScalingLaw):
+    r"""Chinchilla's law with one exponent for model size and data (Gadre et al. 2024).
+
+    .. math:: L(N, D) = E + A N^{-\alpha} + B D^{-\alpha}
+
+    Written in compute ``C = 6 N D`` and the token multiplier ``M = D / N`` this is Gadre
+    et al.'s law for over-trained models, ``L = E + (A' M^{eta} + B' M^{-eta}) C^{-eta}``
+    with ``eta = alpha / 2``: at a fixed multiplier the loss is a power law in compute, and
+    over-training (a larger ``M``) shifts it without changing its slope.  One exponent fewer
+    than Chinchilla's law, so a ladder that spans little of N or D pins it sooner.
+
+    Sampled as ``L = E + a n^-alpha + b d^-alpha`` at centred ``n = N/N0``, ``d = D/D0``.
+
+    References
+    ----------
+    Gadre et al. 2024, "Language models scale reliably with over-training and on downstream
+    tasks", eq. (4).
+
+    Examples
+    --------
+    >>> theta = dict(E=1.69, a=0.5, b=0.4, alpha=0.3)
+    >>> float(np.round(Gadre().mean(theta, 2.0, 2.0), 3))  # both terms shrink by 2^-0.3
+    2.421
+    """
+
+    lookup_name = "gadre"
+    equation = "L = E + A*N^-alpha + B*D^-alpha"
+    sampled = ("E", "a", "b", "alpha")
+    published_names = ("E", "A", "B", "alpha")
+
+    def priors(self) -> dict[str, Default]:
+        """Chinchilla's priors of ``E, a, b, alpha`` (alpha is both exponents)."""
+        priors = Chinchilla().priors()
+        return {name: priors[name] for name in self.sampled}
+
+    def mean(self, theta: dict[str, Any], n: Any, d: Any) -> Any:
+        """Expected loss (nats): ``E + a n^-alpha + b d^-alpha`` at centred ``n``, ``d``."""
+        alpha = theta["alpha"]
+        return theta["E"] + theta["a"] * n ** (-alpha) + theta["b"] * d ** (-alpha)
+
+    def to_published(self, theta: dict[str, Any], N0: float, D0: float) -> dict[str, Any]:
+        """``E, A, B, alpha`` with ``A = a N0^alpha`` and ``B = b D0^alpha``."""
+        return {"E": theta["E"], "A": theta["a"] * N0 ** theta["alpha"],
+                "B": theta["b"] * D0 ** theta["alpha"], "alpha": theta["alpha"]}
 
 
 def _backend(*values: Any):
