@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,6 +168,22 @@ def retry_config(config: SamplerConfig) -> SamplerConfig:
 
 
 _NUTPIE_CACHE: dict[str, Any] = {}
+#: One lock per structure key: fits of one structure in threads of one process (a threaded
+#: Dask worker, ``fit_many(..., processes=False)``) compile it once and share it.
+_COMPILE_LOCKS: dict[str, threading.Lock] = {}
+_COMPILE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _compiling(cache_key: str | None) -> Iterator[None]:
+    """Hold ``cache_key``'s compile lock (no lock without a key)."""
+    if cache_key is None:
+        yield
+        return
+    with _COMPILE_LOCKS_GUARD:
+        lock = _COMPILE_LOCKS.setdefault(cache_key, threading.Lock())
+    with lock:
+        yield
 
 
 def nutpie_mass_matrix_kwargs(config: SamplerConfig) -> dict[str, Any]:
@@ -191,14 +208,16 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
     """
     import nutpie
 
-    compiled = _NUTPIE_CACHE.get(cache_key) if cache_key else None
-    if compiled is None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-            compiled = nutpie.compile_pymc_model(model)
-        if cache_key:
-            _NUTPIE_CACHE[cache_key] = compiled
-    else:
+    with _compiling(cache_key):
+        compiled = _NUTPIE_CACHE.get(cache_key) if cache_key else None
+        fresh = compiled is None
+        if compiled is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+                compiled = nutpie.compile_pymc_model(model)
+            if cache_key:
+                _NUTPIE_CACHE[cache_key] = compiled
+    if not fresh:
         # data the compiled graph does not use (pruned when it was compiled) need no update
         compiled = compiled.with_data(**{name: value for name, value in _data_values(model).items()
                                          if name in compiled.shared_data})

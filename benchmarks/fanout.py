@@ -9,10 +9,12 @@ Eight independent fits (``--fits``) of simulated ladders of the default shape
     compiles the model, the others reuse it);
 (b) ``fit_many``: the same jobs (same seeds) on a ``LocalCluster`` of ``--workers`` worker
     processes with one thread each, ``cores_per_fit=1``; its wall time includes starting
-    and closing the cluster and one compilation per worker.
+    and closing the cluster and one compilation per worker;
+(c) ``fit_many(..., processes=False)``: the same, the workers threads of this process,
+    which compile the model once between them (the in-process cache is emptied first).
 
-Prints both wall times, the ratio loop / fit_many (above 1: the fan-out is faster), whether
-the two gave identical posteriors (same seeds), and the share of the machine's CPU that
+Prints the wall times, the ratios loop / fit_many (above 1: the fan-out is faster), whether
+the stages gave identical posteriors (same seeds), and the share of the machine's CPU that
 other processes used during each stage (from ``/proc/stat``): on a shared machine the
 timings are only as good as its quiet.  Writes JSON to ``benchmarks/out/fanout.json``.
 
@@ -36,11 +38,13 @@ import platform
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import bayescale
 from bayescale.fanout import FitJob, fit_many
+from bayescale.sampling import _NUTPIE_CACHE
 from bayescale.versions import versions
 
 HERE = Path(__file__).resolve().parent
@@ -107,46 +111,53 @@ def main(argv=None) -> int:
 
     jobs = [FitJob(runs, "chinchilla", {**settings, "random_seed": i}, label=f"seed{i}")
             for i, runs in enumerate(ladders)]
-    with Stage() as fan, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = fit_many(jobs, n_workers=args.workers, threads_per_worker=1, cores_per_fit=1,
-                       returns="fit", progressbar=True)
-    table = out.table()
-    print(table[["label", "ok", "seconds", "worker", "converged"]].to_string(index=False))
+    stages: dict[str, tuple[Stage, Any]] = {}
+    for name, processes in (("processes", True), ("threads", False)):
+        _NUTPIE_CACHE.clear()  # each stage compiles for itself, as a fresh worker would
+        with Stage() as stage, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = fit_many(jobs, n_workers=args.workers, threads_per_worker=1, cores_per_fit=1,
+                           processes=processes, returns="fit", progressbar=True)
+        print(out.table()[["label", "ok", "seconds", "worker", "converged"]].to_string(
+            index=False))
+        stages[name] = (stage, out)
 
-    identical = out.ok and all(
-        np.array_equal(out.results[f"seed{i}"].posterior_draws("alpha"),
-                       fit.posterior_draws("alpha"))
-        for i, fit in enumerate(loop_fits))
-    ratio = loop.wall / fan.wall
+    def identical(out) -> bool:
+        return out.ok and all(np.array_equal(out.results[f"seed{i}"].posterior_draws("alpha"),
+                                             fit.posterior_draws("alpha"))
+                              for i, fit in enumerate(loop_fits))
 
     def other(stage: Stage) -> str:
         return "n/a" if stage.other is None else f"{100 * stage.other:.0f}%"
 
     print()
-    print(f"{'stage':<10} {'wall s':>8} {'own CPU s':>10} {'other%':>7}")
-    print(f"{'loop':<10} {loop.wall:>8.1f} {loop.own:>10.1f} {other(loop):>7}")
-    print(f"{'fit_many':<10} {fan.wall:>8.1f} {fan.own:>10.1f} {other(fan):>7}")
-    faster = "fit_many faster" if ratio > 1 else "loop faster"
-    print(f"ratio loop / fit_many: {ratio:.2f} ({faster})")
-    print(f"identical posteriors (same seeds): {identical}; failed jobs: {len(out.failures)}")
-    print("other% is the CPU share other processes took during the stage: timings on a busy "
-          "machine are noisy")
+    print(f"{'stage':<20} {'wall s':>8} {'own CPU s':>10} {'other%':>7} {'loop / this':>12}")
+    print(f"{'loop':<20} {loop.wall:>8.1f} {loop.own:>10.1f} {other(loop):>7} {1:>12.2f}")
+    for name, (stage, _) in stages.items():
+        print(f"{'fit_many ' + name:<20} {stage.wall:>8.1f} {stage.own:>10.1f} "
+              f"{other(stage):>7} {loop.wall / stage.wall:>12.2f}")
+    for name, (_, out) in stages.items():
+        print(f"fit_many {name}: identical posteriors to the loop (same seeds): "
+              f"{identical(out)}; failed jobs: {len(out.failures)}")
+    print("loop / this above 1: the fan-out is faster. other% is the CPU share other "
+          "processes took during the stage: timings on a busy machine are noisy")
 
     record = {
         "fits": args.fits, "draws": args.draws, "tune": args.tune, "chains": args.chains,
         "workers": args.workers, "cpus": os.cpu_count(), "machine": platform.platform(),
         "loop": {"wall_s": loop.wall, "own_cpu_s": loop.own, "other_share": loop.other},
-        "fit_many": {"wall_s": fan.wall, "own_cpu_s": fan.own, "other_share": fan.other,
-                     "job_seconds": table["seconds"].tolist()},
-        "ratio_loop_over_fit_many": ratio, "identical_posteriors": bool(identical),
+        **{f"fit_many_{name}": {"wall_s": stage.wall, "own_cpu_s": stage.own,
+                                "other_share": stage.other,
+                                "job_seconds": out.table()["seconds"].tolist(),
+                                "ratio_loop_over_this": loop.wall / stage.wall,
+                                "identical_posteriors": bool(identical(out))}
+           for name, (stage, out) in stages.items()},
         "versions": versions(),
     }
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "fanout.json").write_text(json.dumps(record, indent=2, default=str))
-    return 0 if out.ok else 1
-
+    return 0 if all(out.ok for _, out in stages.values()) else 1
 
 if __name__ == "__main__":
     raise SystemExit(main())

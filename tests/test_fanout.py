@@ -129,9 +129,37 @@ def test_summary_and_result(client, ladders, request):
     assert 0.1 < out.results["mean"] < 1.0
 
 
-def test_starts_and_closes_its_own_cluster(ladders, capsys):
+def test_thread_workers_share_one_compilation_of_a_structure(ladders, monkeypatch):
+    """The default LocalCluster's workers are threads of this process: two NUTS jobs of one
+    structure, one on each worker at once, compile the model once between them."""
+    import nutpie
+
+    from bayescale import sampling
+
+    compiled = []
+    real = nutpie.compile_pymc_model
+
+    def counting(model, **kwargs):
+        compiled.append(model)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
+    monkeypatch.setattr(sampling, "_NUTPIE_CACHE", {})
+    settings = {"draws": 50, "tune": 50, "chains": 2}
+    jobs = [FitJob(runs, "chinchilla", {**settings, "random_seed": i}, label=f"t{i}")
+            for i, runs in enumerate(ladders[:2])]
+    out = fit_many(jobs, n_workers=2, returns="fit", progressbar=False)
+    assert out.ok, out.failures
+    assert len(compiled) == 1
+    table = out.table()
+    assert set(table["pid"]) == {os.getpid()} and table["worker"].nunique() == 2
+    assert not np.array_equal(out.results["t0"].posterior_draws("alpha"),
+                              out.results["t1"].posterior_draws("alpha"))
+
+
+def test_starts_and_closes_its_own_cluster_of_processes(ladders, capsys):
     jobs = [FitJob(ladders[0], "chinchilla", {"method": "map"}, label="map")]
-    out = fit_many(jobs, n_workers=1, returns="fit", progressbar=True)
+    out = fit_many(jobs, n_workers=1, processes=True, returns="fit", progressbar=True)
     assert out.ok, out.failures
     assert isinstance(out.results["map"], bayescale.ScalingFit)
     pid = int(out.table()["pid"].iloc[0])
