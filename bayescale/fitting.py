@@ -183,7 +183,9 @@ def fit(
         candidates are compared by a backtest that holds out the largest model sizes (the
         sampler settings below apply to its fits too); the best is refitted on the whole
         ladder and ``info["model_choice"]`` records why.  A ``method="map"``/``"advi"``
-        preview skips the backtest and fits the first candidate.
+        preview skips the backtest and fits the first candidate.  A table with accuracy
+        rows (``acc:<task>``) gets the winner plus a downstream part
+        (:func:`bayescale.model_choice.with_accuracy`).
     metric
         Which metric's rows are the loss the law describes (default ``"loss"``).
     priors
@@ -257,33 +259,34 @@ def fit(
         raise ValueError(f"strict=True needs method='nuts': method={method!r} is a preview without "
                          "convergence checks")
     choice = None
-    if isinstance(model, str) and model == "auto" and method == "nuts":
-        # a MAP or ADVI preview takes the shape default (auto_model) without the backtest
-        from .model_choice import choose_model
+    if isinstance(model, str) and model == "auto":
+        from .model_choice import ModelChoice, choose_model, with_accuracy
 
-        # settings that do not depend on the model fail before the backtest
-        check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
         runs = read_runs(runs)
-        given = dict(sampler=sampler, target_accept=target_accept, cores=cores,
-                     mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff,
-                     precision=precision)
-        model, choice = choose_model(
-            runs, metric=metric, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-            progressbar=progressbar, **{k: v for k, v in given.items() if v is not None})
+        metric_rows = runs[runs["metric"] == metric].reset_index(drop=True)
+        if method == "nuts":
+            # settings that do not depend on the model fail before the backtest
+            check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
+            given = dict(sampler=sampler, target_accept=target_accept, cores=cores,
+                         mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff,
+                         precision=precision)
+            model, choice = choose_model(
+                runs, metric=metric, draws=draws, tune=tune, chains=chains,
+                random_seed=random_seed, progressbar=progressbar,
+                **{k: v for k, v in given.items() if v is not None})
+        elif not metric_rows.empty:  # (prepare says what is missing)
+            # a MAP or ADVI preview takes the shape default without the backtest
+            model = auto_model(metric_rows)
+            choice = ModelChoice(model.name, f"a {method} preview takes the first candidate "
+                                 "for this table, without the backtest", (model.name,))
+        if choice is not None and isinstance(model, Model):
+            model, note = with_accuracy(model, runs, metric)
+            if note is not None:
+                if model.part("downstream") is None:  # accuracy rows left out: say it loudly
+                    warnings.warn(note, UserWarning, stacklevel=2)
+                choice = replace(choice, chosen=model.name, reason=f"{choice.reason}; {note}")
     prepared = prepare(runs, model, metric=metric, priors=priors)
     chosen, rows = prepared.model, prepared.rows
-    if isinstance(model, str) and model == "auto":
-        from .model_choice import ModelChoice
-
-        choice = ModelChoice(chosen.name, f"a {method} preview takes the first candidate for "
-                             "this table, without the backtest", (chosen.name,))
-    if choice is not None:
-        from .model_choice import accuracy_note
-
-        note = accuracy_note(prepared.table, metric)
-        if note is not None:
-            warnings.warn(note, UserWarning, stacklevel=2)
-            choice = replace(choice, reason=f"{choice.reason}; {note}")
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":
         low_rank_cutoff = chosen.sampler.get("low_rank_cutoff")

@@ -52,14 +52,14 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .model import Model, auto_model, load_model
-from .parts import Discrepancy
+from .model import Model, ModelError, auto_model, load_model
+from .parts import Discrepancy, Part
 from .parts.discrepancy import distance_beyond, estimate_scale
 
 #: Laws of the final-loss candidates, shape default first.
@@ -152,21 +152,48 @@ def auto_candidates(table: pd.DataFrame) -> list[Model]:
     return out
 
 
-def accuracy_note(table: pd.DataFrame, metric: str = "loss") -> str | None:
-    """What ``model="auto"`` says about accuracy rows it leaves unfitted (None: there are none).
+#: Presets whose downstream part ``model="auto"`` adds for a table's accuracy rows.
+DOWNSTREAM_PRESETS = {"final": "downstream", "checkpoints": "checkpoints_downstream"}
 
-    The automatic choice compares loss laws only; a table's ``acc:<task>`` rows are fitted
-    by naming a downstream preset.
+
+def with_accuracy(model: Model, table: pd.DataFrame,
+                  metric: str = "loss") -> tuple[Model, str | None]:
+    """``model`` extended to the ``acc:<task>`` metrics of ``table``, and a note saying how.
+
+    The automatic choice compares loss models on the loss rows; a table that also has
+    accuracy rows gets the chosen model plus the downstream part (and sampler settings) of
+    the ``downstream`` preset, or of ``checkpoints_downstream`` for a checkpoint model:
+    each task linked to the latent loss by a sigmoid, Beta-Binomial noise from its items.
+    The note is None when there are no accuracy rows (or ``model`` already fits them); it
+    says so when the chosen model cannot take the part, and the accuracy rows are left out.
+
+    >>> import bayescale
+    >>> from bayescale.simulate import Task
+    >>> runs, _ = bayescale.simulate_ladder(seed=2, tasks=[Task("arc")])
+    >>> model, note = with_accuracy(load_model("kaplan"), bayescale.read_runs(runs))
+    >>> model.name, model.part("downstream").link
+    ('kaplan + downstream', 'sigmoid')
     """
     accuracy = sorted(m for m in table["metric"].unique() if m != metric and m.startswith("acc:"))
-    if not accuracy:
-        return None
+    if not accuracy or model.part("downstream") is not None:
+        return model, None
     shown = ", ".join(accuracy[:3]) + (f" and {len(accuracy) - 3} more" if len(accuracy) > 3
                                        else "")
-    return (f"model='auto' fits the loss law only: the table's {len(accuracy)} accuracy "
-            f"metric(s) ({shown}) are not fitted; name a downstream preset ('downstream', "
-            "'checkpoints_downstream', 'gadre_average': bayescale.available_models()) to fit "
-            "them jointly with the loss")
+    preset = load_model(DOWNSTREAM_PRESETS["checkpoints" if model.part("checkpoints") is not None
+                                           else "final"])
+    part = cast(Part, preset.part("downstream"))  # both presets have one
+    try:
+        extended = replace(model.with_parts(part),
+                           name=f"{model.name} + downstream",
+                           sampler={**model.sampler, **preset.sampler})
+    except ModelError as err:
+        return model, (f"the table's {len(accuracy)} accuracy metric(s) ({shown}) are not "
+                       f"fitted: the chosen model cannot take a downstream part ({err}); name "
+                       "a downstream preset (bayescale.available_models()) to fit them")
+    return extended, (f"the table's {len(accuracy)} accuracy metric(s) ({shown}) are fitted "
+                      f"jointly with the loss by the {preset.name!r} preset's downstream part "
+                      "(sigmoid links from the latent loss); the loss model was chosen on the "
+                      "loss rows alone")
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:

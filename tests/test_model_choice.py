@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import bayescale
+from bayescale.model import load_model
 from bayescale.model_choice import ModelChoice, _ranked, auto_candidates, choose_model
 from bayescale.runs import read_runs
 
@@ -155,22 +156,31 @@ def test_a_preview_skips_the_backtest():
     assert "map preview" in fit.model_choice.reason
 
 
-def test_accuracy_rows_left_unfitted_by_auto_are_said_out_loud():
-    from bayescale.model_choice import accuracy_note
+def test_auto_fits_the_tables_accuracy_rows_with_a_downstream_part():
+    from bayescale.model_choice import with_accuracy
     from bayescale.simulate import Task
 
     tasks = [Task(f"t{i}", chance=0.25, slope=3.0, midpoint=3.0) for i in range(4)]
     runs, _ = bayescale.simulate_ladder(seed=2, tasks=tasks)
-    with pytest.warns(UserWarning, match=r"4 accuracy metric\(s\) \(acc:t0, acc:t1, acc:t2 "
-                                         r"and 1 more\) are not fitted"):
-        fit = bayescale.fit(runs, method="map", progressbar=False)
-    assert "name a downstream preset" in fit.model_choice.reason
-    assert "not fitted" in fit.summary().attrs["model_choice"]
-    assert accuracy_note(read_runs(runs[runs["metric"] == "loss"])) is None
-    with warnings.catch_warnings(record=True) as caught:  # a named model fits what it names
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bayescale.fit(runs, "chinchilla", method="map", progressbar=False)
+        fit = bayescale.fit(runs, method="map", progressbar=False)
     assert not [w for w in caught if "accuracy metric" in str(w.message)]
+    assert fit.model.name == "chinchilla + downstream" == fit.model_choice.chosen
+    assert fit.model.part("downstream").link == "sigmoid"
+    assert fit.model.sampler == {**load_model("chinchilla").sampler,
+                                 **load_model("downstream").sampler}
+    assert ("4 accuracy metric(s) (acc:t0, acc:t1, acc:t2 and 1 more) are fitted jointly"
+            in fit.summary().attrs["model_choice"])
+    band = fit.predict({"params": 1e9, "tokens": 2e10, "metric": "acc:t0"})
+    assert 0.25 < band["median"].iloc[0] < 1.0
+    table = read_runs(runs)
+    assert with_accuracy(load_model("chinchilla"), table[table["metric"] == "loss"]) == (
+        load_model("chinchilla"), None)
+    # a chosen model that cannot take the part leaves the rows out, and says so out loud
+    model, note = with_accuracy(load_model("checkpoints_kaplan"), table)
+    assert model == load_model("checkpoints_kaplan")
+    assert "4 accuracy metric(s)" in note and "are not fitted" in note and "marginal" in note
 
 
 def test_the_fits_sampler_settings_reach_the_backtest(monkeypatch):
