@@ -168,8 +168,8 @@ def retry_config(config: SamplerConfig) -> SamplerConfig:
 
 
 _NUTPIE_CACHE: dict[str, Any] = {}
-#: One lock per structure key: fits of one structure in threads of one process (a threaded
-#: Dask worker, ``fit_many(..., processes=False)``) compile it once and share it.
+#: One lock per structure key: fits of one structure in threads of one process (the thread
+#: workers of ``fit_many``'s own LocalCluster) compile it once and share it.
 _COMPILE_LOCKS: dict[str, threading.Lock] = {}
 _COMPILE_LOCKS_GUARD = threading.Lock()
 
