@@ -30,6 +30,7 @@ from .sampling import (
 from .versions import versions
 
 if TYPE_CHECKING:
+    from .model_choice import ModelChoice
     from .parts import Checkpoints, Downstream
 
 
@@ -103,6 +104,32 @@ def prepare(runs: pd.DataFrame | str, model: str | os.PathLike | Model = "auto",
                     families=sorted(rows["family"].unique()),
                     run_names=list(dict.fromkeys(rows["run"])),
                     schedule=sched, scale=Scale.from_runs(rows))
+
+
+def _prepare_with_accuracy(runs: pd.DataFrame, model: Model, choice: ModelChoice, metric: str,
+                           priors: dict[str, Any] | None) -> tuple[Prepared, ModelChoice]:
+    """:func:`prepare` the model ``model="auto"`` chose, extended to the table's accuracy rows.
+
+    :func:`bayescale.model_choice.with_accuracy` adds the downstream part; when it cannot,
+    or when the accuracy rows fail the part's checks, the loss model is prepared alone and
+    a ``UserWarning`` (also in the choice's reason) says why.
+    """
+    from .model_choice import with_accuracy
+
+    extended, note = with_accuracy(model, runs, metric)
+    if note is None:
+        return prepare(runs, model, metric=metric, priors=priors), choice
+    if extended.part("downstream") is not None:
+        try:
+            prepared = prepare(runs, extended, metric=metric, priors=priors)
+        except ModelError as err:
+            note = f"the table's accuracy rows are not fitted: {err}"
+        else:
+            return prepared, replace(choice, chosen=extended.name,
+                                     reason=f"{choice.reason}; {note}")
+    warnings.warn(note, UserWarning, stacklevel=3)
+    return (prepare(runs, model, metric=metric, priors=priors),
+            replace(choice, reason=f"{choice.reason}; {note}"))
 
 
 def _remedy(model: Model, worst: tuple[str, ...], config: SamplerConfig) -> Remedy | None:
@@ -260,7 +287,7 @@ def fit(
                          "convergence checks")
     choice = None
     if isinstance(model, str) and model == "auto":
-        from .model_choice import ModelChoice, choose_model, with_accuracy
+        from .model_choice import ModelChoice, choose_model
 
         runs = read_runs(runs)
         metric_rows = runs[runs["metric"] == metric].reset_index(drop=True)
@@ -279,13 +306,12 @@ def fit(
             model = auto_model(metric_rows)
             choice = ModelChoice(model.name, f"a {method} preview takes the first candidate "
                                  "for this table, without the backtest", (model.name,))
-        if choice is not None and isinstance(model, Model):
-            model, note = with_accuracy(model, runs, metric)
-            if note is not None:
-                if model.part("downstream") is None:  # accuracy rows left out: say it loudly
-                    warnings.warn(note, UserWarning, stacklevel=2)
-                choice = replace(choice, chosen=model.name, reason=f"{choice.reason}; {note}")
-    prepared = prepare(runs, model, metric=metric, priors=priors)
+    if choice is not None and isinstance(model, Model):
+        # (runs was read above)
+        prepared, choice = _prepare_with_accuracy(cast(pd.DataFrame, runs), model, choice,
+                                                  metric, priors)
+    else:
+        prepared = prepare(runs, model, metric=metric, priors=priors)
     chosen, rows = prepared.model, prepared.rows
     mass_matrix = mass_matrix or chosen.sampler.get("mass_matrix", "diag")
     if low_rank_cutoff is None and mass_matrix == "low_rank":

@@ -59,8 +59,9 @@ import pandas as pd
 from scipy.stats import norm
 
 from .model import Model, ModelError, auto_model, load_model
-from .parts import Discrepancy, Part
+from .parts import Discrepancy, Downstream
 from .parts.discrepancy import distance_beyond, estimate_scale
+from .parts.downstream import AVERAGE
 
 #: Laws of the final-loss candidates, shape default first.
 FINAL_LOSS_LAWS = ("chinchilla", "kaplan", "compute", "gadre")
@@ -164,8 +165,11 @@ def with_accuracy(model: Model, table: pd.DataFrame,
     accuracy rows gets the chosen model plus the downstream part (and sampler settings) of
     the ``downstream`` preset, or of ``checkpoints_downstream`` for a checkpoint model:
     each task linked to the latent loss by a sigmoid, Beta-Binomial noise from its items.
-    The note is None when there are no accuracy rows (or ``model`` already fits them); it
-    says so when the chosen model cannot take the part, and the accuracy rows are left out.
+    A model with :class:`~bayescale.parts.MarginalRuns` is fitted in its latent form (the
+    link needs each checkpoint's latent loss).  A table with both ``acc:avg`` and per-task
+    rows fits the tasks (their mean is predicted as ``acc:avg``).  The note is None when
+    there are no accuracy rows (or ``model`` already fits them); when the chosen model
+    cannot take the part, ``model`` comes back unchanged and the note says so.
 
     >>> import bayescale
     >>> from bayescale.simulate import Task
@@ -181,19 +185,27 @@ def with_accuracy(model: Model, table: pd.DataFrame,
                                        else "")
     preset = load_model(DOWNSTREAM_PRESETS["checkpoints" if model.part("checkpoints") is not None
                                            else "final"])
-    part = cast(Part, preset.part("downstream"))  # both presets have one
+    part = cast(Downstream, preset.part("downstream"))  # both presets have one
+    tasks = [m for m in accuracy if m != AVERAGE]
+    if AVERAGE in accuracy and tasks:  # the tasks are fitted, their mean predicted as the average
+        part = replace(part, tasks=tuple(tasks))
+    # the link reads each checkpoint's latent loss: a model that integrates the run effects
+    # out (marginal_runs) is fitted in its latent form, the same model sampled directly
+    drop = ("marginal_runs",) if model.part("marginal_runs") is not None else ()
     try:
-        extended = replace(model.with_parts(part),
-                           name=f"{model.name} + downstream",
+        extended = replace(model.with_parts(part, drop=drop),
+                           name=" - ".join([f"{model.name} + downstream", *drop]),
                            sampler={**model.sampler, **preset.sampler})
     except ModelError as err:
         return model, (f"the table's {len(accuracy)} accuracy metric(s) ({shown}) are not "
                        f"fitted: the chosen model cannot take a downstream part ({err}); name "
                        "a downstream preset (bayescale.available_models()) to fit them")
+    average = (f" ({AVERAGE} rows left out: the tasks' mean is predicted as {AVERAGE})"
+               if AVERAGE in accuracy and tasks else "")
     return extended, (f"the table's {len(accuracy)} accuracy metric(s) ({shown}) are fitted "
                       f"jointly with the loss by the {preset.name!r} preset's downstream part "
-                      "(sigmoid links from the latent loss); the loss model was chosen on the "
-                      "loss rows alone")
+                      f"(sigmoid links from the latent loss){average}; the loss model was "
+                      "chosen on the loss rows alone")
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:

@@ -177,10 +177,22 @@ def test_auto_fits_the_tables_accuracy_rows_with_a_downstream_part():
     table = read_runs(runs)
     assert with_accuracy(load_model("chinchilla"), table[table["metric"] == "loss"]) == (
         load_model("chinchilla"), None)
-    # a chosen model that cannot take the part leaves the rows out, and says so out loud
-    model, note = with_accuracy(load_model("checkpoints_kaplan"), table)
-    assert model == load_model("checkpoints_kaplan")
-    assert "4 accuracy metric(s)" in note and "are not fitted" in note and "marginal" in note
+    # a model that integrates the run effects out is fitted in its latent form
+    model, _ = with_accuracy(load_model("checkpoints_kaplan"), table)
+    assert model.name == "checkpoints_kaplan + downstream - marginal_runs"
+    assert model.part("marginal_runs") is None and model.part("downstream") is not None
+    # the average and the tasks: the tasks are fitted, their mean predicted as the average
+    loss = runs[runs["metric"] == "loss"]
+    both = pd.concat([runs, loss.assign(metric="acc:avg", value=0.5, n_items=np.nan)])
+    model, note = with_accuracy(load_model("chinchilla"), read_runs(both))
+    assert model.part("downstream").tasks == ("acc:t0", "acc:t1", "acc:t2", "acc:t3")
+    assert "acc:avg rows left out" in note
+    # accuracy rows the part refuses (a run without a loss row): the loss alone, said loudly
+    orphan = runs[runs["metric"] == "acc:t0"].iloc[[0]].assign(run="orphan")
+    with pytest.warns(UserWarning, match="accuracy rows are not fitted: downstream: accuracy "
+                                         "rows of runs without fitted loss rows"):
+        fit = bayescale.fit(pd.concat([runs, orphan]), method="map", progressbar=False)
+    assert fit.model.name == "chinchilla" and "not fitted" in fit.model_choice.reason
 
 
 def test_the_fits_sampler_settings_reach_the_backtest(monkeypatch):
