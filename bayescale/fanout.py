@@ -412,7 +412,7 @@ def fit_many(
         The LocalCluster's workers: threads of this process (``False``, default) or worker
         processes (``True``).  Threads share this process's compiled models, so a structure
         is compiled once for all of them (see above), and nutpie samples without holding the
-        GIL; on 2 cores they ran 8 small fits 1.1x faster than a loop, processes 0.8x
+        GIL, so on a few cores they finish many small fits sooner than processes do
         (``benchmarks/fanout.py``).  Processes keep a fit that crashes the interpreter from
         taking the others (and this session) down.
     cluster_kwargs
