@@ -6,6 +6,11 @@ scores the 90% observation bands at the held-out targets, which the choice never
 
 ``gadre``
     Gadre et al.'s C4 validation loss, models <= 0.41B fitted, the six 1.4B models predicted.
+``gadre_average``
+    The same runs with the 46-task average accuracy as one metric (``acc:avg``, built as
+    ``case_studies/gadre_overtrain.py`` builds it), fitted jointly with the loss (``model=
+    "auto"`` adds the downstream part); the six 1.4B averages predicted, scored in
+    accuracy points (absolute, not relative, error).
 ``chinchilla``
     Besiroglu et al.'s Chinchilla points, the top 20% of compute (params x tokens) predicted
     from the rest.
@@ -15,9 +20,15 @@ scores the 90% observation bands at the held-out targets, which the choice never
 ``pythia_truncated``
     The same runs seen up to step 33,000, each run's own final loss predicted.
 
+Each suite prints one row: the model chosen, its discrepancy scale, the median absolute
+error and the median 90% band width (relative to the truth; for ``gadre_average`` in
+accuracy, so 0.0132 is 1.32 points), how many targets the bands cover, and whether the
+final fit converged.
+
 Run (data under ``$BAYESCALE_DATA`` or ``../shared/data``)::
 
     python benchmarks/auto_suites.py gadre chinchilla pythia pythia_truncated   # ~20 minutes
+    python benchmarks/auto_suites.py gadre_average                             # ~7 minutes
 """
 
 from __future__ import annotations
@@ -34,7 +45,9 @@ import pandas as pd
 import bayescale
 from bayescale.datasets import find_data_dir, load_chinchilla, load_gadre, load_pythia
 
-SUITES = ("gadre", "chinchilla", "pythia", "pythia_truncated")
+SUITES = ("gadre", "gadre_average", "chinchilla", "pythia", "pythia_truncated")
+#: Suites whose targets are accuracies, scored by absolute error (points) instead of relative.
+ACCURACY_SUITES = ("gadre_average",)
 PYTHIA_FIT_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
 TRUNCATE_STEP = 33_000
 
@@ -47,6 +60,17 @@ def split(suite: str, data: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
         test = runs[runs["params"] > 1e9].reset_index(drop=True)
         return (runs[runs["params"] <= 0.42e9].reset_index(drop=True),
                 test[["params", "tokens", "family"]], test)
+    if suite == "gadre_average":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "case_studies"))
+        from gadre_overtrain import average_rows, load  # the case study's acc:avg rows
+
+        runs, tasks = load(data, small=False)
+        table = pd.concat([runs[runs["metric"] == "loss"], average_rows(runs, tasks)],
+                          ignore_index=True)
+        test = table[(table["params"] > 1e9)
+                     & (table["metric"] == "acc:avg")].reset_index(drop=True)
+        return (table[table["params"] <= 0.42e9].reset_index(drop=True),
+                test[["params", "tokens", "family", "metric"]], test)
     if suite == "chinchilla":
         runs = load_chinchilla(data)
         runs = runs[runs["metric"] == "loss"].reset_index(drop=True)
@@ -77,8 +101,9 @@ def score(suite: str, data: Path) -> dict:
         fit = bayescale.fit(train, progressbar=True)
         pred = fit.predict(targets, hdi_prob=0.9)
     y = test["value"].to_numpy(dtype=float)
-    err = pred["median"].to_numpy() / y - 1
-    width = (pred["upper"] - pred["lower"]).to_numpy() / y
+    scale = 1.0 if suite in ACCURACY_SUITES else y  # accuracy: absolute error
+    err = (pred["median"].to_numpy() - y) / scale
+    width = (pred["upper"] - pred["lower"]).to_numpy() / scale
     covered = (pred["lower"].to_numpy() <= y) & (y <= pred["upper"].to_numpy())
     part = fit.model.part("discrepancy")
     print(fit.model_choice.message() if fit.model_choice else "(no choice)", flush=True)
