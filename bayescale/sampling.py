@@ -48,6 +48,8 @@ import pymc as pm
 from pymc.backends.arviz import find_constants, find_observations
 from threadpoolctl import threadpool_limits
 
+from bayescale.numba_cache import cacheable_numba_mode
+
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")
 MASS_MATRICES = ("diag", "low_rank")
@@ -204,7 +206,10 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
                    cache_key: str | None) -> az.InferenceData:
     """NUTS with nutpie, reusing a compiled model of the same structure.
 
-    Compilation takes ~15 s, sampling a small ladder well under 1 s.
+    Compilation takes ~15 s, sampling a small ladder well under 1 s.  Within a process a
+    structure compiles once (``cache_key``); across processes PyTensor's on-disk numba cache
+    holds the log-density (:mod:`bayescale.numba_cache` keeps it cacheable), and only
+    nutpie's wrapper around it compiles again.
     """
     import nutpie
 
@@ -212,7 +217,7 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
         compiled = _NUTPIE_CACHE.get(cache_key) if cache_key else None
         fresh = compiled is None
         if compiled is None:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), cacheable_numba_mode():
                 warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
                 compiled = nutpie.compile_pymc_model(model)
             if cache_key:
