@@ -29,6 +29,9 @@ from .runs import RunsTableError, Scale, _numbers, _rows
 from .schedules import Schedule
 
 KINDS = ("observation", "mean")
+#: Observation draws made from a point estimate (``method="map"``: one posterior draw), so
+#: that its observation band shows the noise, new seeds and new families around the point.
+POINT_ESTIMATE_COPIES = 2000
 NEW_FAMILY = "(new family)"
 
 
@@ -169,19 +172,34 @@ def predictive_draws(
     xarray.DataArray
         dims ``("chain", "draw", "target")``, in the metric's units (nats for loss).
     """
+    copies = point_copies(idata, kind)
     values = predictive_values(idata, structure, targets, kind,
-                               np.random.default_rng([seed, 20_240_601]))
+                               np.random.default_rng([seed, 20_240_601]), copies=copies)
     chains, draws = idata["posterior"].sizes["chain"], idata["posterior"].sizes["draw"]
+    draw_labels = idata["posterior"]["draw"].to_numpy() if copies == 1 else np.arange(copies)
     return xr.DataArray(
-        values.reshape(chains, draws, -1),
+        values.reshape(chains, draws * copies, -1),
         dims=("chain", "draw", "target"),
         coords={
             "chain": idata["posterior"]["chain"].to_numpy(),
-            "draw": idata["posterior"]["draw"].to_numpy(),
+            "draw": draw_labels,
             "target": np.arange(len(targets)),
         },
         name=kind,
     )
+
+
+def point_copies(idata, kind: str) -> int:
+    """How many copies of each draw to predict from: more than 1 only for a point estimate.
+
+    :data:`POINT_ESTIMATE_COPIES` for observation draws of a posterior of one draw (MAP),
+    else 1.  A point estimate has no parameter uncertainty, but a new run's measured value still
+    scatters (noise, a new seed's offset and drift, a benchmark's items): its observation
+    band is that scatter around the point, and its ``kind="mean"`` band has zero width.
+    """
+    posterior = idata["posterior"]
+    one_draw = posterior.sizes["chain"] * posterior.sizes["draw"] == 1
+    return POINT_ESTIMATE_COPIES if one_draw and kind == "observation" else 1
 
 
 def predictive_values(idata, structure: Structure, targets: pd.DataFrame, kind: str,

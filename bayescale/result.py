@@ -18,6 +18,7 @@ from .model_choice import ModelChoice
 from .predict import (
     Structure,
     bands,
+    point_copies,
     predictive_draws,
     predictive_values,
     read_targets,
@@ -275,7 +276,7 @@ class ScalingFit:
                                      else table, kind,
                                      np.random.default_rng([self.sampler_config.random_seed,
                                                             20_240_601]),
-                                     gaussian_noise=True)
+                                     copies=point_copies(self.idata, kind), gaussian_noise=True)
             out["mean"] = core.mean(axis=0)
         out.insert(len(table.columns), "metric", metrics if metrics is not None else self.metric)
         ladder_c = float((self.runs["params"] * self.runs["tokens"]).max())

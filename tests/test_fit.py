@@ -176,6 +176,14 @@ def test_previews(method):
     assert fit.diagnostics().passed is None
     pred = fit.predict(TARGETS.iloc[:1])
     assert abs(pred["median"].iloc[0] - truth.loss(7e9, 1.4e11)) < 0.3
+    if method == "map":
+        # one point, no parameter uncertainty: the law's band is the point, a measured run's
+        # band is the fitted noise around it (sd sigma in ln loss, 90%: +-1.645 sigma)
+        law = fit.predict(TARGETS.iloc[:1], kind="mean")
+        assert law["lower"].iloc[0] == law["upper"].iloc[0]
+        sigma = float(fit.idata.posterior["sigma"].squeeze())
+        half_width = np.log(pred["upper"].iloc[0] / pred["lower"].iloc[0]) / 2
+        assert half_width == pytest.approx(1.645 * sigma, rel=0.15)
 
 
 def test_compute_law_and_metric_filter():
