@@ -73,7 +73,8 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
     Optional columns: ``total_tokens`` (default: ``tokens``, a finished run), ``family`` and
     ``run``.
 
-    Accepts a DataFrame, a dict of columns or scalars, or a CSV path.  The result keeps the
+    Accepts a DataFrame, a dict of columns or scalars, a list of dicts (one per target), or
+    a CSV path.  The result keeps the
     targets' rows in their order, indexed 0, 1, ...
 
     Raises
@@ -85,6 +86,8 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
     """
     if isinstance(targets, (str, os.PathLike)):
         targets = pd.read_csv(targets)
+    if isinstance(targets, list) and targets and all(isinstance(t, dict) for t in targets):
+        targets = pd.DataFrame.from_records(targets)  # one dict per target
     if isinstance(targets, dict):  # scalars broadcast against lists
         # dtype=object: numpy's own string dtype would drop trailing NUL characters.
         columns = {k: np.asarray(v, dtype=object) for k, v in targets.items()}
@@ -98,8 +101,8 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
         length = max(lengths.values(), default=1)
         targets = pd.DataFrame({k: list(np.broadcast_to(a, (length,))) for k, a in columns.items()})
     if not isinstance(targets, pd.DataFrame):
-        raise TypeError("read_targets expects a DataFrame, a dict of columns or a CSV path, got "
-                        f"{type(targets).__name__}")
+        raise TypeError("read_targets expects a DataFrame, a dict of columns, a list of dicts "
+                        f"or a CSV path, got {type(targets).__name__}")
     labels = targets.index  # messages name the caller's labels
     df = targets.copy().reset_index(drop=True)
     repeated = list(dict.fromkeys(df.columns[df.columns.duplicated()]))

@@ -147,6 +147,12 @@ def test_targets_broadcast_scalars_and_name_bad_columns():
     assert len(table) == 2 and (table["params"] == 2.8e9).all()
     with pytest.raises(RunsTableError, match=r"column 'tokens' of the targets.*row 1"):
         read_targets({"params": [1e9, 1e9], "tokens": [1e10, 0]})
+    records = read_targets([{"params": 1e9, "tokens": 2e10},
+                            {"params": 2e9, "tokens": 4e10, "family": "code"}])
+    assert records["params"].tolist() == [1e9, 2e9] and records["family"].isna().tolist() == [
+        True, False]
+    with pytest.raises(RunsTableError, match=r"column 'tokens' of the targets.*row 1"):
+        read_targets([{"params": 1e9, "tokens": 1e10}, {"params": 1e9, "tokens": -1}])
 
 
 # Regressions found by the property tests (tests/test_properties.py).
