@@ -74,8 +74,7 @@ def read_targets(targets: pd.DataFrame | dict | str | os.PathLike) -> pd.DataFra
     ``run``.
 
     Accepts a DataFrame, a dict of columns or scalars, a list of dicts (one per target), or
-    a CSV path.  The result keeps the
-    targets' rows in their order, indexed 0, 1, ...
+    a CSV path.  The result keeps the targets' rows in their order, indexed 0, 1, ...
 
     Raises
     ------
@@ -196,9 +195,9 @@ def point_copies(idata, kind: str) -> int:
     """How many copies of each draw to predict from: more than 1 only for a point estimate.
 
     :data:`POINT_ESTIMATE_COPIES` for observation draws of a posterior of one draw (MAP),
-    else 1.  A point estimate has no parameter uncertainty, but a new run's measured value still
-    scatters (noise, a new seed's offset and drift, a benchmark's items): its observation
-    band is that scatter around the point, and its ``kind="mean"`` band has zero width.
+    else 1.  A point estimate has no parameter uncertainty, but a new run's measured value
+    still scatters (noise, a new seed's offset and drift, a benchmark's items): its
+    observation band is that scatter around the point; its ``kind="mean"`` band is the point.
     """
     posterior = idata["posterior"]
     one_draw = posterior.sizes["chain"] * posterior.sizes["draw"] == 1

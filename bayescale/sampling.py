@@ -48,7 +48,7 @@ import pymc as pm
 from pymc.backends.arviz import find_constants, find_observations
 from threadpoolctl import threadpool_limits
 
-from bayescale.numba_cache import cacheable_numba_mode
+from .numba_cache import cacheable_numba_mode
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")
