@@ -1,7 +1,7 @@
 """Coverage far beyond the ladder when the law itself is wrong there (issue #17, acceptance 1).
 
 Each replicate simulates a final-loss ladder (``bayescale.simulate_ladder``: 5 sizes x 4
-token multipliers) whose truth is Chinchilla's law bent by a model discrepancy that starts
+token multipliers, or its first ``--sizes`` sizes) whose truth is Chinchilla's law bent by a model discrepancy that starts
 inside the ladder: ``ln L_true = ln L_law + tau w max(0, ln(C / C_mid))`` with ``C = N D``,
 ``C_mid`` the ladder's median compute and ``w ~ Normal(0, 1)`` drawn per replicate (so the
 law's error keeps growing linearly in ln compute, in a direction the replicate does not
@@ -16,12 +16,14 @@ Run::
 
     python benchmarks/discrepancy_calibration.py                 # 20 replicates, ~20 minutes
     python benchmarks/discrepancy_calibration.py --replicates 4  # smoke run
+    python benchmarks/discrepancy_calibration.py --sizes 4       # a ladder of 4 sizes
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 import time
 import warnings
@@ -46,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", type=int, default=5, choices=(3, 4, 5),
+                        help="model sizes of the ladder: the first 3, 4 or all 5 of "
+                             "simulate_ladder's (default 5)")
     return parser.parse_args(argv)
 
 
@@ -58,7 +63,9 @@ def bent(values, compute, c_mid: float, tau: float, w: float) -> np.ndarray:
 def replicate(r: int, args) -> list[dict]:
     """One simulated ladder, fitted with the defaults: a row per target factor and model."""
     rng = np.random.default_rng([args.seed, r])
-    runs, truth = bayescale.simulate_ladder(seed=1000 + r, noise=args.noise)
+    sizes = inspect.signature(bayescale.simulate_ladder).parameters["sizes"].default
+    runs, truth = bayescale.simulate_ladder(seed=1000 + r, noise=args.noise,
+                                            sizes=sizes[:args.sizes])
     compute = (runs["params"] * runs["tokens"]).to_numpy()
     c_mid = float(np.median(compute))
     w = float(rng.standard_normal())
@@ -79,7 +86,8 @@ def replicate(r: int, args) -> list[dict]:
                 warnings.simplefilter("ignore")
                 band = which.predict({"params": n, "tokens": d}, hdi_prob=0.9, kind="mean").iloc[0]
             out.append({"replicate": r, "w": w, "factor": factor, "model": label,
-                        "chosen": fit.model.name, "converged": bool(fit.diagnostics().passed),
+                        "chosen": fit.model.name, "folds": fit.model_choice.folds,
+                        "converged": bool(fit.diagnostics().passed),
                         "scale": (fit.model.part("discrepancy").scale
                                   if fit.model.part("discrepancy") is not None else 0.0),
                         "covered": band["lower"] <= true <= band["upper"],
@@ -97,7 +105,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows += replicate(r, args)
         last = rows[-4:]
-        print(f"replicate {r}: {last[0]['chosen']}, scale {last[0]['scale']:.4f}, w "
+        print(f"replicate {r}: {last[0]['chosen']} ({last[0]['folds']} folds), scale "
+              f"{last[0]['scale']:.4f}, w "
               f"{last[0]['w']:+.2f}; covered at 10x/100x: "
               f"{[row['covered'] for row in last if row['model'] == 'auto']} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -108,8 +117,9 @@ def main(argv=None) -> int:
                     median_width=("width", "median"), n=("covered", "size"))
                .reset_index())
     pd.set_option("display.width", 160)
-    print(f"\ntau {args.tau}, noise {args.noise}, {args.replicates} replicates, "
-          f"{args.chains} x ({args.tune} + {args.draws}); {time.perf_counter() - start:.0f} s")
+    print(f"\ntau {args.tau}, noise {args.noise}, {args.replicates} replicates, {args.sizes} "
+          f"sizes, {args.chains} x ({args.tune} + {args.draws}); "
+          f"{time.perf_counter() - start:.0f} s")
     print(summary.round(3).to_string(index=False))
     print(f"chosen: {table.drop_duplicates('replicate')['chosen'].value_counts().to_dict()}; "
           f"all converged: {table.drop_duplicates('replicate')['converged'].mean():.2f}")
