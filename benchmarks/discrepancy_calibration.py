@@ -1,9 +1,10 @@
 """Coverage far beyond the ladder when the law itself is wrong there (issue #17, acceptance 1).
 
 Each replicate simulates a final-loss ladder (``bayescale.simulate_ladder``: 5 sizes x 4
-token multipliers, or its first ``--sizes`` sizes) whose truth is Chinchilla's law bent by a model discrepancy that starts
-inside the ladder: ``ln L_true = ln L_law + tau w max(0, ln(C / C_mid))`` with ``C = N D``,
-``C_mid`` the ladder's median compute and ``w ~ Normal(0, 1)`` drawn per replicate (so the
+token multipliers, or its first ``--sizes`` sizes) whose truth is Chinchilla's law bent by a
+model discrepancy that starts inside the ladder:
+``ln L_true = ln L_law + tau w max(0, ln(C / C_mid))`` with ``C = N D``, ``C_mid`` the
+ladder's median compute and ``w ~ Normal(0, 1)`` drawn per replicate (so the
 law's error keeps growing linearly in ln compute, in a direction the replicate does not
 reveal beyond its larger runs).  ``bayescale.fit(runs)`` with its defaults (``model="auto"``:
 candidates backtested inside the ladder, a discrepancy scale estimated from the held-out

@@ -96,3 +96,22 @@ def test_gadre_full_acceptance(tmp_path):
     if wall > gadre_overtrain.ACCEPT["max_wall_seconds"]:
         failures.append(f"wall time {wall:.0f} s > 900 s")
     assert not failures, "acceptance targets missed:\n  " + "\n  ".join(failures)
+
+
+@needs_gadre
+@pytest.mark.slow
+def test_gadre_auto_comparison_small(tmp_path):
+    """``--auto`` (slow tier: a backtest and a downstream fit, about 70 s more than the smoke
+    run): the automatic fit's 1.4B forecasts beside the hand-picked ones, for every target,
+    with its choice recorded in the summary."""
+    assert gadre_overtrain.main(["--small", "--auto", "--out", str(tmp_path), "--no-report"]) == 0
+    auto = pd.read_csv(tmp_path / "gadre_auto.csv")
+    assert set(zip(auto["family"], auto["multiplier"], strict=True)) == TARGETS
+    assert sorted(auto["metric"].unique()) == ["err:avg", "loss"] and len(auto) == 12
+    assert ((auto["auto_lower"] <= auto["auto_median"])
+            & (auto["auto_median"] <= auto["auto_upper"])).all()
+    assert (auto["truth"] == _table(tmp_path).set_index(["family", "multiplier", "metric"])
+            .loc[list(zip(auto["family"], auto["multiplier"], auto["metric"], strict=True)),
+                 "truth"].to_numpy()).all()
+    summary = json.loads((tmp_path / "gadre_summary.json").read_text())["auto"]
+    assert "downstream" in summary["chosen"] and summary["why"]
