@@ -290,7 +290,7 @@ def fit(
         from .model_choice import ModelChoice, choose_model
 
         runs = read_runs(runs)
-        metric_rows = runs[runs["metric"] == metric].reset_index(drop=True)
+        metric_rows = runs[runs["metric"] == metric]
         if method == "nuts":
             # settings that do not depend on the model fail before the backtest
             check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
@@ -303,7 +303,7 @@ def fit(
                 **{k: v for k, v in given.items() if v is not None})
         elif not metric_rows.empty:  # (prepare says what is missing)
             # a MAP or ADVI preview takes the shape default without the backtest
-            model = auto_model(metric_rows)
+            model = auto_model(metric_rows.reset_index(drop=True))
             choice = ModelChoice(model.name, f"a {method} preview takes the first candidate "
                                  "for this table, without the backtest", (model.name,))
     if choice is not None and isinstance(model, Model):
