@@ -110,7 +110,7 @@ class Fold:
     """One split of a ladder: the rows fitted and the rows scored.
 
     ``train`` is a runs table (every metric of the training runs, up to the cut);
-    ``held_out`` the scored rows of the fitted metric, one per held-out run; ``label``
+    ``held_out`` the scored rows of the scored metric, one per held-out run; ``label``
     says what was held out (e.g. ``"params=4.8e+08"`` or ``"runs cut at 50%"``).
     """
 
@@ -309,11 +309,15 @@ def log_scores(fit: ScalingFit, targets: pd.DataFrame, values: np.ndarray, *, se
     return logsumexp(log_pdf, axis=0) - np.log(mu.shape[0]) - np.log(y)
 
 
-def _targets(held: pd.DataFrame, holdout: str) -> pd.DataFrame:
+def _targets(held: pd.DataFrame, holdout: str, metric: str | None = None) -> pd.DataFrame:
+    """Prediction targets of the held-out rows (with a ``metric`` column when one is given)."""
     columns = ["params", "tokens", "total_tokens", "family"]
     if holdout == "late":
         columns.append("run")
-    return held[columns].reset_index(drop=True)
+    targets = held[columns].reset_index(drop=True)
+    if metric is not None:
+        targets["metric"] = metric
+    return targets
 
 
 def _labelled(scored: pd.DataFrame, label: str, fold: Fold) -> pd.DataFrame:
@@ -344,9 +348,9 @@ def _fan_out(splits: list[Fold], candidates: list[tuple[str, Model]], settings: 
 
 
 def _score_fold(fit: ScalingFit, fold: Fold, holdout: str, hdi_probs: tuple[float, ...], *,
-                seed: int, copies: int, max_draws: int) -> pd.DataFrame:
+                seed: int, copies: int, max_draws: int, metric: str | None = None) -> pd.DataFrame:
     held = fold.held_out
-    targets = _targets(held, holdout)
+    targets = _targets(held, holdout, metric)
     y = held["value"].to_numpy(dtype=float)
     out = held[[c for c in ID_COLUMNS if c in held and c != "model"]].reset_index(drop=True)
     with warnings.catch_warnings():
@@ -495,6 +499,7 @@ def backtest(
     folds: int = 1,
     hdi_probs: tuple[float, ...] = (0.5, 0.9),
     metric: str = "loss",
+    scored: str | None = None,
     draws: int | None = None,
     tune: int | None = None,
     chains: int | None = None,
@@ -529,7 +534,12 @@ def backtest(
         Probability masses of the bands scored (default 0.5 and 0.9: ``covered_50``,
         ``covered_90``, ``width_50``, ``width_90``).
     metric
-        The metric fitted and scored (default ``"loss"``).
+        The metric the law describes (default ``"loss"``), passed to :func:`bayescale.fit`.
+    scored
+        The metric whose held-out rows are scored (default: ``metric``).  An accuracy
+        (``"acc:<task>"`` or ``"acc:avg"``) scores a downstream model's forecasts of it; the
+        folds then hold out the largest sizes (or late rows) of that metric's runs, and the
+        log score reads the accuracy's predictive draws as normal in ln(accuracy).
     draws, tune, chains
         Sampler settings of every fit (default: the model's).
     random_seed
@@ -580,11 +590,13 @@ def backtest(
     if unknown:
         raise TypeError(f"backtest() got unexpected keyword argument(s) {unknown}; the fits' "
                         f"sampler settings are {list(SAMPLER_SETTINGS)}")
-    splits = make_folds(runs, holdout, folds, metric=metric)
+    scored = scored or metric
+    splits = make_folds(runs, holdout, folds, metric=scored)
     settings: dict[str, Any] = dict(metric=metric, random_seed=random_seed, retry=False,
                                     draws=draws, tune=tune, chains=chains, **sampler_settings)
     scoring: dict[str, Any] = dict(holdout=holdout, hdi_probs=hdi_probs, seed=random_seed,
-                                   copies=copies, max_draws=max_draws)
+                                   copies=copies, max_draws=max_draws,
+                                   metric=None if scored == metric else scored)
     if client is not None:
         tables = _fan_out(splits, candidates, settings, scoring, client, progressbar)
     else:
@@ -595,13 +607,13 @@ def backtest(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     fitted = fit_model(fold.train, model, progressbar=False, **settings)
-                scored = _labelled(_score_fold(fitted, fold, **scoring), label, fold)
-                tables.append(scored)
+                table = _labelled(_score_fold(fitted, fold, **scoring), label, fold)
+                tables.append(table)
                 if progressbar:
                     print(f"backtest fold {fold.index} ({fold.label}; {len(fitted.runs)} rows "
                           f"fitted, {len(fold.held_out)} held out) {label}: mean log score "
-                          f"{scored['log_score'].mean():.3f}, "
-                          f"{'converged' if scored['converged'].all() else 'NOT converged'}, "
+                          f"{table['log_score'].mean():.3f}, "
+                          f"{'converged' if table['converged'].all() else 'NOT converged'}, "
                           f"{time.perf_counter() - start:.1f} s", flush=True)
     rows = pd.concat(tables, ignore_index=True)
     return Backtest(rows=rows, scores=summarise(rows, hdi_probs), holdout=holdout,

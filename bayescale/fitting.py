@@ -110,13 +110,14 @@ def _prepare_with_accuracy(runs: pd.DataFrame, model: Model, choice: ModelChoice
                            priors: dict[str, Any] | None) -> tuple[Prepared, ModelChoice]:
     """:func:`prepare` the model ``model="auto"`` chose, extended to the table's accuracy rows.
 
-    :func:`bayescale.model_choice.with_accuracy` adds the downstream part; when it cannot,
+    :func:`bayescale.model_choice.with_accuracy` adds the downstream part (with the link the
+    choice's backtest picked, :func:`bayescale.model_choice.choose_link`); when it cannot,
     or when the accuracy rows fail the part's checks, the loss model is prepared alone and
     a ``UserWarning`` (also in the choice's reason) says why.
     """
     from .model_choice import with_accuracy
 
-    extended, note = with_accuracy(model, runs, metric)
+    extended, note = with_accuracy(model, runs, metric, **choice.link)
     if note is None:
         return prepare(runs, model, metric=metric, priors=priors), choice
     if extended.part("downstream") is not None:
@@ -212,7 +213,9 @@ def fit(
         ladder and ``info["model_choice"]`` records why.  A ``method="map"``/``"advi"``
         preview skips the backtest and fits the first candidate.  A table with accuracy
         rows (``acc:<task>``) gets the winner plus a downstream part
-        (:func:`bayescale.model_choice.with_accuracy`).
+        (:func:`bayescale.model_choice.with_accuracy`) whose link (sigmoid, exponential or
+        Gompertz, in the loss or in ln(L - E)) a second backtest picks on the held-out
+        accuracy rows (:func:`bayescale.model_choice.choose_link`).
     metric
         Which metric's rows are the loss the law describes (default ``"loss"``).
     priors
@@ -294,9 +297,9 @@ def fit(
         if method == "nuts":
             # settings that do not depend on the model fail before the backtest
             check_sampler(sampler, method, mass_matrix or "diag", low_rank_cutoff)
-            given = dict(sampler=sampler, target_accept=target_accept, cores=cores,
-                         mass_matrix=mass_matrix, low_rank_cutoff=low_rank_cutoff,
-                         precision=precision)
+            given: dict[str, Any] = dict(sampler=sampler, target_accept=target_accept,
+                                         cores=cores, mass_matrix=mass_matrix,
+                                         low_rank_cutoff=low_rank_cutoff, precision=precision)
             model, choice = choose_model(
                 runs, metric=metric, draws=draws, tune=tune, chains=chains,
                 random_seed=random_seed, progressbar=progressbar,

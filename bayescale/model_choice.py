@@ -36,6 +36,12 @@ the first candidate (the ``chinchilla`` final-loss model, or ``checkpoints`` whe
 are unfinished) is used without a discrepancy term, and the fit says so.  Name a model
 (``fit(runs, "chinchilla")``) to skip the choice.
 
+A table with accuracy rows (``acc:<task>``, ``acc:avg``) then gets the chosen model plus a
+downstream part (:func:`with_accuracy`), and its link is chosen the same way
+(:func:`choose_link`): each of :data:`LINK_CANDIDATES` (sigmoid, exponential and Gompertz
+links, linear in the loss or in ``ln(L - E)``) is fitted with the chosen loss model and
+scored on the held-out largest sizes' accuracies (``acc:avg`` when the table has it).
+
 What was chosen and why is recorded as a :class:`ModelChoice` in ``fit.info["model_choice"]``
 (a dict, so it survives :meth:`~bayescale.ScalingFit.save`), shown by
 :meth:`~bayescale.ScalingFit.summary` (``attrs["model_choice"]``), the CLI and the HTML
@@ -89,6 +95,12 @@ class ModelChoice:
         empty when nothing was backtested.
     folds
         Rolling-origin folds scored (0 when nothing was backtested).
+    link
+        The downstream link chosen for the table's accuracy rows (``{"link": ..., "scale":
+        ...}``, see :func:`choose_link`); empty when the table has none or the links were not
+        compared.
+    link_scores
+        The links' backtest summary, best first (empty when they were not compared).
     """
 
     chosen: str
@@ -96,6 +108,8 @@ class ModelChoice:
     candidates: tuple[str, ...]
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
     folds: int = 0
+    link: dict[str, str] = field(default_factory=dict)
+    link_scores: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def message(self) -> str:
         """One line: the model used and why."""
@@ -105,14 +119,17 @@ class ModelChoice:
         """JSON-serialisable form (what ``fit.info["model_choice"]`` holds)."""
         return {"chosen": self.chosen, "reason": self.reason,
                 "candidates": list(self.candidates), "folds": self.folds,
-                "scores": self.scores.to_dict("records")}
+                "scores": self.scores.to_dict("records"), "link": dict(self.link),
+                "link_scores": self.link_scores.to_dict("records")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelChoice:
         """Rebuild from :meth:`to_dict`."""
         return cls(chosen=str(data["chosen"]), reason=str(data["reason"]),
                    candidates=tuple(data.get("candidates", ())),
-                   scores=pd.DataFrame(data.get("scores", [])), folds=int(data.get("folds", 0)))
+                   scores=pd.DataFrame(data.get("scores", [])), folds=int(data.get("folds", 0)),
+                   link={str(k): str(v) for k, v in data.get("link", {}).items()},
+                   link_scores=pd.DataFrame(data.get("link_scores", [])))
 
 
 def has_checkpoints(table: pd.DataFrame) -> bool:
@@ -157,14 +174,15 @@ def auto_candidates(table: pd.DataFrame) -> list[Model]:
 DOWNSTREAM_PRESETS = {"final": "downstream", "checkpoints": "checkpoints_downstream"}
 
 
-def with_accuracy(model: Model, table: pd.DataFrame,
-                  metric: str = "loss") -> tuple[Model, str | None]:
+def with_accuracy(model: Model, table: pd.DataFrame, metric: str = "loss", *,
+                  link: str = "sigmoid", scale: str = "loss") -> tuple[Model, str | None]:
     """``model`` extended to the ``acc:<task>`` metrics of ``table``, and a note saying how.
 
     The automatic choice compares loss models on the loss rows; a table that also has
     accuracy rows gets the chosen model plus the downstream part (and sampler settings) of
     the ``downstream`` preset, or of ``checkpoints_downstream`` for a checkpoint model:
-    each task linked to the latent loss by a sigmoid, Beta-Binomial noise from its items.
+    each task linked to the latent loss by ``link`` on ``scale`` (default: a sigmoid in the
+    loss; :func:`choose_link` picks them by a backtest), Beta-Binomial noise from its items.
     A model with :class:`~bayescale.parts.MarginalRuns` is fitted in its latent form (the
     link needs each checkpoint's latent loss).  A table with both ``acc:avg`` and per-task
     rows fits the tasks (their mean is predicted as ``acc:avg``).  The note is None when
@@ -185,7 +203,8 @@ def with_accuracy(model: Model, table: pd.DataFrame,
                                        else "")
     preset = load_model(DOWNSTREAM_PRESETS["checkpoints" if model.part("checkpoints") is not None
                                            else "final"])
-    part = cast(Downstream, preset.part("downstream"))  # both presets have one
+    part = replace(cast(Downstream, preset.part("downstream")),  # both presets have one
+                   link=link, scale=scale)
     tasks = [m for m in accuracy if m != AVERAGE]
     if AVERAGE in accuracy and tasks:  # the tasks are fitted, their mean predicted as the average
         part = replace(part, tasks=tuple(tasks))
@@ -204,8 +223,8 @@ def with_accuracy(model: Model, table: pd.DataFrame,
                if AVERAGE in accuracy and tasks else "")
     return extended, (f"the table's {len(accuracy)} accuracy metric(s) ({shown}) are fitted "
                       f"jointly with the loss by the {preset.name!r} preset's downstream part "
-                      f"(sigmoid links from the latent loss){average}; the loss model was "
-                      "chosen on the loss rows alone")
+                      f"({link} links from the latent loss, {scale.replace('_', '-')} scale)"
+                      f"{average}; the loss model was chosen on the loss rows alone")
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
@@ -241,10 +260,132 @@ def calibrate(rows: pd.DataFrame, hdi_prob: float = 0.9) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Downstream links (link, scale) compared on a table's held-out accuracy rows, default first.
+LINK_CANDIDATES = (("sigmoid", "loss"), ("exp", "loss"), ("gompertz", "loss"),
+                   ("sigmoid", "log_reducible"), ("exp", "log_reducible"),
+                   ("gompertz", "log_reducible"))
+#: Standard errors by which a link's held-out log score must beat the default link's (paired
+#: over the held-out rows) to replace it: links are hard to tell apart on a ladder's narrow
+#: range of losses, and a choice made on noise would move the forecast for nothing.
+LINK_MARGIN_SE = 2.0
+
+
+def paired_advantage(rows: pd.DataFrame, model: str, baseline: str) -> tuple[float, float]:
+    """Mean and standard error of ``model``'s log score minus ``baseline``'s, row by row.
+
+    ``rows`` is :attr:`bayescale.Backtest.rows`; the rows are paired by fold and run.
+
+    >>> rows = pd.DataFrame({"model": ["a", "a", "b", "b"], "fold": 0, "run": ["r", "s"] * 2,
+    ...                      "log_score": [2.0, 3.0, 1.0, 1.0]})
+    >>> paired_advantage(rows, "a", "b")
+    (1.5, 0.5)
+    """
+    key = ["fold", "run"]
+    a = rows[rows["model"] == model].set_index(key)["log_score"]
+    b = rows[rows["model"] == baseline].set_index(key)["log_score"]
+    diff = (a - b).dropna().to_numpy(dtype=float)
+    if len(diff) < 2:
+        return float(diff.mean()) if len(diff) else 0.0, float("inf")
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def scored_accuracy(table: pd.DataFrame, metric: str = "loss") -> str | None:
+    """The accuracy metric the downstream links are compared on, or None.
+
+    ``acc:avg`` when ``table`` has it, else its one ``acc:<task>`` metric, else None (no
+    accuracy rows, or several tasks and no average).
+
+    >>> scored_accuracy(pd.DataFrame({"metric": ["loss", "acc:arc", "acc:avg"]}))
+    'acc:avg'
+    """
+    accuracy = sorted(m for m in table["metric"].unique() if m != metric and m.startswith("acc:"))
+    if AVERAGE in accuracy:
+        return AVERAGE
+    return accuracy[0] if len(accuracy) == 1 else None
+
+
+def choose_link(runs: pd.DataFrame, model: Model, *, metric: str = "loss",
+                scored: str | None = None, draws: int | None = None, tune: int | None = None,
+                chains: int | None = None, random_seed: int = 0, progressbar: bool = True,
+                **sampler_settings: Any) -> tuple[dict[str, str], pd.DataFrame, str] | None:
+    """Choose the downstream link of ``model`` for a table's accuracy rows by a backtest.
+
+    Each (link, scale) of :data:`LINK_CANDIDATES` extends ``model`` (the chosen loss model)
+    as :func:`with_accuracy` does, fitted to the loss and the one accuracy metric
+    :func:`scored_accuracy` names (``acc:avg`` when the table has it: a table of many tasks
+    is compared on their average, since a fit of every task per candidate and fold would
+    cost as many times more).  The folds hold out that metric's largest sizes
+    (:func:`bayescale.backtest` with ``scored``), up to :data:`CHOICE_FOLDS`; candidates
+    whose fits all converged rank first, then by mean held-out log score.  The best replaces
+    the default link (the first candidate) only when the default's fits did not all converge,
+    or when its log score is higher by at least :data:`LINK_MARGIN_SE` standard errors of the
+    paired difference (:func:`paired_advantage`).
+
+    Returns
+    -------
+    (link, scores, reason) or None
+        ``{"link": ..., "scale": ...}``, the backtest summary (best first) and one sentence;
+        None when there is nothing to compare (no scorable accuracy metric, too few sizes,
+        or a model that cannot take a downstream part).
+    """
+    from .backtesting import backtest, largest_fold_count
+
+    scored = scored or scored_accuracy(runs, metric)
+    if scored is None:
+        return None
+    folds = min(CHOICE_FOLDS, largest_fold_count(runs, scored))
+    if folds < 1:
+        return None
+    subset = runs[runs["metric"].isin([metric, scored])].reset_index(drop=True)
+    candidates, labels = [], {}
+    for link, scale in LINK_CANDIDATES:
+        extended, _ = with_accuracy(model, subset, metric, link=link, scale=scale)
+        if extended.part("downstream") is None:
+            return None
+        label = f"{link} link, {scale.replace('_', '-')} scale"
+        labels[label] = {"link": link, "scale": scale}
+        candidates.append(replace(extended, name=label))
+    if progressbar:
+        print(f"bayescale: choosing the downstream link: backtest of {len(candidates)} links on "
+              f"{scored} ({folds} fold(s), the largest size(s) held out)", flush=True)
+    result = backtest(subset, candidates, holdout="largest", folds=folds, metric=metric,
+                      scored=scored, draws=draws, tune=tune, chains=chains,
+                      random_seed=random_seed, progressbar=progressbar, **sampler_settings)
+    scores = _ranked(result.scores)
+    best = scores.iloc[0]
+    default = scores[scores["model"] == candidates[0].name].iloc[0]
+    gain, se = paired_advantage(result.rows, str(best["model"]), str(default["model"]))
+    scores = scores.assign(advantage=[paired_advantage(result.rows, m, str(default["model"]))[0]
+                                      for m in scores["model"]])
+    if best["model"] == default["model"]:
+        why = "highest held-out log score"
+    elif bool(best["all_converged"]) and not bool(default["all_converged"]):
+        why = "the default link's backtest fits did not all converge; highest held-out log score"
+    elif gain >= LINK_MARGIN_SE * se:
+        why = (f"held-out log score higher than the default link's by {gain:.3f} "
+               f"({gain / se:.1f} standard errors)")
+    else:
+        why = (f"the default: the best link ({best['model']}) scored only {gain:.3f} higher "
+               f"({gain / se if se > 0 else 0:.1f} standard errors, fewer than "
+               f"{LINK_MARGIN_SE:g})")
+        best = default
+    reason = (f"downstream link {best['model']!r}: {why} on {scored} of {len(candidates)} links"
+              + (" (its backtest fits converged" if bool(best["all_converged"]) else
+                 " (its backtest fits did not all converge")
+              + f"; {int(best['n'])} held-out rows, median error "
+              f"{100 * best['median_abs_rel_error']:.2g}%)")
+    return labels[str(best["model"])], scores, reason
+
+
 def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None = None,
                  tune: int | None = None, chains: int | None = None, random_seed: int = 0,
-                 progressbar: bool = True, **sampler_settings: Any) -> tuple[Model, ModelChoice]:
+                 progressbar: bool = True, links: bool = True,
+                 **sampler_settings: Any) -> tuple[Model, ModelChoice]:
     """Choose the model of ``runs`` (a validated runs table) by a backtest inside the ladder.
+
+    The loss model is chosen on the loss rows; a table with accuracy rows then has its
+    downstream link chosen for that model (:func:`choose_link`, unless ``links=False``),
+    recorded in the choice's ``link`` for :func:`with_accuracy`.
 
     Parameters
     ----------
@@ -256,6 +397,8 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
         Sampler settings of the backtest fits (default: each candidate's own).
     progressbar
         Print one line per backtest fit and the verdict.
+    links
+        Also choose the downstream link when ``runs`` has accuracy rows.
     sampler_settings
         The backtest fits' other settings (``sampler``, ``target_accept``, ``mass_matrix``,
         ``precision`` ...; see :func:`bayescale.backtest`): the ones ``fit`` was given.
@@ -265,6 +408,22 @@ def choose_model(runs: pd.DataFrame, *, metric: str = "loss", draws: int | None 
     (Model, ModelChoice)
         The chosen model and the record of the choice.
     """
+    settings: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains,
+                                    random_seed=random_seed, progressbar=progressbar,
+                                    **sampler_settings)
+    chosen, choice = _choose_loss_model(runs, metric=metric, **settings)
+    link = choose_link(runs, chosen, metric=metric, **settings) if links else None
+    if link is None:
+        return chosen, choice
+    chosen_link, link_scores, reason = link
+    return chosen, replace(choice, reason=f"{choice.reason}; {reason}", link=chosen_link,
+                           link_scores=link_scores)
+
+
+def _choose_loss_model(runs: pd.DataFrame, *, metric: str, draws: int | None, tune: int | None,
+                       chains: int | None, random_seed: int, progressbar: bool,
+                       **sampler_settings: Any) -> tuple[Model, ModelChoice]:
+    """The loss model :func:`choose_model` chooses (see the module docstring)."""
     from .backtesting import backtest, largest_fold_count
 
     rows = runs[runs["metric"] == metric]

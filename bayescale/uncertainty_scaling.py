@@ -219,7 +219,9 @@ def uncertainty_scaling(runs: pd.DataFrame | str | os.PathLike, target,
 
         settings = {k: fit_kwargs[k] for k in ("metric", "draws", "tune", "chains", "random_seed")
                     if k in fit_kwargs}
-        model, _ = choose_model(read_runs(runs), progressbar=progressbar, **settings)
+        # the loss model: the subsets' bands are of the target's loss
+        model, _ = choose_model(read_runs(runs), progressbar=progressbar, links=False,
+                                **settings)
     subsets = list(nested_subsets(runs, by))
     measure = partial(_band_at, targets=targets, hdi_prob=hdi_prob)
     if client is not None:

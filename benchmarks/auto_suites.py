@@ -9,8 +9,8 @@ scores the 90% observation bands at the held-out targets, which the choice never
 ``gadre_average``
     The same runs with the 46-task average accuracy as one metric (``acc:avg``, built as
     ``case_studies/gadre_overtrain.py`` builds it), fitted jointly with the loss (``model=
-    "auto"`` adds the downstream part); the six 1.4B averages predicted, scored in
-    accuracy points (absolute, not relative, error).
+    "auto"`` adds the downstream part, its link chosen by a second backtest); the six 1.4B
+    averages predicted, scored in accuracy points (absolute, not relative, error).
 ``chinchilla``
     Besiroglu et al.'s Chinchilla points, the top 20% of compute (params x tokens) predicted
     from the rest.
@@ -28,7 +28,7 @@ final fit converged.
 Run (data under ``$BAYESCALE_DATA`` or ``../shared/data``)::
 
     python benchmarks/auto_suites.py gadre chinchilla pythia pythia_truncated   # ~20 minutes
-    python benchmarks/auto_suites.py gadre_average                             # ~7 minutes
+    python benchmarks/auto_suites.py gadre_average                             # ~15 minutes
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """fit(runs) with model="auto" (bayescale.model_choice): the ladder chooses its model."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -128,6 +129,18 @@ def test_auto_fit_records_survive_save_and_show_in_the_report(auto_fit, tmp_path
     html = bayescale.report(loaded, tmp_path / "report.html").read_text()
     assert 'id="model_choice"' in html and "chosen automatically" in html
     assert html.count("<img") >= 1
+    assert "Downstream links" not in html  # a loss-only table compares no links
+    # a choice that compared links lists them, best first
+    links = pd.DataFrame({"model": ["exp link, loss scale", "sigmoid link, loss scale"],
+                          "mean_log_score": [1.5, 0.25], "n": [4, 4],
+                          "all_converged": [True, True]})
+    choice = dataclasses.replace(loaded.model_choice, link={"link": "exp", "scale": "loss"},
+                                 link_scores=links)
+    linked = dataclasses.replace(loaded, info={**loaded.info, "model_choice": choice.to_dict()})
+    html = bayescale.report(linked, tmp_path / "links.html", figures=False).read_text()
+    section = html[html.index('id="model_choice"'):]
+    assert "Downstream links" in section
+    assert section.index("exp link, loss scale") < section.index("sigmoid link, loss scale")
 
 
 def test_a_named_model_records_no_choice():
@@ -220,3 +233,76 @@ def test_the_fits_sampler_settings_reach_the_backtest(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(TypeError, match="tree_depth"):
         bayescale.backtest(runs, ["chinchilla", "kaplan"], tree_depth=10)
+
+
+def test_choose_link_prefers_the_scale_the_task_was_simulated_on(monkeypatch):
+    """The link backtest (two of the candidates, two folds, small draws) prefers a sigmoid in
+    ln(L - E), the simulated task's scale, to the default sigmoid in the loss, and says why."""
+    from bayescale import model_choice
+    from bayescale.simulate import Task
+
+    monkeypatch.setattr(model_choice, "LINK_CANDIDATES",
+                        (("sigmoid", "loss"), ("sigmoid", "log_reducible")))
+    task = Task("arc", slope=2.0, midpoint=0.0, scale="log_reducible")
+    runs, _ = bayescale.simulate_ladder(seed=2, tasks=[task])
+    link, scores, reason = model_choice.choose_link(
+        read_runs(runs), load_model("chinchilla"), draws=200, tune=200, chains=2,
+        progressbar=False)
+    assert link == {"link": "sigmoid", "scale": "log_reducible"}
+    assert list(scores["model"]) == ["sigmoid link, log-reducible scale",
+                                     "sigmoid link, loss scale"]
+    assert scores["mean_log_score"].iloc[0] > scores["mean_log_score"].iloc[1] + 0.5, scores
+    assert "higher than the default link's" in reason and "on acc:arc" in reason
+    assert (scores["n"] == 8).all()  # 2 folds x the 4 accuracy rows of the held-out size
+    # nothing to compare without accuracy rows
+    loss = read_runs(runs[runs["metric"] == "loss"])
+    assert model_choice.choose_link(loss, load_model("chinchilla"), progressbar=False) is None
+
+
+def test_the_chosen_link_is_fitted_and_kept_in_the_record():
+    """A choice's link reaches the fitted downstream part and survives the fit's record."""
+    import json
+
+    from bayescale.fitting import _prepare_with_accuracy
+    from bayescale.model_choice import ModelChoice
+    from bayescale.simulate import Task
+
+    runs, _ = bayescale.simulate_ladder(seed=2, tasks=[Task("arc")])
+    choice = ModelChoice("chinchilla", "test", ("chinchilla",),
+                         link={"link": "gompertz", "scale": "log_reducible"},
+                         link_scores=pd.DataFrame({"model": ["gompertz"], "n": [4]}))
+    back = ModelChoice.from_dict(json.loads(json.dumps(choice.to_dict())))
+    assert back.link == choice.link and back.link_scores.equals(choice.link_scores)
+    prepared, record = _prepare_with_accuracy(read_runs(runs), load_model("chinchilla"), back,
+                                              "loss", None)
+    part = prepared.model.part("downstream")
+    assert (part.link, part.scale) == ("gompertz", "log_reducible")
+    assert "gompertz links from the latent loss, log-reducible scale" in record.reason
+
+
+@pytest.mark.parametrize("gains, chosen", [([0.3, -0.2, 0.25, -0.1], "sigmoid"),
+                                           ([0.5, 0.6, 0.55, 0.45], "exp")])
+def test_a_link_replaces_the_default_only_by_a_clear_margin(monkeypatch, gains, chosen):
+    """Paired over the held-out rows, a link must beat the default by LINK_MARGIN_SE standard
+    errors: a higher mean score within the noise keeps the default."""
+    from bayescale import backtesting, model_choice
+    from bayescale.simulate import Task
+
+    def fake_backtest(runs, models, **settings):
+        rows = pd.DataFrame([{"model": m.name, "fold": 0, "run": f"r{i}", "rel_error": 0.01,
+                              "log_score": 1.0 + (g if m.name.startswith("exp") else 0.0),
+                              "covered_50": True, "covered_90": True, "width_50": 0.1,
+                              "width_90": 0.3, "converged": True}
+                             for m in models for i, g in enumerate(gains)])
+        return backtesting.Backtest(rows=rows, scores=backtesting.summarise(rows, (0.5, 0.9)),
+                                    holdout="largest", hdi_probs=(0.5, 0.9), folds=[])
+
+    monkeypatch.setattr(backtesting, "backtest", fake_backtest)
+    monkeypatch.setattr(model_choice, "LINK_CANDIDATES", (("sigmoid", "loss"), ("exp", "loss")))
+    runs, _ = bayescale.simulate_ladder(seed=2, tasks=[Task("arc")])
+    link, scores, reason = model_choice.choose_link(read_runs(runs), load_model("chinchilla"),
+                                                    progressbar=False)
+    assert link == {"link": chosen, "scale": "loss"}
+    assert scores["model"].iloc[0] == "exp link, loss scale"  # the higher mean either way
+    assert scores["advantage"].iloc[0] == pytest.approx(np.mean(gains))
+    assert ("the default: the best link" in reason) == (chosen == "sigmoid"), reason

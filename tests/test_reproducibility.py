@@ -39,21 +39,25 @@ print(json.dumps(out))
 
 def _digests_of_two_processes(presets, draws, tune, sampler="nutpie", timeout=900.0,
                               tag="") -> list[dict[str, str]]:
-    """Run SCRIPT in two processes at once, with different hash seeds (so that anything
-    ordered by a set of strings comes out in another order).
+    """Run SCRIPT in two processes, one after the other, with different hash seeds (so that
+    anything ordered by a set of strings comes out in another order).
 
-    Each process leads its own process group; whatever happens (a time-out included), both
-    groups are killed before this returns, so no sampler (nor PyMC's chain processes)
-    outlives the test.  ``tag`` is written into the processes' command line."""
+    One after the other: the second loads what the first compiled from PyTensor's cache (a
+    graph that came out differently would not be found there and compile anew), so the pair
+    costs little more than one process.  Each process leads its own process group; whatever
+    happens (a time-out included), the groups are killed before this returns, so no sampler
+    (nor PyMC's chain processes) outlives the test.  ``tag`` is written into the processes'
+    command line; ``timeout`` bounds each process."""
     code = SCRIPT.format(benchmarks=str(BENCHMARKS), presets=list(presets), draws=draws, tune=tune,
                          sampler=sampler, tag=tag)
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              env={**os.environ, "PYTHONHASHSEED": str(seed)})
-             for seed in (1, 2)]
+    procs: list[subprocess.Popen] = []
     results = []
     try:
-        for proc in procs:
+        for seed in (1, 2):
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                    env={**os.environ, "PYTHONHASHSEED": str(seed)})
+            procs.append(proc)
             out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, err[-3000:]
             results.append(json.loads(out.strip().splitlines()[-1]))

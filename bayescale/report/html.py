@@ -343,8 +343,14 @@ class ReportBuilder:
                               "the held-out rows, and its error and coverage there.",
                               "Backtest scores of the candidate models")
                   if rows else None)
+        link_columns = [c for c in ("model", "mean_log_score", "median_abs_rel_error",
+                                    "coverage_50", "coverage_90", "median_width_90", "n",
+                                    "all_converged") if c in choice.link_scores]
+        link_rows = [[sig(v, 4) if isinstance(v, float) else str(v) for v in rec]
+                     for rec in choice.link_scores[link_columns].itertuples(index=False)]
         return {"message": choice.message(), "candidates": ", ".join(choice.candidates),
-                "folds": choice.folds, "columns": columns, "rows": rows, "figure": figure}
+                "folds": choice.folds, "columns": columns, "rows": rows, "figure": figure,
+                "link_columns": link_columns, "link_rows": link_rows}
 
     def fit_section(self) -> dict[str, Any]:
         """The Fit section: the fit, residual and posterior predictive figures."""
