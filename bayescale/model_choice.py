@@ -351,12 +351,13 @@ def choose_link(runs: pd.DataFrame, model: Model, *, metric: str = "loss",
     result = backtest(subset, candidates, holdout="largest", folds=folds, metric=metric,
                       scored=scored, draws=draws, tune=tune, chains=chains,
                       random_seed=random_seed, progressbar=progressbar, **sampler_settings)
-    scores = _ranked(result.scores)
+    advantage = {m: paired_advantage(result.rows, m, candidates[0].name)
+                 for m in result.scores["model"]}
+    scores = _ranked(result.scores.assign(advantage=[advantage[m][0]
+                                                     for m in result.scores["model"]]))
     best = scores.iloc[0]
     default = scores[scores["model"] == candidates[0].name].iloc[0]
-    gain, se = paired_advantage(result.rows, str(best["model"]), str(default["model"]))
-    scores = scores.assign(advantage=[paired_advantage(result.rows, m, str(default["model"]))[0]
-                                      for m in scores["model"]])
+    gain, se = advantage[best["model"]]
     if best["model"] == default["model"]:
         why = "highest held-out log score"
     elif bool(best["all_converged"]) and not bool(default["all_converged"]):
