@@ -15,6 +15,14 @@ that cache, and this module mends both:
 - **one graph per model.** After the rewrite ``local_fill_to_alloc`` some nodes' inputs come
   out in an order that depends on object ids, so the same model got a new key in every
   process.  :func:`cacheable_numba_mode` leaves that rewrite out while nutpie compiles.
+- **fast-math.** PyTensor compiles with LLVM's fast-math flags by default (contraction
+  into fused multiply-adds, reassociation, approximate functions).  How they apply depends
+  on what LLVM sees at once: a log-density compiled in this process is optimised together
+  with nutpie's wrapper around it, one loaded from the cache is linked as finished machine
+  code.  The two differ in the last bits, and NUTS trajectories magnify that into different
+  draws: the same data, model and seed gave another posterior on a machine with a warm
+  cache than on a new one.  :func:`cacheable_numba_mode` compiles without fast-math, so both
+  give the same draws, bit for bit.
 
 Importing the module registers the digamma (``bayescale.sampling`` imports it).
 
@@ -81,6 +89,9 @@ def _register() -> None:
 _register()
 
 _MODE_LOCK = threading.Lock()
+#: PyTensor settings while nutpie compiles: IEEE arithmetic (see the module's docstring);
+#: ``benchmarks/fastmath.py`` compares it with PyTensor's default fast-math.
+COMPILE_FLAGS: dict[str, object] = {"numba__fastmath": False}
 #: Rewrites left out of the graphs compiled for nutpie: after these, some nodes' inputs come
 #: out in an order that changes from process to process, and with it the cache key.
 NONDETERMINISTIC_REWRITES = ("local_fill_to_alloc",)
@@ -88,15 +99,19 @@ NONDETERMINISTIC_REWRITES = ("local_fill_to_alloc",)
 
 @contextmanager
 def cacheable_numba_mode() -> Iterator[None]:
-    """PyTensor's ``"NUMBA"`` mode without :data:`NONDETERMINISTIC_REWRITES`, inside the block.
+    """PyTensor's ``"NUMBA"`` mode, less some rewrites and fast-math, inside the block.
 
     nutpie compiles a PyMC model with the mode named ``"NUMBA"``; inside this block that
     name gives the same mode less the rewrites whose output is not the same graph in every
-    process, so a model compiled once is loaded from PyTensor's cache by the next process.
+    process (:data:`NONDETERMINISTIC_REWRITES`), so a model compiled once is loaded from
+    PyTensor's cache by the next process; and it compiles with IEEE arithmetic
+    (``numba__fastmath=False``), so that the loaded model and a freshly compiled one give
+    the same draws.
     """
+    import pytensor
     from pytensor.compile import mode as modes
 
-    with _MODE_LOCK:
+    with _MODE_LOCK, pytensor.config.change_flags(**COMPILE_FLAGS):
         numba_mode = modes.predefined_modes["NUMBA"]
         modes.predefined_modes["NUMBA"] = numba_mode.excluding(*NONDETERMINISTIC_REWRITES)
         try:
@@ -105,4 +120,4 @@ def cacheable_numba_mode() -> Iterator[None]:
             modes.predefined_modes["NUMBA"] = numba_mode
 
 
-__all__ = ["NONDETERMINISTIC_REWRITES", "cacheable_numba_mode", "digamma"]
+__all__ = ["COMPILE_FLAGS", "NONDETERMINISTIC_REWRITES", "cacheable_numba_mode", "digamma"]

@@ -310,8 +310,12 @@ def test_a_poorly_mixed_family_spread_is_named_with_the_remedy(hier_fit):
 
     fit, _, _ = hier_fit
     require_sampled(fit)
-    before = fit.diagnostics()  # short chains: the package's own checks may fail, elsewhere
-    assert not {"alpha_sd", "alpha_pop"} & set(before.worst) and before.hints == ()
+    pooling = fit.model.part("family_pooling")
+    spreads = set(pooling.variables(fit.model))
+    before = fit.diagnostics()  # short chains: the package's own checks may fail
+    # which variables the short chains mix worst differs between machines: the advice
+    # follows them, given exactly when a family spread or population is among the worst
+    assert bool(before.hints) == bool(spreads & set(before.worst))
     posterior = fit.idata.posterior.copy()
     spread = posterior["alpha_sd"]
     posterior["alpha_sd"] = spread + xr.DataArray([0.0, 10 * float(spread.std())],
@@ -322,7 +326,6 @@ def test_a_poorly_mixed_family_spread_is_named_with_the_remedy(hier_fit):
     assert diag.passed is False and diag.worst[0] == "alpha_sd"
     assert len(diag.hints) == 1 and "prior='student_t'" in diag.hints[0]
     assert "worst: alpha_sd" in diag.message() and "mass_matrix='low_rank'" in diag.message()
-    pooling = fit.model.part("family_pooling")
     assert pooling.convergence_hint(fit.model, ("alpha_sd",)) == diag.hints[0]
     assert pooling.convergence_hint(fit.model, ("sigma_run",)) is None
     assert FamilyPooling(prior="student_t").convergence_hint(fit.model, ("alpha_sd",)) is None

@@ -44,9 +44,13 @@ def test_token_shortfall_scales_with_the_data_term():
 
 
 #: Kaplan's law, families pooled, every checkpoint, run offsets and slopes, the table's schedule
-#: as a token shortfall, iid residuals whose scale falls with size.
+#: as a token shortfall, iid residuals whose scale falls with size.  The families' spread is
+#: integrated out (``prior="student_t"``): with the sampled spread, the funnel of the two
+#: families' population left R-hat 1.054-1.085 and a bulk ESS of 27-81 under two seeds,
+#: with 2 or 4 chains (the noise, not the pooling, is under test here).
 MODEL = Model("kaplan",
-              parts=[FamilyPooling(), Checkpoints(min_fraction=0.05), RunEffect(slope=True),
+              parts=[FamilyPooling(prior="student_t"), Checkpoints(min_fraction=0.05),
+                     RunEffect(slope=True),
                      ScheduleTerm(source="table", anneal="tokens"), Noise(by_size=True)])
 
 

@@ -22,8 +22,12 @@ def test_readme_has_the_four_worked_examples():
     assert list(examples()) == ["final_losses", "checkpoint_ladder", "downstream", "uncertainty"]
 
 
+#: The uncertainty example (an automatic model choice, then the variance parts, a
+#: preposterior and a family comparison: 160-190 s on 2 cores) runs in the slow tier; each of
+#: its calls has its own default-tier tests (test_model_choice, test_uncertainty,
+#: test_advisor, test_decisions).
 @pytest.mark.parametrize("name", ["final_losses", "checkpoint_ladder", "downstream",
-                                  "uncertainty"])
+                                  pytest.param("uncertainty", marks=pytest.mark.slow)])
 def test_readme_example_runs_as_written(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
