@@ -156,8 +156,7 @@ def overdispersed_fits():
     # would absorb much of one task's extra scatter)
     binomial = Downstream(link="sigmoid", overdispersion=False, run_effect=False)
     # target_accept 0.99 and 3,000 draws: the Binomial fit cannot describe the noisy task's
-    # scatter, and its posterior lies on a b-E-beta ridge (at 0.95 and 2,000 draws, up to 1% of
-    # its draws diverged and its bulk ESS ranged 68-285 over six seeds)
+    # scatter, and its posterior lies on a b-E-beta ridge that diverges at lower settings
     fits = _fit_with_and_without(runs, binomial, ("beta_binomial", "binomial"), target_accept=0.99,
                                  draws=3000, random_seed=2)
     return fits, truth
@@ -203,8 +202,8 @@ def test_beta_binomial_bands_cover_new_benchmark_runs_binomial_bands_do_not(over
     only the 5,000 items, is several times too narrow."""
     fits, truth = overdispersed_fits
     require_sampled(fits["beta_binomial"])
-    # the Binomial fit's ridge (see the fixture) leaves a bulk ESS of 54-425 over seeds: gated
-    # at half the tier's bar, as the assertions on its band have margins of several times
+    # the Binomial fit's ridge (see the fixture) mixes slowly: gated at half the tier's bar,
+    # as the assertions on its band have margins of several times
     require_sampled(fits["binomial"], min_ess_bulk=50)
     acc = float(NOISY.accuracy(truth.loss(3e9, 6e10)))
     rng = np.random.default_rng(0)

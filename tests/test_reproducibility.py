@@ -72,10 +72,9 @@ def _digests_of_two_processes(presets, draws, tune, sampler="nutpie", timeout=90
 def test_two_processes_give_identical_draws_small():
     """Default tier: the Gadre average model (a loss law and a downstream link) on a small
     simulated ladder, 2 x (60 + 60) draws; the first process compiles it, the second loads it
-    from the cache.  With PyTensor's fast-math flags those two gave different draws of this
-    model (not of the Pythia one), which :mod:`bayescale.numba_cache` now compiles without.
-    The slow tier adds the Pythia checkpoint model (the most parts) and the Gadre per-task
-    model."""
+    from the cache (under fast-math arithmetic, which :mod:`bayescale.numba_cache` turns off,
+    the two sample this model differently).  The slow tier adds the Pythia checkpoint model
+    (the most parts) and the Gadre per-task model."""
     first, second = _digests_of_two_processes(["gadre_average"], draws=60, tune=60)
     assert first == second
 
