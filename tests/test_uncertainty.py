@@ -32,13 +32,12 @@ def seeded():
     model = Model("chinchilla", parts=[FamilyPooling(), Checkpoints(), RunEffect(), Noise()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bayescale.fit(runs, model, draws=300, tune=500, chains=4, random_seed=1,
-                            progressbar=False, retry=False)
-    # E and the coefficients sit on a ridge this small ladder cannot resolve (bulk ESS about
-    # 100 of 1,200 draws; 4 chains, as 2 chains' R-hat of this ridge is too noisy for the
-    # gate); the assertions below are on the decomposition's own consistency and
-    # on the run and noise scales, which mix well: those are gated at the tier's bar.
-    require_sampled(fit, max_rhat=1.1, min_ess_bulk=50)
+        fit = bayescale.fit(runs, model, draws=600, tune=500, chains=4, random_seed=1,
+                            target_accept=0.95, progressbar=False, retry=False)
+    # E and the coefficients sit on a ridge this small ladder cannot resolve: 4 chains of 600
+    # draws at target_accept 0.95 keep the ridge's bulk ESS a few times above the tier's bar
+    # and its divergences well under it, on every seed tried
+    require_sampled(fit)
     scales = az.ess(fit.idata, var_names=["sigma_run", "sigma"])
     assert min(float(scales[v]) for v in scales.data_vars) >= 100
     return runs, truth, fit
