@@ -385,8 +385,11 @@ def test_draw_tasks_spread_over_the_ladder():
     assert {t.chance for t in tasks} <= {0.0, 0.25, 0.5}
 
 
+@pytest.mark.slow
 def test_downstream_calibration_smoke():
-    """Default tier: one replicate runs end to end and scores every held-out task."""
+    """One replicate runs end to end and scores every held-out task: the quick check to run
+    first when the calibration code changes (``pytest --run-slow -k calibration_smoke``); the
+    twenty-replicate test below runs the same function at full size."""
     from simulated_calibration import DownstreamDesign, downstream_replicate, summarise_downstream
 
     design = DownstreamDesign(n_tasks=3, heldout_sizes=(2e9,))

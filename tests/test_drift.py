@@ -184,12 +184,16 @@ def test_accuracy_rows_share_their_checkpoints_walk():
         build_model(model, rows, Scale(1e8, 1.0), ["f"], ["a", "b"], None, acc_rows)
 
 
+@pytest.mark.slow
 def test_walk_moves_the_tasks_of_its_run():
     """Loss and a task fitted jointly with a Drift part on a ladder whose runs' accuracies
     follow their walked loss: the fitted walks track the true ones, and an existing run's
     predicted accuracy at its last checkpoint (its walk included) is far closer to the truth
     than the law's accuracy for that run without its walk.  Sampling is short (4 x 400
-    draws, not converged): the structure, not the posterior's tails, is under test."""
+    draws, not converged): the structure, not the posterior's tails, is under test.
+
+    Slow tier (about 120 s on 2 cores): the default tier checks the same wiring without
+    sampling, in ``test_accuracy_rows_share_their_checkpoints_walk``."""
     from bayescale.simulate import Task
 
     task = Task("big", n_items=5000, chance=0.25, slope=3.0, midpoint=3.0)

@@ -245,8 +245,11 @@ def test_student_t_family_prior_fit(hier_fit):
     assert pred["upper"][1] - pred["lower"][1] > pred["upper"][0] - pred["lower"][0]
 
 
+@pytest.mark.slow
 def test_calibration_smoke():
-    """Default tier: one small replicate runs end to end and scores every quantity."""
+    """One small replicate runs end to end and scores every quantity: the quick check to run
+    first when the calibration code changes (``pytest --run-slow -k calibration_smoke``); the
+    twenty-replicate test below runs the same function at full size."""
     design = LadderDesign(families=2, sizes=(3e7, 1e8, 3e8), multipliers=(20.0,),
                           heldout_sizes=(3e9,), seeds=2, checkpoints=6)
     out = hierarchical_replicate(0, design, draws=200, tune=200, retry=False)
