@@ -210,10 +210,9 @@ def downstream_fit(tmp_path_factory):
             # ridge left a bulk ESS of 44-47 at 2 x (600 + 300) and R-hat up to 1.018 at
             # 2 x (1000 + 3000); low-rank at 0.95 left 1.2% divergent draws under one seed in four.
             # 4 chains: the ceiling's spread mixes slowly, and 4 chains' R-hat is steadier.
-            # Seed 5: under two of seven seeds tried (0 and 6) one chain stayed in the wide part
-            # of the three task ceilings' funnel (R-hat 1.26-1.53) and sampled at full tree
-            # depth, 120-150 s instead of about 20 s; the retry (on here, as by default) is the
-            # package's remedy for such a chain and has tests of its own.
+            # A seed whose chains all leave the wide part of the three task ceilings' funnel: a
+            # chain left there samples at full tree depth, several times slower; the retry (on
+            # here, as by default) is the package's remedy for it and has tests of its own.
             return bayescale.fit(runs, "downstream", draws=1000, tune=1000, chains=4,
                                  target_accept=0.99, mass_matrix="low_rank", random_seed=5,
                                  progressbar=False)

@@ -192,7 +192,7 @@ def test_walk_moves_the_tasks_of_its_run():
     than the law's accuracy for that run without its walk.  Sampling is short (4 x 400
     draws, not converged): the structure, not the posterior's tails, is under test.
 
-    Slow tier (about 120 s on 2 cores): the default tier checks the same wiring without
+    Slow tier (a long joint fit): the default tier checks the same wiring without
     sampling, in ``test_accuracy_rows_share_their_checkpoints_walk``."""
     from bayescale.simulate import Task
 
