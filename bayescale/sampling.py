@@ -49,6 +49,7 @@ from pymc.backends.arviz import find_constants, find_observations
 from threadpoolctl import threadpool_limits
 
 from .numba_cache import cacheable_numba_mode
+from .nutpie_compile import compile_pymc_model
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 METHODS = ("nuts", "map", "advi")
@@ -208,8 +209,8 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
 
     Compilation takes ~15 s, sampling a small ladder well under 1 s.  Within a process a
     structure compiles once (``cache_key``); across processes PyTensor's on-disk numba cache
-    holds the log-density (:mod:`bayescale.numba_cache` keeps it cacheable), and only
-    nutpie's wrapper around it compiles again.
+    holds the log-density (:mod:`bayescale.numba_cache` keeps it cacheable), and the numba
+    cache the callbacks nutpie calls (:mod:`bayescale.nutpie_compile`).
     """
     import nutpie
 
@@ -219,7 +220,7 @@ def _sample_nutpie(model: pm.Model, config: SamplerConfig, progressbar: bool,
         if compiled is None:
             with warnings.catch_warnings(), cacheable_numba_mode():
                 warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
-                compiled = nutpie.compile_pymc_model(model)
+                compiled = compile_pymc_model(model)
             if cache_key:
                 _NUTPIE_CACHE[cache_key] = compiled
     if not fresh:

@@ -132,18 +132,16 @@ def test_summary_and_result(client, ladders, request):
 def test_thread_workers_share_one_compilation_of_a_structure(ladders, monkeypatch):
     """The default LocalCluster's workers are threads of this process: two NUTS jobs of one
     structure, one on each worker at once, compile the model once between them."""
-    import nutpie
-
     from bayescale import sampling
 
     compiled = []
-    real = nutpie.compile_pymc_model
+    real = sampling.compile_pymc_model
 
     def counting(model, **kwargs):
         compiled.append(model)
         return real(model, **kwargs)
 
-    monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
+    monkeypatch.setattr(sampling, "compile_pymc_model", counting)
     monkeypatch.setattr(sampling, "_NUTPIE_CACHE", {})
     settings = {"draws": 50, "tune": 50, "chains": 2}
     jobs = [FitJob(runs, "chinchilla", {**settings, "random_seed": i}, label=f"t{i}")
