@@ -5,17 +5,17 @@ its gradient, and the expansion of a draw into the model's variables.  Each call
 PyTensor's compiled function (which PyTensor caches on disk, see
 :mod:`bayescale.numba_cache`) and hands it the model's data arrays, read from a record that
 holds their addresses and shapes.  nutpie 0.16 builds that wrapper with ``literal_unroll``
-over the data arrays, which numba types anew for every model: 10-15 s per compile of a
-model with about twenty data arrays, more than sampling a small ladder takes, and paid in
-every process because the callback cannot be cached.
+over the data arrays, which numba is slow to type (most of a cached process's compile time,
+see ``benchmarks/README.md``), for every model and in every process: its callback cannot
+be cached.
 
 :func:`compile_pymc_model` builds the same model (nutpie's own graph, record layout and
 ``CompiledPyMCModel``, so ``with_data`` and sampling work unchanged) with callbacks written
-out as straight-line source, one line per data array, which numba types in a fraction of
-the time.  When PyTensor cached the log-density, the callbacks are cached too, under a key
-of the cached function and the callback's source, so that the next process loads them
-instead of compiling them.  Both give the same draws as ``nutpie.compile_pymc_model``, bit
-for bit (``tests/test_nutpie_compile.py``).
+out as straight-line source, one line per data array, which numba types quickly.  When
+PyTensor cached the log-density, the callbacks are cached too, under a key of the cached
+function and the callback's source, so that the next process loads them instead of
+compiling them.  Both give the same draws as ``nutpie.compile_pymc_model``, bit for bit
+(``tests/test_nutpie_compile.py``).
 
 Example
 -------
