@@ -18,6 +18,7 @@ from bayescale.nutpie_compile import callback_source, compile_pymc_model
 # data arrays of rank 0, 1 and 2, float and int: every branch of the callbacks' extraction
 MODEL_SOURCE = """
 import numpy as np
+import pymc as pm
 
 def small_model():
     rng = np.random.default_rng(0)
