@@ -45,7 +45,6 @@ def compile_pymc_model(model) -> Any:
     Returns nutpie's ``CompiledPyMCModel``: pass it to ``nutpie.sample``; its
     ``with_data`` swaps the model's data arrays without compiling again.
     """
-    import numba
     from nutpie import compile_pymc as nutpie_compile
     from pymc.initial_point import make_initial_point_fn
 
@@ -68,20 +67,9 @@ def compile_pymc_model(model) -> Any:
         value.flags.writeable = False
     user_data = nutpie_compile.make_user_data(shared_vars, shared_data)
 
-    logp = _callback(
-        "logp", logp_fn_pt, [var.name for var in logp_fn_pt.get_shared()], shared_data,
-        user_data.dtype, n_dim=n_dim,
-        signature=numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
-                                    numba.types.CPointer(numba.types.double),
-                                    numba.types.CPointer(numba.types.double),
-                                    numba.types.voidptr))
-    expand = _callback(
-        "expand", expand_fn_pt, [var.name for var in expand_fn_pt.get_shared()], shared_data,
-        user_data.dtype, n_dim=n_dim, n_expanded=n_expanded,
-        signature=numba.types.int64(numba.types.uint64, numba.types.uint64,
-                                    numba.types.CPointer(numba.types.double),
-                                    numba.types.CPointer(numba.types.double),
-                                    numba.types.voidptr))
+    logp = _callback("logp", logp_fn_pt, shared_data, user_data.dtype, n_dim=n_dim)
+    expand = _callback("expand", expand_fn_pt, shared_data, user_data.dtype, n_dim=n_dim,
+                       n_expanded=n_expanded)
     dims, coords = nutpie_compile._prepare_dims_and_coords(model, shape_info)
     return nutpie_compile.CompiledPyMCModel(
         _n_dim=n_dim, dims=dims, _coords=coords,
@@ -152,15 +140,20 @@ def callback_source(kind: str, shared: dict[str, np.ndarray], n_dim: int,
     return "\n".join(lines) + "\n"
 
 
-def _callback(kind: str, function, names: list[str], shared_data: dict[str, np.ndarray],
-              record_dtype: np.dtype, *, n_dim: int, signature, n_expanded: int = 0):
+def _callback(kind: str, function, shared_data: dict[str, np.ndarray], record_dtype: np.dtype,
+              *, n_dim: int, n_expanded: int = 0):
     """Compile (or load) the ``kind`` callback of the PyTensor ``function``."""
     import numba
+    from numba import types
     from nutpie.compile_pymc import address_as_void_pointer
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
 
+    double = types.CPointer(types.double)
+    signature = (types.int64(types.uint64, double, double, double, types.voidptr)
+                 if kind == "logp" else
+                 types.int64(types.uint64, types.uint64, double, double, types.voidptr))
     inner = function.vm.jit_fn
-    shared = {name: shared_data[name] for name in names}
+    shared = {var.name: shared_data[var.name] for var in function.get_shared()}
     source = callback_source(kind, shared, n_dim, n_expanded)
     # __name__: numba rebuilds a cached callback's environment from the module it names
     scope = {"__name__": __name__, "carray": numba.carray, "np": np, "inner": inner,
